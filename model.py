@@ -1,0 +1,206 @@
+"""The Generative Query Network (Eslami et al., Science 2018; supplementary Algorithms S1-S3).
+
+`GQN(representation="pool", L=12, shared_core=False)` has the methods and argument order of the
+original torch-gqn, so code written against it keeps working:
+    forward(x, v, v_q, x_q, sigma) -> ELBO per scene (B,)
+    generate(x, v, v_q)            -> images sampled from the prior, (B, 3, 64, 64) in [0, 1]
+    reconstruct(x, v, v_q, x_q)    -> images from the posterior, (B, 3, 64, 64) in [0, 1]
+    kl_divergence(x, v, v_q, x_q)  -> KL summed over the L steps, (B,)
+with x (B, M, 3, 64, 64), v (B, M, 7), x_q (B, 3, 64, 64), v_q (B, 7), sigma a float.
+`elbo_terms` gives ELBO, KL, negative log-likelihood and the reconstruction mean from one pass.
+
+The scene encoding (`encode`) and the L-step unroll (`unroll`) are written once. `model.config`
+holds every constructor argument, so `GQN(**config)` rebuilds a model from a checkpoint.
+A state dict saved by torch-gqn loads with `load_torch_gqn_state_dict` (exact; see the function).
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from core import GenerationCore, InferenceCore
+from representation import REPRESENTATIONS
+
+UPSAMPLE_CHOICES = ("learned", "broadcast")
+SCALE = 4  # the cores run at image_size / 4: x_q and u go down, h_g goes up, by 4x4 stride-4 convs
+
+
+class GQN(nn.Module):
+    def __init__(self, representation="pool", L=12, shared_core=False, upsample="learned",
+                 x_dim=3, v_dim=7, r_dim=256, h_dim=128, z_dim=3, image_size=64):
+        super().__init__()
+        if representation not in REPRESENTATIONS:
+            raise ValueError(f"unknown representation {representation!r}: choose one of {sorted(REPRESENTATIONS)}")
+        if upsample not in UPSAMPLE_CHOICES:
+            raise ValueError(f"unknown upsample {upsample!r}: choose one of {UPSAMPLE_CHOICES}")
+        if L < 1:
+            raise ValueError(f"L (the number of generative layers) must be at least 1, not {L}")
+        self.config = dict(representation=representation, L=L, shared_core=bool(shared_core),
+                           upsample=upsample, x_dim=x_dim, v_dim=v_dim, r_dim=r_dim, h_dim=h_dim,
+                           z_dim=z_dim, image_size=image_size)
+        self.representation = representation
+        self.L = L
+        self.shared_core = bool(shared_core)
+        self.h_dim, self.z_dim, self.image_size = h_dim, z_dim, image_size
+        self.grid = image_size // SCALE
+
+        # psi, the representation network (Figure S1); named phi as in torch-gqn
+        self.phi = REPRESENTATIONS[representation](x_dim, v_dim, r_dim)
+
+        # the cores (Figure S2): one per step, or one shared by all steps
+        def inference():
+            return InferenceCore(x_dim, v_dim, r_dim, h_dim, self.grid, SCALE, upsample)
+
+        def generation():
+            return GenerationCore(v_dim, r_dim, h_dim, z_dim, self.grid, SCALE, upsample)
+
+        if self.shared_core:
+            self.inference_core, self.generation_core = inference(), generation()
+        else:
+            self.inference_core = nn.ModuleList(inference() for _ in range(L))
+            self.generation_core = nn.ModuleList(generation() for _ in range(L))
+
+        # heads: prior eta_pi(h_g), posterior eta_e(h_e), observation eta_g(u_L)
+        self.eta_pi = nn.Conv2d(h_dim, 2 * z_dim, kernel_size=5, padding=2)
+        self.eta_e = nn.Conv2d(h_dim, 2 * z_dim, kernel_size=5, padding=2)
+        self.eta_g = nn.Conv2d(h_dim, x_dim, kernel_size=1)
+
+        # Fixed inputs' share of the gates computed once per unroll where that saves work: a shared
+        # core reuses it L times, and a broadcast 1x1 r costs a (5x5)-map conv instead of a 16x16 one.
+        self.precompute_fixed = self.shared_core or (upsample == "broadcast" and representation != "tower")
+
+    # -- Algorithm S2/S3, the pieces --------------------------------------------------------------
+
+    def encode(self, x, v):
+        """Scene representation r = sum_k psi(x_k, v_k): x (B, M, 3, H, W), v (B, M, 7) -> (B, r_dim, *, *)."""
+        B, M = x.shape[:2]
+        r = self.phi(x.flatten(0, 1), v.flatten(0, 1))        # (B*M, r_dim, h, w)
+        return r.view(B, M, *r.shape[1:]).sum(dim=1)          # (B, r_dim, h, w)
+
+    def _cores(self, l):
+        if self.shared_core:
+            return self.inference_core, self.generation_core
+        return self.inference_core[l], self.generation_core[l]
+
+    def unroll(self, r, v_q, x_q=None):
+        """The L steps. With x_q: z from the posterior, returns (u_L, KL (B,)); else from the prior, (u_L, None)."""
+        B = v_q.shape[0]
+        h, g, n = self.h_dim, self.grid, self.image_size
+        c_g = h_g = r.new_zeros(B, h, g, g)
+        u = r.new_zeros(B, h, n, n)
+        c_e = h_e = r.new_zeros(B, h, g, g)
+        kl = r.new_zeros(B) if x_q is not None else None
+        pre = self.precompute_fixed
+        inf_fixed = gen_fixed = None
+        for l in range(self.L):
+            inference_core, generation_core = self._cores(l)
+            if gen_fixed is None or not self.shared_core:
+                gen_fixed = generation_core.prepare(v_q, r, pre)
+                if x_q is not None:
+                    inf_fixed = inference_core.prepare(x_q, v_q, r, pre)
+            # prior pi_l from the generator state before this step's update
+            mu_pi, logvar_pi = torch.chunk(self.eta_pi(h_g), 2, dim=1)
+            if x_q is None:
+                z = sample_normal(mu_pi, logvar_pi)
+            else:
+                c_e, h_e = inference_core(inf_fixed, c_e, h_e, h_g, u)
+                mu_q, logvar_q = torch.chunk(self.eta_e(h_e), 2, dim=1)   # posterior q_l
+                z = sample_normal(mu_q, logvar_q)
+                kl = kl + gaussian_kl(mu_q, logvar_q, mu_pi, logvar_pi).sum(dim=(1, 2, 3))
+            c_g, h_g, u = generation_core(gen_fixed, c_g, h_g, u, z)
+        return u, kl
+
+    # -- the original's interface ---------------------------------------------------------------
+
+    def elbo_terms(self, x, v, v_q, x_q, sigma):
+        """One pass: dict of elbo, kl, nll (each (B,), nats per scene) and x_mu, the reconstruction mean."""
+        r = self.encode(x, v)
+        u, kl = self.unroll(r, v_q, x_q)
+        x_mu = self.eta_g(u)                                     # (B, 3, 64, 64)
+        nll = -gaussian_log_prob(x_q, x_mu, sigma).sum(dim=(1, 2, 3))
+        return dict(elbo=-nll - kl, kl=kl, nll=nll, x_mu=x_mu)
+
+    def forward(self, x, v, v_q, x_q, sigma, terms=False):
+        """ELBO per scene (B,); with terms=True the tuple (elbo, kl, nll), still from one pass."""
+        t = self.elbo_terms(x, v, v_q, x_q, sigma)
+        return (t["elbo"], t["kl"], t["nll"]) if terms else t["elbo"]
+
+    def generate(self, x, v, v_q):
+        """Render the query views by sampling z from the prior: (B, 3, 64, 64) in [0, 1]."""
+        u, _ = self.unroll(self.encode(x, v), v_q)
+        return torch.clamp(self.eta_g(u), 0, 1)
+
+    def reconstruct(self, x, v, v_q, x_q):
+        """Render the query views by sampling z from the posterior given x_q: (B, 3, 64, 64) in [0, 1]."""
+        u, _ = self.unroll(self.encode(x, v), v_q, x_q)
+        return torch.clamp(self.eta_g(u), 0, 1)
+
+    def kl_divergence(self, x, v, v_q, x_q):
+        """KL(q || pi) summed over the L steps and z's dimensions: (B,)."""
+        return self.unroll(self.encode(x, v), v_q, x_q)[1]
+
+
+def sample_normal(mu, logvar):
+    """Reparameterised sample mu + std * eps, std = exp(logvar / 2)."""
+    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+
+def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p):
+    """KL(N(mu_q, var_q) || N(mu_p, var_p)) per element."""
+    return 0.5 * (logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p) ** 2) * torch.exp(-logvar_p) - 1)
+
+
+def gaussian_log_prob(x, mu, sigma):
+    """log N(x | mu, sigma^2) per element, sigma a float."""
+    return -0.5 * ((x - mu) / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)
+
+
+def bits_per_dim(nats, image_shape):
+    """Nats per scene -> bits per sub-pixel (per colour value of the query image)."""
+    return nats / (math.prod(image_shape) * math.log(2))
+
+
+# -- torch-gqn's state dict ----------------------------------------------------------------------
+
+GATES = ("forget", "input", "output", "state")  # torch-gqn's four gate convs, stacked in this order
+
+
+def from_torch_gqn_state_dict(state):
+    """torch-gqn names -> this GQN's: each core's four gate convs become one stacked conv."""
+    out = {}
+    for name, t in state.items():
+        name = name.replace("module.", "", 1) if name.startswith("module.") else name
+        head, _, tail = name.rpartition(".core.")
+        if head and tail.split(".")[0] in GATES:
+            gate, kind = tail.split(".")
+            if gate == GATES[0]:
+                out[f"{head}.core.gates.{kind}"] = torch.cat(
+                    [state_get(state, f"{head}.core.{g}.{kind}") for g in GATES], dim=0)
+            continue
+        out[name] = t
+    return out
+
+
+def to_torch_gqn_state_dict(state):
+    """This GQN's names -> torch-gqn's (the inverse of from_torch_gqn_state_dict)."""
+    out = {}
+    for name, t in state.items():
+        head, _, tail = name.rpartition(".core.gates.")
+        if head:
+            for g, part in zip(GATES, torch.chunk(t, len(GATES), dim=0)):
+                out[f"{head}.core.{g}.{tail}"] = part.clone()
+        else:
+            out[name] = t
+    return out
+
+
+def state_get(state, name):
+    """Look a torch-gqn parameter up with or without DataParallel's 'module.' prefix."""
+    return state[name] if name in state else state["module." + name]
+
+
+def load_torch_gqn_state_dict(model, state):
+    """Load a state dict saved by torch-gqn's GQN (same representation, L and shared_core) into `model`."""
+    model.load_state_dict(from_torch_gqn_state_dict(state))
+    return model
