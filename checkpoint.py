@@ -1,0 +1,117 @@
+"""Checkpoints: written atomically, loaded without unpickling code, carrying their own model config.
+
+A checkpoint is a dict saved with torch.save: model (state dict), config (GQN's constructor
+arguments, so `GQN(**config)` rebuilds the model from the file alone), optimizer, lr_schedule,
+sigma_schedule, step and args (the run's flags, the seed among them: the data order and the noise of
+every step are functions of (seed, step), so no generator state needs saving).
+It is written to a temporary file, flushed to disk and renamed, so a kill at any moment leaves the
+newest complete checkpoint loadable, and it is read with `torch.load(weights_only=True)`, which
+refuses anything but tensors and plain containers.
+"""
+
+import glob
+import os
+import re
+
+import torch
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used, said in one sentence."""
+
+
+NAME = "ckpt-{:08d}.pt"
+PATTERN = re.compile(r"ckpt-(\d+)\.pt$")
+
+
+def ensure_writable(folder):
+    """Create `folder` if needed and check that files can be written in it."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise CheckpointError(f"cannot write to the log folder {folder} ({e.strerror}); "
+                              f"choose another --root_log_dir or fix its permissions") from None
+
+
+def save(folder, step, keep=None, **state):
+    """Write folder/ckpt-<step>.pt atomically; keep only the `keep` newest. Returns the path."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, NAME.format(step))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        torch.save(dict(state, step=step), f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(folder)
+    if keep:
+        for old in checkpoints(folder)[:-keep]:
+            os.remove(old)
+    return path
+
+
+def _fsync_dir(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def checkpoints(folder):
+    """Complete checkpoints in `folder`, oldest first (temporary files of an interrupted save are ignored)."""
+    found = []
+    for path in glob.glob(os.path.join(folder, "ckpt-*.pt")):
+        m = PATTERN.search(os.path.basename(path))
+        if m:
+            found.append((int(m.group(1)), path))
+    return [p for _, p in sorted(found)]
+
+
+def latest(folder):
+    paths = checkpoints(folder)
+    return paths[-1] if paths else None
+
+
+def load(path, map_location="cpu"):
+    """Read a checkpoint safely: only tensors and plain containers; anything else is refused."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint file at {path}; check the path")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # a crafted or truncated file: never unpickle it unsafely
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a loadable checkpoint of this project ({first[:160]}); "
+                              f"use a checkpoint written by train.py") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise CheckpointError(f"{path} holds no model and config; use a checkpoint written by train.py "
+                              f"(a torch-gqn state dict loads with model.load_torch_gqn_state_dict)")
+    return state
+
+
+def build_model(state):
+    """Rebuild the GQN a checkpoint holds, weights loaded, on the CPU."""
+    from model import GQN
+    model = GQN(**state["config"])
+    model.load_state_dict(state["model"])
+    return model
+
+
+def check_compatible(state, config, given_flags, path):
+    """Refuse to resume when a model flag given now differs from the checkpoint's configuration."""
+    flag_of = dict(representation="representation", L="layers", shared_core="shared_core",
+                   upsample="upsample", r_dim="r_dim", h_dim="h_dim", z_dim="z_dim")
+    differ = [f"--{flag_of[k]} {config[k]} (checkpoint: {state['config'].get(k)})"
+              for k in flag_of if flag_of[k] in given_flags and state["config"].get(k) != config[k]]
+    if differ:
+        raise CheckpointError(f"{path} was trained with another model configuration: {', '.join(differ)}; "
+                              f"drop those flags to resume it, or start a new run with another --log_dir")

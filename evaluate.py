@@ -1,0 +1,192 @@
+"""Evaluate a GQN on held-out scenes: -ELBO, KL, NLL, bits per dim, and the MSE / PSNR of its
+generations and reconstructions next to three baselines that know nothing of 3D.
+
+    python evaluate.py --checkpoint runs/demo/checkpoints/ckpt-00002500.pt            # built-in test scenes
+    python evaluate.py --checkpoint CKPT --data_dir /path/to/dataset/test --scenes 1000 --context 3
+
+The baselines answer "does the model render the scene, or something cheaper?":
+- black: an all-black image (what a GQN stuck at the background renders);
+- mean context: the pixel-wise mean of the context views;
+- nearest context: the context view whose camera position is nearest the query's.
+Scenes, context views, query views and the model's noise all come from --seed: the same checkpoint
+and seed give the same numbers. Prints a table and writes JSON.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+
+import torch
+
+import gqn_dataset
+from model import bits_per_dim
+
+METRICS = ("neg_elbo", "kl", "nll", "bits_per_dim")
+IMAGE_METHODS = ("generation", "reconstruction", "black", "mean_context", "nearest_context")
+
+
+def split_batch(frames, viewpoints, device):
+    """(B, M+1, 3, H, W) uint8 frames, (B, M+1, 7) viewpoints -> x, v, x_q, v_q on device (last view = query)."""
+    frames = frames.to(device, non_blocking=True)
+    viewpoints = viewpoints.to(device, non_blocking=True).float()
+    images = frames.float().div_(255) if frames.dtype == torch.uint8 else frames.float()
+    return images[:, :-1], viewpoints[:, :-1], images[:, -1], viewpoints[:, -1]
+
+
+def baselines(x, v, v_q):
+    """Images a 3D-blind guesser would render for the query: black, mean context, nearest context."""
+    B = x.shape[0]
+    distance = (v[:, :, :3] - v_q[:, None, :3]).norm(dim=-1)          # (B, M) camera position distance
+    nearest = x[torch.arange(B, device=x.device), distance.argmin(dim=1)]
+    return dict(black=torch.zeros_like(x[:, 0]), mean_context=x.mean(dim=1), nearest_context=nearest)
+
+
+def per_image_mse(a, b):
+    return ((a - b) ** 2).flatten(1).mean(dim=1)                       # (B,)
+
+
+def psnr(mse):
+    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
+
+
+@torch.no_grad()
+def evaluate_batch(model, x, v, x_q, v_q, sigma, dtype="float32"):
+    """Per-scene metrics of one batch, each (B,), plus the images: one ELBO pass and one generation."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=(dtype == "bfloat16")):
+        t = model.elbo_terms(x, v, v_q, x_q, sigma)
+        generation = model.generate(x, v, v_q).float()
+    images = dict(generation=generation, reconstruction=t["x_mu"].float().clamp(0, 1), **baselines(x, v, v_q))
+    out = dict(neg_elbo=-t["elbo"].float(), kl=t["kl"].float(), nll=t["nll"].float())
+    out["bits_per_dim"] = bits_per_dim(out["neg_elbo"], x_q.shape[1:])
+    for name, image in images.items():
+        mse = per_image_mse(image, x_q)
+        out[f"mse_{name}"], out[f"psnr_{name}"] = mse, psnr(mse)
+    return out, images
+
+
+@torch.no_grad()
+def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=True):
+    """Mean of every metric over all the loader's scenes. Deterministic for a given model and seed."""
+    from tqdm import tqdm
+    model.eval()
+    sums, count = {}, 0
+    for i, (frames, viewpoints) in enumerate(tqdm(loader, desc="evaluating", disable=not progress, leave=False)):
+        torch.manual_seed(seed * 1_000_003 + i)                           # the noise of batch i
+        x, v, x_q, v_q = split_batch(frames, viewpoints, device)
+        out, _ = evaluate_batch(model, x, v, x_q, v_q, sigma, dtype)
+        for k, value in out.items():
+            sums[k] = sums.get(k, 0.0) + value.sum().item()
+        count += x.shape[0]
+    return {k: s / count for k, s in sums.items()} | dict(scenes=count)
+
+
+def fixed_batch(test_dir, batch_size, context, seed):
+    """One deterministic batch of test scenes (the first `batch_size`), for the training logs."""
+    dataset = gqn_dataset.SceneViews(test_dir)
+    batch_size = min(batch_size, len(dataset))
+    context = min(context, dataset.num_views - 1)
+    return next(iter(gqn_dataset.make_eval_loader(test_dir, batch_size, batch_size, context, seed)))
+
+
+def comparison_grid(x, x_q, images, rows=8, samples=()):
+    """Rows of: context views | ground truth | reconstruction | generation(s)."""
+    from images import make_grid
+    rows = min(rows, x.shape[0])
+    columns = [x[:rows, k] for k in range(x.shape[1])] + [x_q[:rows], images["reconstruction"][:rows],
+                                                          images["generation"][:rows]] + [s[:rows] for s in samples]
+    grid = torch.stack(columns, dim=1).flatten(0, 1)                 # (rows * columns, 3, H, W), row-major
+    return make_grid(grid, nrow=len(columns))
+
+
+def format_table(metrics):
+    lines = [f"{'':16s}{'value':>12s}"]
+    lines += [f"{k:16s}{metrics[k]:12.4f}" for k in METRICS]
+    lines.append(f"{'':16s}{'MSE':>12s}{'PSNR (dB)':>12s}")
+    lines += [f"{m:16s}{metrics['mse_' + m]:12.5f}{metrics['psnr_' + m]:12.2f}" for m in IMAGE_METHODS]
+    return "\n".join(lines)
+
+
+def final_report(model, test_dir, run_dir, scenes, context, seed, device, sigma, log=print, dtype="float32"):
+    """The end of a training run: metrics on held-out scenes against the baselines, final.json, final.png."""
+    from images import save_png
+    dataset = gqn_dataset.SceneViews(test_dir)
+    scenes = min(scenes, len(dataset))
+    context = min(context, dataset.num_views - 1)
+    loader = gqn_dataset.make_eval_loader(test_dir, scenes, 32, context, seed)
+    metrics = evaluate(model, loader, sigma, device, seed, dtype)
+    frames, viewpoints = next(iter(loader))
+    torch.manual_seed(seed)
+    x, v, x_q, v_q = split_batch(frames, viewpoints, device)
+    _, images = evaluate_batch(model, x, v, x_q, v_q, sigma, dtype)
+    save_png(comparison_grid(x, x_q, images), os.path.join(run_dir, "final.png"))
+    with open(os.path.join(run_dir, "final.json"), "w") as f:
+        json.dump(dict(metrics, context=context, seed=seed, sigma=sigma), f, indent=2)
+    log(f"held-out scenes: {scenes}, context views: {context}; mean squared error of the query view:")
+    for name in ("generation", "black", "mean_context", "nearest_context"):
+        log(f"  {name:16s} {metrics['mse_' + name]:.5f}")
+    beaten = all(metrics["mse_generation"] < metrics[f"mse_{b}"] for b in ("black", "mean_context", "nearest_context"))
+    log("generations beat all three baselines" if beaten else "generations do NOT yet beat all three baselines")
+    log(f"wrote {os.path.join(run_dir, 'final.png')} (context | truth | reconstruction | generation) and final.json")
+    return metrics
+
+
+def main(argv=None):
+    import checkpoint
+    p = argparse.ArgumentParser(description="Evaluate a GQN checkpoint on held-out scenes.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by train.py")
+    p.add_argument("--data_dir", default=None, help="test split folder (default: the built-in scenes' test split)")
+    p.add_argument("--scenes", type=int, default=None, help="number of scenes (default: the whole split)")
+    p.add_argument("--context", type=int, default=3, help="context views per scene")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sigma", type=float, default=None, help="pixel sigma of the likelihood (default: the checkpoint's)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--out", default=None, help="JSON file to write (default: next to the checkpoint)")
+    args = p.parse_args(argv)
+    for flag in ("scenes", "context", "batch_size"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            sys.exit(f"error: --{flag} must be at least 1, not {value}")
+    try:
+        state = checkpoint.load(args.checkpoint)
+        model = checkpoint.build_model(state)
+        data_dir = args.data_dir or builtin_test_dir(state)
+        dataset = gqn_dataset.SceneViews(data_dir)
+        scenes = len(dataset) if args.scenes is None else min(args.scenes, len(dataset))
+        loader = gqn_dataset.make_eval_loader(data_dir, scenes, args.batch_size, args.context, args.seed)
+    except (checkpoint.CheckpointError, gqn_dataset.DatasetError) as e:
+        sys.exit(f"error: {e}")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    sigma = args.sigma if args.sigma is not None else checkpoint_sigma(state)
+    metrics = evaluate(model, loader, sigma, device, args.seed, args.dtype)
+    metrics.update(checkpoint=args.checkpoint, data_dir=data_dir, context=args.context, seed=args.seed, sigma=sigma)
+    print(format_table(metrics))
+    out = args.out or os.path.splitext(args.checkpoint)[0] + "-eval.json"
+    with open(out, "w") as f:
+        json.dump(metrics, f, indent=2)
+    print(f"wrote {out}")
+
+
+def checkpoint_sigma(state):
+    """The pixel sigma the checkpoint's run had reached."""
+    from scheduler import SigmaSchedule
+    s = SigmaSchedule()
+    s.load_state_dict(state["sigma_schedule"])
+    return s.sigma
+
+
+def builtin_test_dir(state):
+    """The built-in scenes' test split the checkpoint's run trained next to."""
+    args = state.get("args", {})
+    if args.get("train_data_dir"):
+        raise gqn_dataset.DatasetError("this checkpoint was trained on --train_data_dir data; pass --data_dir with its test split")
+    root = os.path.join(args.get("data_root", "data"), f"shepard_metzler_{args.get('builtin_parts', 7)}_parts")
+    return os.path.join(root, "test")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Shared test fixtures: tiny scene folders in the project's shard format."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import gqn_dataset
+
+
+def write_random_split(folder, scenes=12, views=6, size=64, seed=0, scenes_per_shard=5):
+    """Write `scenes` random scenes (blobs of colour on black, random cameras) as a split folder."""
+    rng = np.random.default_rng(seed)
+
+    def jpeg(image):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+        return buffer.getvalue()
+
+    def scene():
+        frames = []
+        for _ in range(views):
+            image = np.zeros((size, size, 3), np.uint8)
+            y, x = rng.integers(8, size - 24, 2)
+            image[y:y + 16, x:x + 16] = rng.integers(64, 256, 3)
+            frames.append(jpeg(image))
+        position = rng.normal(size=(views, 3))
+        position *= 3.333 / np.linalg.norm(position, axis=1, keepdims=True)
+        yaw = np.mod(-np.arctan2(-position[:, 1], -position[:, 0]), 2 * np.pi)
+        pitch = np.arcsin(-position[:, 2] / 3.333)
+        cameras = np.concatenate([position, yaw[:, None], pitch[:, None]], axis=1).astype(np.float32)
+        return frames, cameras
+
+    gqn_dataset.write_split(str(folder), (scene() for _ in range(scenes)), scenes_per_shard=scenes_per_shard)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """(train_dir, test_dir) of tiny random scenes, written once per test session."""
+    root = tmp_path_factory.mktemp("tiny_data")
+    return (write_random_split(root / "train", scenes=12, seed=1),
+            write_random_split(root / "test", scenes=8, seed=2))
