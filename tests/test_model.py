@@ -1,0 +1,137 @@
+"""The GQN model: shapes, sizes, the ELBO's parts, output ranges, torch-gqn compatibility."""
+
+import pytest
+import torch
+
+from model import GQN, from_torch_gqn_state_dict, load_torch_gqn_state_dict, to_torch_gqn_state_dict
+from reference import PlainGQN
+
+TINY = dict(L=2, r_dim=16, h_dim=8, z_dim=2)
+
+
+def batch(B=2, M=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(B, M, 3, 64, 64, generator=g), torch.randn(B, M, 7, generator=g),
+            torch.randn(B, 7, generator=g), torch.rand(B, 3, 64, 64, generator=g))
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("representation", ["pool", "tower", "pyramid"])
+@pytest.mark.parametrize("shared_core", [False, True])
+@pytest.mark.parametrize("upsample", ["learned", "broadcast"])
+def test_output_shapes(representation, shared_core, upsample):
+    model = GQN(representation, shared_core=shared_core, upsample=upsample, **TINY)
+    x, v, v_q, x_q = batch()
+    assert model(x, v, v_q, x_q, 1.0).shape == (2,)
+    assert model.generate(x, v, v_q).shape == (2, 3, 64, 64)
+    assert model.reconstruct(x, v, v_q, x_q).shape == (2, 3, 64, 64)
+    assert model.kl_divergence(x, v, v_q, x_q).shape == (2,)
+    r = model.encode(x, v)
+    assert r.shape == ((2, 16, 16, 16) if representation == "tower" else (2, 16, 1, 1))
+
+
+def test_parameter_counts_match_the_original():
+    torch.set_default_device("meta")  # count without allocating 2 GB per model
+    try:
+        _check_counts()
+    finally:
+        torch.set_default_device("cpu")
+
+
+def _check_counts():
+    # the original torch-gqn's default model and its shared-core variant, to the parameter
+    assert n_params(GQN()) == 571_619_279
+    assert n_params(GQN(shared_core=True)) == 49_469_343
+    assert n_params(PlainGQN()) == 571_619_279
+    # broadcasting v_q and r instead of learned k16 transposed convs (documented in the README)
+    assert n_params(GQN(upsample="broadcast")) == 168_665_039
+    assert n_params(GQN(upsample="broadcast", shared_core=True)) == 15_889_823
+
+
+def test_elbo_is_log_likelihood_minus_kl_and_one_pass_gives_all_terms():
+    model = GQN(**TINY)
+    x, v, v_q, x_q = batch()
+    torch.manual_seed(3)
+    t = model.elbo_terms(x, v, v_q, x_q, 0.7)
+    assert torch.allclose(t["elbo"], -t["nll"] - t["kl"])
+    assert (t["kl"] >= 0).all()
+    torch.manual_seed(3)
+    elbo, kl, nll = model(x, v, v_q, x_q, 0.7, terms=True)
+    assert torch.equal(elbo, t["elbo"]) and torch.equal(kl, t["kl"])
+    torch.manual_seed(3)
+    assert torch.allclose(model.kl_divergence(x, v, v_q, x_q), t["kl"])
+
+
+def test_generate_and_reconstruct_are_images_in_unit_range():
+    model = GQN(**TINY)
+    with torch.no_grad():
+        model.eta_g.bias.fill_(3.0)  # push the raw output out of [0, 1]: the methods must clamp
+        x, v, v_q, x_q = batch()
+        for image in (model.generate(x, v, v_q), model.reconstruct(x, v, v_q, x_q)):
+            assert image.min() >= 0 and image.max() <= 1
+            assert image.max() == 1  # clamped, not squashed
+
+
+@pytest.mark.parametrize("representation", ["pool", "tower", "pyramid"])
+@pytest.mark.parametrize("shared_core", [False, True])
+def test_torch_gqn_state_dict_loads_and_computes_the_same_function(representation, shared_core):
+    kw = dict(representation=representation, shared_core=shared_core, L=3, r_dim=16, h_dim=8)
+    original = PlainGQN(**kw)          # torch-gqn's parameter names and formulation
+    model = load_torch_gqn_state_dict(GQN(**kw), original.state_dict())
+    x, v, v_q, x_q = batch()
+    torch.manual_seed(5)
+    expected = original(x, v, v_q, x_q, 0.9)
+    torch.manual_seed(5)
+    got = model(x, v, v_q, x_q, 0.9)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=0)
+    # and back: the conversion is exact both ways
+    back = to_torch_gqn_state_dict(model.state_dict())
+    assert set(back) == set(original.state_dict())
+    assert all(torch.equal(back[k], t) for k, t in original.state_dict().items())
+
+
+def test_torch_gqn_names_with_dataparallel_prefix_load():
+    original = PlainGQN(L=2, r_dim=16, h_dim=8)
+    prefixed = {"module." + k: t for k, t in original.state_dict().items()}
+    converted = from_torch_gqn_state_dict(prefixed)
+    GQN(L=2, r_dim=16, h_dim=8).load_state_dict(converted)  # strict: every name matches
+
+
+@pytest.mark.parametrize("shared_core", [False, True])
+@pytest.mark.parametrize("upsample", ["learned", "broadcast"])
+def test_fast_path_equals_plain_formulation(shared_core, upsample):
+    """Precomputed fixed-input gates (and the exact broadcast trick) change nothing but speed."""
+    kw = dict(shared_core=shared_core, upsample=upsample, L=3, r_dim=16, h_dim=8)
+    fast = GQN(**kw)
+    plain = GQN(**kw)
+    plain.load_state_dict(fast.state_dict())
+    plain.precompute_fixed = not fast.precompute_fixed
+    x, v, v_q, x_q = batch()
+    torch.manual_seed(7)
+    a = fast(x, v, v_q, x_q, 0.7)
+    torch.manual_seed(7)
+    b = plain(x, v, v_q, x_q, 0.7)
+    assert torch.allclose(a, b, rtol=1e-4, atol=0)
+    ga = torch.autograd.grad(a.sum(), list(fast.parameters()), allow_unused=True)
+    gb = torch.autograd.grad(b.sum(), list(plain.parameters()), allow_unused=True)
+    for p, q in zip(ga, gb):
+        assert (p is None) == (q is None)
+        if p is not None:
+            assert torch.allclose(p, q, rtol=1e-3, atol=1e-5)
+
+
+def test_config_rebuilds_the_same_model():
+    model = GQN("tower", shared_core=True, upsample="broadcast", **TINY)
+    clone = GQN(**model.config)
+    clone.load_state_dict(model.state_dict())
+    assert clone.config == model.config
+
+
+def test_bad_configuration_is_refused_in_one_sentence():
+    with pytest.raises(ValueError, match="unknown representation 'cube'"):
+        GQN("cube")
+    with pytest.raises(ValueError, match="at least 1"):
+        GQN(L=0)
