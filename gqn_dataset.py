@@ -33,18 +33,45 @@ else. The project's one viewpoint order is torch-gqn's,
 made from raw cameras by raw_to_viewpoint. DeepMind's reader gives
     (x, y, z, sin yaw, cos yaw, sin pitch, cos pitch);
 deepmind_to_project_viewpoint and project_to_deepmind_viewpoint convert 7-d data between the two.
+
+Folders converted by the original torch-gqn
+-------------------------------------------
+A folder of `{i}.pt.gz` or `{i}.pt` files (one scene per file; gzip'd or not, whatever the name
+says; the numbers may skip, scene k is the k-th file in numeric order) is read as well, by a
+restricted unpickler that builds only what such a file holds (numpy arrays, the Scene namedtuple,
+torch storages) and refuses any other global before it is called: no code from the file runs.
+
+Reading a split
+---------------
+    GQNDataset(root)[i] -> (images float32 (S, 3, 64, 64) in [0, 1], viewpoints float32 (S, 7))
+        torch-gqn's contract: all views of scene i.
+    make_loader(root, batch_size, max_context, seed, workers, start_batch=step) -> endless batches
+        (frames uint8 (B, M+1, 3, 64, 64), viewpoints float32 (B, M+1, 7)), the last view the query:
+            for frames, viewpoints in loader:
+                x = frames.to(device).float() / 255           # uint8 travels, 4x less than float
+                x_c, v_c, x_q, v_q = x[:, :-1], viewpoints[:, :-1], x[:, -1], viewpoints[:, -1]
+        SceneViews decodes only the sampled views; ContextBatchSampler makes batch k a pure function
+        of (seed, k), so any number of workers gives the same batches and start_batch=k resumes.
+    make_eval_loader(root, num_scenes, batch_size, num_context, seed) -> the same, finite, with a fixed
+        context count over the first num_scenes scenes (FixedContextSampler).
+Mistakes in data or settings raise DatasetError, whose message is one sentence naming the file
+(and scene and view) and the fix.
 """
 import bisect
 import collections
+import gzip
 import io
 import json
 import os
+import pickle
 import re
 import struct
+import zipfile
 
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 
 MAGIC = b"GQNSHRD1"
 CAMERA_LAYOUT = "x y z yaw pitch"
@@ -99,14 +126,16 @@ def project_to_deepmind_viewpoint(viewpoints):
 def decode_jpeg(data, where="frame"):
     """JPEG bytes -> uint8 array (H, W, 3) at the size it was stored. `where` names the frame in errors."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format != "JPEG":
-                raise ValueError(f"it is {image.format}")
-            rgb = image.convert("RGB")             # decodes the whole frame; truncated data fails here
-    except Exception as error:                     # PIL raises many kinds for bad bytes
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as image:    # JPEG only, no format probing
+            image.load()                                                  # truncated data fails here
+            if image.mode != "RGB":
+                image = image.convert("RGB")
+            width, height = image.size
+            pixels = image.tobytes()
+    except Exception as error:                                            # PIL raises many kinds for bad bytes
         raise DatasetError(f"{where} is not a readable JPEG ({error}); "
                            f"convert that data again from its source.") from None
-    return np.asarray(rgb)
+    return np.frombuffer(pixels, dtype=np.uint8).reshape(height, width, 3).copy()
 
 
 def resize_frames(frames):
@@ -123,25 +152,52 @@ def resize_frames(frames):
     return np.stack(resized)                       # (V, 64, 64, 3)
 
 
+RawViews = collections.namedtuple("RawViews", [
+    "jpegs",        # list of V JPEG bytes, as stored
+    "cameras",      # float32 (V, 5) raw cameras
+    "views",        # the V view indices inside the scene
+    "where",        # the scene's name in error messages: "PATH scene i" or "PATH"
+    "image_size",   # the frame side the file promises, or None where it promises none
+])
+
+
+def decode_views(raw):
+    """RawViews -> uint8 array (V, 64, 64, 3): decodes each frame, checks its size against the size the
+    file promised (or, where the file promises none, against the scene's first frame), then resize_frames."""
+    frames = []
+    for view, data in zip(raw.views, raw.jpegs):
+        frame = decode_jpeg(data, where=f"{raw.where} view {view}")             # (H, W, 3)
+        side = raw.image_size
+        expected = (side, side) if side else (frames[0] if frames else frame).shape[:2]
+        if frame.shape[:2] != expected:
+            raise DatasetError(f"{raw.where} view {view} is {frame.shape[1]}x{frame.shape[0]} but should be "
+                               f"{expected[1]}x{expected[0]}; convert that data again from its source.")
+        if min(frame.shape[:2]) < IMAGE_SIZE:
+            raise DatasetError(f"{raw.where} view {view} is {frame.shape[1]}x{frame.shape[0]}, smaller than the "
+                               f"model's {IMAGE_SIZE}x{IMAGE_SIZE}; use data with frames of at least {IMAGE_SIZE} pixels.")
+        frames.append(frame)
+    return resize_frames(np.stack(frames))                                      # (V, 64, 64, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing shards
+# ---------------------------------------------------------------------------------------------
+
 def _jpeg_side(data, where):
     """Side of a square JPEG frame, read from its header only (no decoding)."""
     if not isinstance(data, (bytes, bytearray, memoryview, np.bytes_)):
         raise DatasetError(f"{where} is a {type(data).__name__}, not JPEG bytes; pass each frame as "
                            f"the JPEG bytes of the source data.")
     try:
-        with Image.open(io.BytesIO(bytes(data))) as image:
-            kind, (width, height) = image.format, image.size
+        with Image.open(io.BytesIO(bytes(data)), formats=["JPEG"]) as image:
+            width, height = image.size
     except Exception as error:
         raise DatasetError(f"{where} is not a readable JPEG ({error}); pass the JPEG bytes of the source data.") from None
-    if kind != "JPEG" or width != height or width < IMAGE_SIZE:
-        raise DatasetError(f"{where} is a {width}x{height} {kind} image; frames must be square JPEGs "
+    if width != height or width < IMAGE_SIZE:
+        raise DatasetError(f"{where} is a {width}x{height} JPEG; frames must be square JPEGs "
                            f"of at least {IMAGE_SIZE} pixels.")
     return width
 
-
-# ---------------------------------------------------------------------------------------------
-# Writing shards
-# ---------------------------------------------------------------------------------------------
 
 def write_shard(path, frames, cameras, extra_header=None):
     """Write one shard atomically (temporary file + os.replace).
@@ -185,7 +241,7 @@ def write_shard(path, frames, cameras, extra_header=None):
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "wb") as f:                 # a crash leaves at most a hidden .tmp file behind
             f.write(MAGIC)
             f.write(struct.pack("<Q", len(header_bytes)))
             f.write(header_bytes)
@@ -195,9 +251,12 @@ def write_shard(path, frames, cameras, extra_header=None):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(error, OSError):
+            raise DatasetError(f"cannot write {path} ({error.strerror}); check that its folder exists, "
+                               f"is writable and has room.") from None
         raise
 
 
@@ -284,15 +343,6 @@ def read_shard_header(path):
     except OSError as error:
         raise DatasetError(f"cannot read {path} ({error.strerror}); check that it exists and is readable.") from None
     return header
-
-
-RawViews = collections.namedtuple("RawViews", [
-    "jpegs",        # list of V JPEG bytes, as stored
-    "cameras",      # float32 (V, 5) raw cameras
-    "views",        # the V view indices inside the scene
-    "where",        # the scene's name in error messages: "PATH scene i" or "PATH"
-    "image_size",   # the frame side the file promises, or None where it promises none
-])
 
 
 class ShardFolder:
@@ -394,19 +444,205 @@ class ShardFolder:
             pass
 
 
-def decode_views(raw):
-    """RawViews -> uint8 array (V, 64, 64, 3): decodes each frame, checks its size against the size the
-    file promised (or, where the file promises none, against the scene's first frame), then resize_frames."""
-    frames = []
-    for view, data in zip(raw.views, raw.jpegs):
-        frame = decode_jpeg(data, where=f"{raw.where} view {view}")             # (H, W, 3)
-        side = raw.image_size
-        expected = (side, side) if side else (frames[0] if frames else frame).shape[:2]
-        if frame.shape[:2] != expected:
-            raise DatasetError(f"{raw.where} view {view} is {frame.shape[1]}x{frame.shape[0]} but should be "
-                               f"{expected[1]}x{expected[0]}; convert that data again from its source.")
-        frames.append(frame)
-    return resize_frames(np.stack(frames))                                      # (V, 64, 64, 3)
+# ---------------------------------------------------------------------------------------------
+# Folders converted by the original torch-gqn: one scene per file, {i}.pt.gz or {i}.pt
+# ---------------------------------------------------------------------------------------------
+# Such a file is (optionally gzip'd) torch.save output of a namedtuple Scene(frames, cameras) from
+# the converter's __main__: frames a numpy object array of S JPEG bytes, cameras float32 (1, S, 5)
+# raw. It is read with a restricted unpickler that builds only those few objects and refuses any
+# other global, so a crafted file cannot run code. Both torch serializations are read: the legacy
+# one (a run of pickles, storages after the last) and the zip one (data.pkl + data/<key>).
+
+LEGACY_PATTERN = re.compile(r"(\d+)\.pt(\.gz)?")
+_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C      # the first pickle of a legacy torch.save file
+LegacyScene = collections.namedtuple("LegacyScene", ["frames", "cameras"])   # stands in for __main__.Scene
+_STORAGE_DTYPES = {"FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
+                   "BFloat16Storage": torch.bfloat16, "ByteStorage": torch.uint8, "CharStorage": torch.int8,
+                   "ShortStorage": torch.int16, "IntStorage": torch.int32, "LongStorage": torch.int64,
+                   "BoolStorage": torch.bool}
+
+
+def _numpy_reconstruct():
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:                                          # numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+def _latin1_encode(text, encoding="latin1"):
+    """What protocol-2 pickles call (as _codecs.encode) to rebuild a bytes object."""
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"unexpected text encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+class _StorageType:
+    """What the unpickler hands out for torch.FloatStorage and friends: just the element type."""
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+
+def _rebuild_tensor(storage, offset, size, stride, *unused):
+    """torch._utils._rebuild_tensor(_v2) for the storages this unpickler made (flat tensors)."""
+    if not isinstance(storage, torch.Tensor):
+        raise pickle.UnpicklingError("a tensor refers to something that is not a storage")
+    return torch.as_strided(storage, size, stride, offset)
+
+
+_LEGACY_GLOBALS = {
+    ("__main__", "Scene"): LegacyScene,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+}
+
+
+class _SceneUnpickler(pickle.Unpickler):
+    """Unpickles a torch-gqn scene file, allowing only the globals such a file needs.
+    `storage(key, dtype, numel)` returns the flat tensor behind a torch storage persistent id."""
+
+    def __init__(self, file, path, storage=None):
+        super().__init__(file)
+        self.path, self.storage = path, storage
+
+    def find_class(self, module, name):
+        if (module, name) in _LEGACY_GLOBALS:
+            return _LEGACY_GLOBALS[(module, name)]
+        if name == "Scene" and module.rpartition(".")[2] == "convert2torch":    # converter imported, not run
+            return LegacyScene
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(_STORAGE_DTYPES[name])
+        raise DatasetError(f"{self.path} asks to load {module}.{name}, which no torch-gqn scene file needs, so it "
+                           f"was refused without running anything (the file may be crafted to run code); delete it or convert the scene again.")
+
+    def persistent_load(self, pid):
+        # legacy: ("storage", type, key, location, numel, view); zip: ("storage", type, key, location, numel)
+        if (self.storage is None or not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage"
+                or not isinstance(pid[1], _StorageType)):
+            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r:.60}")
+        return self.storage(str(pid[2]), pid[1].dtype, int(pid[4]))
+
+
+def _unpickle_torch_legacy(data, path):
+    """Legacy torch.save bytes: magic, protocol, system info, the object, storage keys, storage data."""
+    stream, storages = io.BytesIO(data), {}
+
+    def storage(key, dtype, numel):                              # filled in once the object is read
+        if numel * torch.empty(0, dtype=dtype).element_size() > len(data):
+            raise pickle.UnpicklingError("a storage is larger than the file")
+        if key not in storages:
+            storages[key] = torch.empty(numel, dtype=dtype)
+        return storages[key]
+
+    if _SceneUnpickler(stream, path).load() != _TORCH_LEGACY_MAGIC:
+        raise pickle.UnpicklingError("no torch.save magic number")
+    _SceneUnpickler(stream, path).load()                         # protocol version
+    _SceneUnpickler(stream, path).load()                         # system info
+    scene = _SceneUnpickler(stream, path, storage).load()
+    for key in _SceneUnpickler(stream, path).load():             # storage data follows, in key order
+        flat = storages[str(key)]
+        (numel,) = struct.unpack("<q", stream.read(8))
+        size = numel * flat.element_size()
+        raw = stream.read(size)
+        if numel != flat.numel() or len(raw) != size:
+            raise pickle.UnpicklingError("storage data is truncated")
+        flat.copy_(torch.frombuffer(bytearray(raw), dtype=flat.dtype))
+    return scene
+
+
+def _unpickle_torch_zip(data, path):
+    """Zip torch.save bytes: <archive>/data.pkl, storages in <archive>/data/<key>."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+        if len(pickles) != 1:
+            raise pickle.UnpicklingError("no single data.pkl in the archive")
+        prefix = pickles[0][:-len("data.pkl")]
+
+        def storage(key, dtype, numel):
+            raw = archive.read(f"{prefix}data/{key}")
+            flat = torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+            if flat.numel() != numel:
+                raise pickle.UnpicklingError("storage data is truncated")
+            return flat
+
+        return _SceneUnpickler(io.BytesIO(archive.read(pickles[0])), path, storage).load()
+
+
+def load_legacy_scene(path):
+    """A torch-gqn scene file ({i}.pt.gz or {i}.pt, gzip'd or not) -> (list of S JPEG bytes, cameras float32 (S, 5))."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise DatasetError(f"cannot read {path} ({error.strerror}); check that it exists and is readable.") from None
+    try:
+        if data[:2] == b"\x1f\x8b":                              # gzip, whatever the file's name says
+            data = gzip.decompress(data)
+        unpickle = _unpickle_torch_zip if data[:4] == b"PK\x03\x04" else _unpickle_torch_legacy
+        scene = unpickle(data, path)
+        if not isinstance(scene, LegacyScene):
+            raise pickle.UnpicklingError(f"it holds a {type(scene).__name__}, not a Scene")
+        parts = [np.asarray(part.numpy() if isinstance(part, torch.Tensor) else part) for part in scene]
+        if parts[0].dtype != object:                             # fields saved in the other order
+            parts.reverse()
+        frames, cameras = parts[0].reshape(-1), parts[1]
+        if frames.dtype != object or cameras.dtype.kind != "f":
+            raise pickle.UnpicklingError("its Scene does not hold JPEG frames and float cameras")
+    except DatasetError:
+        raise
+    except Exception as error:                                   # any damage to gzip, zip or pickle
+        raise DatasetError(f"{path} is not a readable torch-gqn scene file ({type(error).__name__}: {error}); "
+                           f"delete it or convert the scene again.") from None
+    if cameras.size != 5 * len(frames):
+        raise DatasetError(f"{path} holds {len(frames)} frames but cameras of shape {cameras.shape}; "
+                           f"convert the scene again so that each frame has one (x, y, z, yaw, pitch) camera.")
+    for view, frame in enumerate(frames):
+        if not isinstance(frame, bytes):
+            raise DatasetError(f"{path} view {view} is a {type(frame).__name__}, not JPEG bytes; "
+                               f"convert the scene again with JPEG frames.")
+    return list(frames), cameras.reshape(-1, 5).astype(np.float32)
+
+
+class LegacyFolder:
+    """Random access to a torch-gqn folder: scene i is the i-th file in numeric order (the original
+    converter's numbering can skip numbers). Files are opened only when read."""
+
+    def __init__(self, paths):
+        self.paths = [os.fspath(p) for p in paths]
+        self._num_views = None
+
+    def __len__(self):
+        return len(self.paths)
+
+    @property
+    def num_views(self):
+        """Views per scene, read from the first file (every scene read is checked against it)."""
+        if self._num_views is None:
+            self._num_views = len(load_legacy_scene(self.paths[0])[0])
+        return self._num_views
+
+    def read(self, index, views=None):
+        """Scene `index`, views `views` (all if None) -> RawViews, the views' JPEG bytes and raw cameras."""
+        path = self.paths[index]
+        jpegs, cameras = load_legacy_scene(path)
+        if not np.isfinite(cameras).all():
+            raise DatasetError(f"{path} has NaN or inf cameras; convert that scene again from its source.")
+        if views is None:
+            return RawViews(jpegs, cameras, list(range(len(jpegs))), path, None)
+        views = list(views)
+        if len(jpegs) != self.num_views:
+            raise DatasetError(f"{path} has {len(jpegs)} views but {self.paths[0]} has {self.num_views}; "
+                               f"keep the scenes of one dataset in a folder.")
+        if any(not 0 <= v < len(jpegs) for v in views):
+            raise IndexError(f"views {views} are out of range for {path} with {len(jpegs)} views")
+        return RawViews([jpegs[v] for v in views], cameras[views], views, path, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,25 +650,243 @@ def decode_views(raw):
 # ---------------------------------------------------------------------------------------------
 
 def open_split(root_dir):
-    """A split folder -> its scene reader (ShardFolder), with one clear error for each way it can be wrong."""
+    """A split folder -> its scene reader: a ShardFolder for shard-*.gqn files, a LegacyFolder for torch-gqn's
+    {i}.pt.gz / {i}.pt files; one clear error for each way the folder can be wrong."""
     root_dir = os.fspath(root_dir)
     if not os.path.isdir(root_dir):
         raise DatasetError(f"data folder {root_dir} does not exist; pass the folder that holds a split's "
                            f"shard-*.gqn files (e.g. DIR/train).")
     names = os.listdir(root_dir)
     shards = sorted((int(m[1]), name) for name in names if (m := SHARD_PATTERN.fullmatch(name)))
+    legacy = sorted((int(m[1]), name) for name in names if (m := LEGACY_PATTERN.fullmatch(name)))
+    if shards and legacy:
+        raise DatasetError(f"data folder {root_dir} holds both shard-*.gqn files and torch-gqn .pt files; "
+                           f"keep one kind per folder.")
     if shards:
         return ShardFolder([os.path.join(root_dir, name) for _, name in shards])
-    raise DatasetError(f"data folder {root_dir} holds no shard-*.gqn files{_folder_hint(root_dir, names)}; "
+    if legacy:
+        numbers = [number for number, _ in legacy]
+        twice = sorted({n for n in numbers if numbers.count(n) > 1})
+        if twice:
+            raise DatasetError(f"data folder {root_dir} holds scene {twice[0]} twice ({twice[0]}.pt and "
+                               f"{twice[0]}.pt.gz); delete one of them.")
+        return LegacyFolder([os.path.join(root_dir, name) for _, name in legacy])
+    raise DatasetError(f"data folder {root_dir} holds no shard-*.gqn files and no torch-gqn {{i}}.pt(.gz) files"
+                       f"{_folder_hint(root_dir, names)}; "
                        f"pass a split folder written by the converter (e.g. DIR/train).")
 
 
 def _folder_hint(root_dir, names):
     """A few words on what a folder without scenes holds instead, for its error message."""
+    def holds_scenes(folder):
+        try:
+            return any(SHARD_PATTERN.fullmatch(n) or LEGACY_PATTERN.fullmatch(n) for n in os.listdir(folder))
+        except OSError:
+            return False
+
     splits = sorted(name for name in names if os.path.isdir(os.path.join(root_dir, name))
-                    and any(SHARD_PATTERN.fullmatch(n) for n in os.listdir(os.path.join(root_dir, name))))
+                    and holds_scenes(os.path.join(root_dir, name)))
     if splits:
         return f" but its subfolders {', '.join(splits)} do (pass one of them)"
     if any(name.endswith(".tfrecord") for name in names):
         return " but TFRecord files (convert them to shards first)"
     return " (it is empty)" if not names else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------------------------
+
+class GQNDataset(Dataset):
+    """The original torch-gqn dataset over a split folder (shards, or torch-gqn's .pt(.gz) files):
+    item i = (images float32 (S, 3, 64, 64) in [0, 1], viewpoints float32 (S, 7)), all views of scene i.
+    Unlike torch-gqn, the viewpoints are already 7-d (project order); `transform` gets the images,
+    `target_transform` the 7-d viewpoints."""
+
+    def __init__(self, root_dir, transform=None, target_transform=None):
+        self.root_dir = os.fspath(root_dir)
+        self.scenes = open_split(root_dir)                    # reads shard headers only
+        self.transform, self.target_transform = transform, target_transform
+
+    def __len__(self):
+        return len(self.scenes)
+
+    @property
+    def num_views(self):
+        return self.scenes.num_views
+
+    def __getitem__(self, index):
+        raw = self.scenes.read(index)
+        frames = np.ascontiguousarray(decode_views(raw).transpose(0, 3, 1, 2))  # (S, 64, 64, 3) -> (S, 3, 64, 64)
+        images = torch.from_numpy(np.divide(frames, 255, dtype=np.float32))      # in [0, 1]
+        viewpoints = torch.from_numpy(raw_to_viewpoint(raw.cameras))          # (S, 5) -> (S, 7)
+        if self.transform:
+            images = self.transform(images)
+        if self.target_transform:
+            viewpoints = self.target_transform(viewpoints)
+        return images, viewpoints
+
+
+class SceneViews(Dataset):
+    """The training path's dataset: key (scene_index, view_indices) -> (frames uint8 (V, 3, 64, 64),
+    viewpoints float32 (V, 7)) of only those views, in that order; only those frames are decoded."""
+
+    def __init__(self, root_dir):
+        self.root_dir = os.fspath(root_dir)
+        self.scenes = open_split(root_dir)
+        self.num_views = self.scenes.num_views
+
+    def __len__(self):
+        return len(self.scenes)
+
+    def __getitem__(self, key):
+        index, views = key
+        raw = self.scenes.read(index, views)
+        # the layout change is done by numpy: torch's strided uint8 copy is ~50x slower on small tensors
+        frames = np.ascontiguousarray(decode_views(raw).transpose(0, 3, 1, 2))  # (V, 64, 64, 3) -> (V, 3, 64, 64)
+        return torch.from_numpy(frames), torch.from_numpy(raw_to_viewpoint(raw.cameras))   # (V, 7)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling context and query views (paper, Algorithm S1)
+# ---------------------------------------------------------------------------------------------
+
+_CONTEXT_COUNTS = {"shepard-metzler": 15, "room": 5, "jaco": 7, "labyrinth": 20}   # K per dataset (spec 2)
+_ORDER_STREAM, _BATCH_STREAM, _EVAL_STREAM = 0, 1, 2          # separate random streams under one seed
+
+
+def context_count_for_dataset(name):
+    """torch-gqn's --dataset name (Shepard-Metzler | Room | Jaco | Labyrinth, any case) -> the largest
+    context count K of the paper for that kind of data."""
+    key = str(name).lower()
+    if key not in _CONTEXT_COUNTS:
+        raise DatasetError(f"unknown dataset {name!r}; pass one of Shepard-Metzler, Room, Jaco, Labyrinth.")
+    return _CONTEXT_COUNTS[key]
+
+
+def _check_sampler_args(num_scenes, num_views, batch_size, context, seed, rank, world_size, what):
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DatasetError(f"seed is {seed!r}; pass an integer seed of 0 or more.")
+    if not 1 <= batch_size <= num_scenes:
+        raise DatasetError(f"batch size {batch_size} does not fit {num_scenes} scenes; pass a batch size "
+                           f"between 1 and the number of scenes.")
+    if not 1 <= context < num_views:
+        raise DatasetError(f"{what} {context} needs {context + 1} views per scene (context and query) but the "
+                           f"scenes have {num_views}; pass a {what} between 1 and {num_views - 1}.")
+    if world_size < 1 or not 0 <= rank < world_size or batch_size % world_size:
+        raise DatasetError(f"batch size {batch_size} cannot be split over {world_size} processes as rank "
+                           f"{rank}; pass a batch size divisible by the world size and 0 <= rank < world size.")
+
+
+def _keys(scenes, views):
+    """scenes (B,), views (B, V) -> DataLoader keys [(scene_index, view_indices_tuple)]."""
+    return [(int(s), tuple(int(v) for v in vs)) for s, vs in zip(scenes, views)]
+
+
+class ContextBatchSampler:
+    """Infinite batch sampler for DataLoader(batch_sampler=...): each batch is a list of keys
+    (scene_index, view_indices) for SceneViews, M context views then the query view.
+
+    Global batch k is a pure function of (seed, k): epoch = k // (num_scenes // batch_size) (the last
+    partial batch of an epoch is dropped); the scenes come from a permutation drawn from (seed, epoch);
+    a generator seeded from (seed, k) draws M ~ Uniform{1..max_context} and, per scene, M + 1 distinct
+    views: the query is never a context view, and M is the same on every rank. Rank r of world_size
+    yields its contiguous slice of the global batch. To resume at step t, construct with start_batch=t."""
+
+    def __init__(self, num_scenes, num_views, batch_size, max_context, seed, rank=0, world_size=1, start_batch=0):
+        _check_sampler_args(num_scenes, num_views, batch_size, max_context, seed, rank, world_size, "max_context")
+        self.num_scenes, self.num_views, self.batch_size = num_scenes, num_views, batch_size
+        if start_batch < 0:
+            raise DatasetError(f"start_batch is {start_batch}; pass the step to resume from, 0 or more.")
+        self.max_context, self.seed, self.start_batch = max_context, seed, start_batch
+        self.batches_per_epoch = num_scenes // batch_size
+        self.per_rank = batch_size // world_size
+        self.first = rank * self.per_rank                      # this rank's slice of a global batch
+        self._epoch, self._order = None, None
+
+    def scene_order(self, epoch):
+        """The epoch's permutation of all scenes, from (seed, epoch)."""
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, _ORDER_STREAM, epoch])
+            self._epoch, self._order = epoch, rng.permutation(self.num_scenes)
+        return self._order
+
+    def global_batch(self, k):
+        """Global batch k -> (scenes int (B,), views int (B, M + 1)); the last view of each row is the query."""
+        epoch, position = divmod(k, self.batches_per_epoch)
+        scenes = self.scene_order(epoch)[position * self.batch_size:(position + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, _BATCH_STREAM, k])
+        m = int(rng.integers(1, self.max_context + 1))                             # M ~ U{1..K}
+        views = np.argsort(rng.random((self.batch_size, self.num_views)), axis=1)[:, :m + 1]   # distinct per scene
+        return scenes, views
+
+    def batch(self, k):
+        """This rank's keys of global batch k."""
+        scenes, views = self.global_batch(k)
+        part = slice(self.first, self.first + self.per_rank)
+        return _keys(scenes[part], views[part])
+
+    def __iter__(self):
+        k = self.start_batch
+        while True:
+            yield self.batch(k)
+            k += 1
+
+
+class FixedContextSampler:
+    """Finite evaluation batch sampler: scenes 0 .. num_scenes-1 in order, each with num_context context
+    views and one query view drawn from (seed, scene) alone (so batch size and world size do not change
+    them); batches of batch_size (the last may be smaller), rank r yielding its contiguous slice of each."""
+
+    def __init__(self, num_scenes, num_views, batch_size, num_context, seed, rank=0, world_size=1):
+        _check_sampler_args(num_scenes, num_views, min(batch_size, num_scenes), num_context, seed, rank,
+                            world_size, "num_context")
+        if num_scenes % world_size:
+            raise DatasetError(f"{num_scenes} evaluation scenes cannot be split over {world_size} processes; "
+                               f"pass a number of scenes divisible by the world size.")
+        self.num_scenes, self.num_views, self.batch_size = num_scenes, num_views, batch_size
+        self.num_context, self.seed, self.rank, self.world_size = num_context, seed, rank, world_size
+
+    def views(self, scene):
+        """The view indices of one evaluation scene: num_context context views, then the query."""
+        rng = np.random.default_rng([self.seed, _EVAL_STREAM, scene])
+        return rng.permutation(self.num_views)[:self.num_context + 1]
+
+    def __len__(self):
+        return -(-self.num_scenes // self.batch_size)
+
+    def __iter__(self):
+        for start in range(0, self.num_scenes, self.batch_size):
+            scenes = np.arange(start, min(start + self.batch_size, self.num_scenes))
+            share = len(scenes) // self.world_size
+            scenes = scenes[self.rank * share:(self.rank + 1) * share]
+            yield _keys(scenes, [self.views(s) for s in scenes])
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders
+# ---------------------------------------------------------------------------------------------
+
+def make_loader(root_dir, batch_size, max_context, seed, workers, start_batch=0, rank=0, world_size=1,
+                pin_memory=False):
+    """Training loader over a split folder: an endless stream of batches (frames uint8 (B, M+1, 3, 64, 64),
+    viewpoints float32 (B, M+1, 7)), B = batch_size // world_size, the last view of each scene the query.
+    Batch t is the same for any number of workers; start_batch=t resumes there."""
+    dataset = SceneViews(root_dir)
+    sampler = ContextBatchSampler(len(dataset), dataset.num_views, batch_size, max_context, seed,
+                                  rank, world_size, start_batch)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
+                      persistent_workers=workers > 0)
+
+
+def make_eval_loader(root_dir, num_scenes, batch_size, num_context, seed, workers=0, rank=0, world_size=1,
+                     pin_memory=False):
+    """Evaluation loader: the first num_scenes scenes of a split, each with num_context context views
+    and a query drawn from the seed; the same batches every time. Batches as make_loader's."""
+    dataset = SceneViews(root_dir)
+    if num_scenes > len(dataset):
+        raise DatasetError(f"{root_dir} holds {len(dataset)} scenes, fewer than the {num_scenes} asked for "
+                           f"evaluation; ask for at most {len(dataset)}.")
+    sampler = FixedContextSampler(num_scenes, dataset.num_views, batch_size, num_context, seed, rank, world_size)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
+                      persistent_workers=workers > 0)

@@ -1,6 +1,10 @@
 """Tests of gqn_dataset: the shard format, the readers, the samplers and the loader."""
+import collections
+import gzip
 import io
-import json
+import os
+import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -66,6 +70,16 @@ def test_viewpoint_order_is_xyz_cos_sin_yaw_then_pitch():
     np.testing.assert_allclose(gd.project_to_deepmind_viewpoint(np.array(expected)), deepmind)
 
 
+def test_decode_jpeg_gives_rgb_and_refuses_truncated_data():
+    grey = io.BytesIO()
+    Image.new("L", (64, 64), 77).save(grey, format="JPEG")
+    frame = gd.decode_jpeg(grey.getvalue())
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8 and (frame == 77).all()
+    data = jpeg((200, 10, 10))
+    with pytest.raises(gd.DatasetError, match="the frame is not a readable JPEG"):
+        gd.decode_jpeg(data[:len(data) // 2], where="the frame")
+
+
 def test_large_frames_are_resized_view_by_view(tmp_path):
     scenes = make_scenes(2, views=4, size=84)
     gd.write_split(tmp_path, scenes)
@@ -74,3 +88,334 @@ def test_large_frames_are_resized_view_by_view(tmp_path):
     for v in range(4):                                           # each view is its own source, resized
         source = Image.open(io.BytesIO(scenes[1][0][v])).convert("RGB").resize((64, 64), Image.BILINEAR)
         np.testing.assert_array_equal(frames[v], np.asarray(source))
+
+
+# --- GQNDataset: the original contract --------------------------------------------------------
+
+def test_gqn_dataset_items_match_the_source_scenes(tmp_path):
+    scenes = make_scenes(7)
+    gd.write_split(tmp_path, scenes, scenes_per_shard=3)
+    dataset = gd.GQNDataset(tmp_path)
+    assert len(dataset) == 7
+    images, viewpoints = dataset[6]                                # the last scene, read first
+    assert images.shape == (5, 3, 64, 64) and images.dtype == torch.float32
+    assert viewpoints.shape == (5, 7) and viewpoints.dtype == torch.float32
+    assert 0 <= images.min() and images.max() <= 1 and images.is_contiguous()
+    expected = np.stack([pil_decode(f) for f in scenes[6][0]]).transpose(0, 3, 1, 2) / 255
+    np.testing.assert_allclose(images.numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(viewpoints.numpy(), gd.raw_to_viewpoint(scenes[6][1]), rtol=1e-6, atol=1e-6)
+    flipped = gd.GQNDataset(tmp_path, transform=lambda x: 1 - x, target_transform=lambda v: v[:, :3])
+    images2, viewpoints2 = flipped[6]
+    assert torch.equal(images2, 1 - images) and viewpoints2.shape == (5, 3)
+
+
+def test_scene_views_decodes_the_asked_views_in_order(tmp_path):
+    scenes = make_scenes(4)
+    gd.write_split(tmp_path, scenes, scenes_per_shard=2)
+    frames, viewpoints = gd.SceneViews(tmp_path)[(3, (4, 0, 2))]
+    assert frames.shape == (3, 3, 64, 64) and frames.dtype == torch.uint8
+    for j, v in enumerate((4, 0, 2)):
+        np.testing.assert_array_equal(frames[j].permute(1, 2, 0).numpy(), pil_decode(scenes[3][0][v]))
+    np.testing.assert_allclose(viewpoints.numpy(), gd.raw_to_viewpoint(scenes[3][1][[4, 0, 2]]), atol=1e-6)
+
+
+# --- samplers ---------------------------------------------------------------------------------
+
+def batches(sampler, n):
+    it = iter(sampler)
+    return [next(it) for _ in range(n)]
+
+
+def test_context_sampler_draws_distinct_views_and_m_in_range():
+    sampler = gd.ContextBatchSampler(num_scenes=50, num_views=10, batch_size=8, max_context=5, seed=3)
+    seen_m = set()
+    for batch in batches(sampler, 60):
+        assert len(batch) == 8
+        m = len(batch[0][1]) - 1
+        seen_m.add(m)
+        for scene, views in batch:
+            assert len(views) == m + 1                                   # same M for the whole batch
+            assert len(set(views)) == m + 1                              # the query (last) is not a context view
+            assert all(0 <= v < 10 for v in views) and 0 <= scene < 50
+    assert seen_m == {1, 2, 3, 4, 5}
+
+
+def test_context_sampler_visits_every_scene_once_per_epoch():
+    sampler = gd.ContextBatchSampler(num_scenes=20, num_views=4, batch_size=6, max_context=3, seed=0)
+    assert sampler.batches_per_epoch == 3                                # the partial batch is dropped
+    for epoch in range(2):
+        scenes = [s for k in range(3 * epoch, 3 * epoch + 3) for s, _ in sampler.batch(k)]
+        assert len(set(scenes)) == 18
+    assert [s for s, _ in sampler.batch(0)] != [s for s, _ in sampler.batch(3)]   # reshuffled per epoch
+
+
+def test_context_sampler_is_a_function_of_seed_and_step():
+    make = lambda seed, start=0: gd.ContextBatchSampler(40, 8, 6, 4, seed, start_batch=start)
+    assert batches(make(1), 10) == batches(make(1), 10)
+    assert batches(make(1), 10) != batches(make(2), 10)
+    assert batches(make(1, start=7), 5) == batches(make(1), 12)[7:]    # resuming = skipping
+
+
+def test_context_sampler_ranks_partition_the_global_batch_with_one_m():
+    whole = gd.ContextBatchSampler(40, 8, 6, 4, seed=5)
+    ranks = [gd.ContextBatchSampler(40, 8, 6, 4, seed=5, rank=r, world_size=3) for r in range(3)]
+    for k in range(10):
+        parts = [sampler.batch(k) for sampler in ranks]
+        assert [len(p) for p in parts] == [2, 2, 2]
+        assert parts[0] + parts[1] + parts[2] == whole.batch(k)
+        assert len({len(views) for part in parts for _, views in part}) == 1
+
+
+def test_sampler_settings_that_cannot_work_are_refused():
+    with pytest.raises(gd.DatasetError, match="divisible by the world size"):
+        gd.ContextBatchSampler(40, 8, 6, 4, seed=0, rank=0, world_size=4)
+    with pytest.raises(gd.DatasetError, match="needs 9 views"):
+        gd.ContextBatchSampler(40, 8, 6, 8, seed=0)
+    with pytest.raises(gd.DatasetError, match="does not fit 4 scenes"):
+        gd.ContextBatchSampler(4, 8, 6, 3, seed=0)
+
+
+def test_fixed_context_sampler_is_finite_and_repeatable():
+    sampler = gd.FixedContextSampler(num_scenes=10, num_views=6, batch_size=4, num_context=3, seed=9)
+    first, second = list(sampler), list(sampler)
+    assert first == second and len(first) == len(sampler) == 3
+    assert [s for batch in first for s, _ in batch] == list(range(10))
+    assert all(len(views) == 4 and len(set(views)) == 4 for batch in first for _, views in batch)
+    halves = [list(gd.FixedContextSampler(10, 6, 4, 3, seed=9, rank=r, world_size=2)) for r in range(2)]
+    assert [a + b for a, b in zip(*halves)] == first
+
+
+def test_context_count_for_dataset():
+    assert [gd.context_count_for_dataset(n) for n in ("Shepard-Metzler", "room", "JACO", "Labyrinth")] == [15, 5, 7, 20]
+    with pytest.raises(gd.DatasetError, match="Shepard-Metzler, Room, Jaco, Labyrinth"):
+        gd.context_count_for_dataset("mazes")
+
+
+# --- loaders ----------------------------------------------------------------------------------
+
+def test_loader_batches_hold_the_sampled_views(tmp_path):
+    scenes = make_scenes(9)
+    gd.write_split(tmp_path, scenes, scenes_per_shard=4)
+    loader = gd.make_loader(tmp_path, batch_size=4, max_context=3, seed=0, workers=0)
+    frames, viewpoints = next(iter(loader))
+    keys = loader.batch_sampler.batch(0)
+    m1 = len(keys[0][1])
+    assert frames.shape == (4, m1, 3, 64, 64) and frames.dtype == torch.uint8
+    assert viewpoints.shape == (4, m1, 7) and viewpoints.dtype == torch.float32
+    dataset = gd.GQNDataset(tmp_path)
+    for b, (scene, views) in enumerate(keys):
+        images, v = dataset[scene]
+        assert torch.equal(frames[b], (images[list(views)] * 255).round().to(torch.uint8))
+        assert torch.allclose(viewpoints[b], v[list(views)])
+
+
+def test_loader_with_workers_gives_the_same_batches(tmp_path):
+    gd.write_split(tmp_path, make_scenes(12), scenes_per_shard=5)
+    take = lambda workers: batches(gd.make_loader(tmp_path, 4, 3, seed=1, workers=workers, start_batch=2), 4)
+    serial, parallel = take(0), take(2)
+    for (f0, v0), (f2, v2) in zip(serial, parallel):
+        assert torch.equal(f0, f2) and torch.equal(v0, v2)
+
+
+def test_eval_loader_covers_the_first_scenes_with_fixed_context(tmp_path):
+    gd.write_split(tmp_path, make_scenes(6))
+    loader = gd.make_eval_loader(tmp_path, num_scenes=5, batch_size=2, num_context=3, seed=0)
+    shapes = [tuple(frames.shape) for frames, _ in loader]
+    assert shapes == [(2, 4, 3, 64, 64), (2, 4, 3, 64, 64), (1, 4, 3, 64, 64)]
+    with pytest.raises(gd.DatasetError, match="fewer than the 7"):
+        gd.make_eval_loader(tmp_path, num_scenes=7, batch_size=2, num_context=3, seed=0)
+
+
+# --- bad input: one clear sentence naming the file --------------------------------------------
+
+def one_sentence(error, path):
+    message = str(error.value)
+    assert str(path) in message, message
+    assert "\n" not in message and message.endswith("."), message
+    return message
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(gd.DatasetError) as error:
+        gd.GQNDataset(tmp_path / "nope")
+    assert "does not exist" in one_sentence(error, tmp_path / "nope")
+    with pytest.raises(gd.DatasetError) as error:
+        gd.GQNDataset(tmp_path)
+    assert "no shard-*.gqn files" in one_sentence(error, tmp_path)
+    gd.write_split(tmp_path / "train", make_scenes(1))
+    with pytest.raises(gd.DatasetError) as error:
+        gd.make_loader(tmp_path, 1, 1, seed=0, workers=0)
+    assert "train" in one_sentence(error, tmp_path)                      # points at the split folder
+
+
+@pytest.mark.parametrize("damage", ["magic", "json", "truncated"])
+def test_corrupt_shard_header_is_refused_when_opening(tmp_path, damage):
+    gd.write_split(tmp_path, make_scenes(2))
+    shard = tmp_path / "shard-00000.gqn"
+    data = bytearray(shard.read_bytes())
+    if damage == "magic":
+        data[:8] = b"NOTASHRD"
+    elif damage == "json":
+        data[16:18] = b"]]"
+    else:
+        del data[-10:]
+    shard.write_bytes(bytes(data))
+    with pytest.raises(gd.DatasetError) as error:
+        gd.GQNDataset(tmp_path)
+    assert "not a valid GQN shard" in one_sentence(error, shard)
+
+
+def patch(shard, offset, new):
+    data = bytearray(shard.read_bytes())
+    data[offset:offset + len(new)] = new
+    shard.write_bytes(bytes(data))
+
+
+def test_corrupt_jpeg_names_shard_scene_and_view(tmp_path):
+    scenes = make_scenes(3)
+    gd.write_split(tmp_path, scenes)
+    shard = tmp_path / "shard-00000.gqn"
+    header = gd.read_shard_header(shard)
+    start = header["blob_offset"] + sum(len(f) for f in scenes[0][0]) + sum(len(f) for f in scenes[1][0][:2])
+    patch(shard, start, bytes(len(scenes[1][0][2])))                     # scene 1 view 2 -> zeros
+    dataset = gd.GQNDataset(tmp_path)
+    dataset[0]
+    with pytest.raises(gd.DatasetError) as error:
+        dataset[1]
+    assert "scene 1 view 2 is not a readable JPEG" in one_sentence(error, shard)
+    gd.SceneViews(tmp_path)[(1, (0, 1))]                                 # other views still decode
+
+
+def test_nan_cameras_are_refused_on_write_and_on_read(tmp_path):
+    frames, cameras = zip(*make_scenes(2))
+    bad = np.stack(cameras)
+    bad[1, 3, 4] = np.nan
+    with pytest.raises(gd.DatasetError) as error:
+        gd.write_shard(tmp_path / "shard-00000.gqn", list(frames), bad)
+    assert "scene 1 hold NaN or inf" in one_sentence(error, tmp_path / "shard-00000.gqn")
+    assert not list(tmp_path.iterdir())                                  # nothing half written
+    gd.write_shard(tmp_path / "shard-00000.gqn", list(frames), np.stack(cameras))
+    shard = tmp_path / "shard-00000.gqn"
+    header = gd.read_shard_header(shard)
+    patch(shard, header["cameras_offset"] + (5 + 3) * 20 + 12, np.float32(np.inf).tobytes())
+    with pytest.raises(gd.DatasetError) as error:
+        gd.GQNDataset(tmp_path)[1]
+    assert "scene 1 has NaN or inf cameras" in one_sentence(error, shard)
+
+
+def test_writing_into_a_missing_folder_is_one_sentence(tmp_path):
+    frames, cameras = zip(*make_scenes(1))
+    path = tmp_path / "nope" / "shard-00000.gqn"
+    with pytest.raises(gd.DatasetError) as error:
+        gd.write_shard(path, list(frames), np.stack(cameras))
+    one_sentence(error, path)
+
+
+def test_wrong_number_of_cameras_or_frames_is_refused(tmp_path):
+    frames, cameras = zip(*make_scenes(2))
+    path = tmp_path / "shard-00000.gqn"
+    with pytest.raises(gd.DatasetError) as error:
+        gd.write_shard(path, list(frames), np.stack(cameras)[:, :4])
+    assert "cameras of shape (n, S, 5)" in one_sentence(error, path)
+    with pytest.raises(gd.DatasetError) as error:
+        gd.write_shard(path, [frames[0], frames[1][:4]], np.stack(cameras))
+    one_sentence(error, path)
+    with pytest.raises(gd.DatasetError) as error:
+        gd.write_split(tmp_path, [(frames[0], cameras[0][:3])])
+    one_sentence(error, tmp_path)
+
+
+def test_frames_of_another_size_than_the_header_says_are_refused(tmp_path):
+    gd.write_split(tmp_path, make_scenes(2))
+    shard = tmp_path / "shard-00000.gqn"
+    data = shard.read_bytes()
+    patch(shard, data.index(b'"image_size": 64'), b'"image_size": 96')
+    with pytest.raises(gd.DatasetError) as error:
+        gd.GQNDataset(tmp_path)[0]
+    assert "view 0 is 64x64 but should be 96x96" in one_sentence(error, shard)
+
+
+def test_shards_of_different_view_counts_are_refused(tmp_path):
+    gd.write_split(tmp_path, make_scenes(2, views=5))
+    gd.write_split(tmp_path, make_scenes(2, views=4), start_shard=1)
+    with pytest.raises(gd.DatasetError) as error:
+        gd.SceneViews(tmp_path)
+    one_sentence(error, tmp_path / "shard-00001.gqn")
+
+
+# --- folders converted by the original torch-gqn ----------------------------------------------
+
+# torch-gqn's converter defines this namedtuple in its __main__ and torch.save's it per scene.
+Scene = collections.namedtuple("Scene", ["frames", "cameras"], module="__main__")
+
+
+def save_like_torch_gqn(path, frames, cameras, gz, zip_format=False):
+    scene = Scene(np.array(frames + [b""], dtype=object)[:-1], cameras)  # object array of JPEG bytes
+    opener = gzip.open if gz else open
+    with opener(path, "wb") as f:
+        torch.save(scene, f, _use_new_zipfile_serialization=zip_format)
+
+
+@pytest.fixture
+def torch_gqn_main(monkeypatch):
+    monkeypatch.setattr(sys.modules["__main__"], "Scene", Scene, raising=False)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pt.gz"])
+def test_torch_gqn_folders_load_like_shards(tmp_path, torch_gqn_main, suffix):
+    scenes = make_scenes(4)
+    gd.write_split(tmp_path / "shards", scenes)
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    for number, (frames, cameras) in zip([0, 2, 3, 11], scenes):         # the converter's numbering skips
+        save_like_torch_gqn(legacy / f"{number}{suffix}", frames, cameras[None], gz=suffix == ".pt.gz")
+    shards, old = gd.GQNDataset(tmp_path / "shards"), gd.GQNDataset(legacy)
+    assert len(old) == 4
+    for i in range(4):
+        assert all(torch.equal(a, b) for a, b in zip(shards[i], old[i]))
+    frames, viewpoints = gd.SceneViews(legacy)[(3, (1, 4))]
+    assert torch.equal(frames, gd.SceneViews(tmp_path / "shards")[(3, (1, 4))][0])
+    batch = next(iter(gd.make_loader(legacy, batch_size=2, max_context=2, seed=0, workers=0)))
+    assert batch[0].shape[:1] == (2,) and batch[0].dtype == torch.uint8
+
+
+@pytest.mark.parametrize("zip_format", [False, True])
+def test_torch_gqn_files_with_tensor_cameras_load(tmp_path, torch_gqn_main, zip_format):
+    frames, cameras = make_scenes(1)[0]
+    save_like_torch_gqn(tmp_path / "0.pt", frames, torch.from_numpy(cameras[None]), gz=False, zip_format=zip_format)
+    loaded_frames, loaded_cameras = gd.load_legacy_scene(tmp_path / "0.pt")
+    assert loaded_frames == frames
+    np.testing.assert_array_equal(loaded_cameras, cameras)
+
+
+def test_torch_gqn_file_with_wrong_camera_count_is_refused(tmp_path, torch_gqn_main):
+    frames, cameras = make_scenes(1)[0]
+    save_like_torch_gqn(tmp_path / "0.pt.gz", frames, cameras[None, :4], gz=True)
+    with pytest.raises(gd.DatasetError) as error:
+        gd.GQNDataset(tmp_path)[0]
+    assert "5 frames but cameras of shape (1, 4, 5)" in one_sentence(error, tmp_path / "0.pt.gz")
+
+
+class RunsCode:
+    """Unpickling this runs a shell command: what a crafted scene file would do."""
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_crafted_pickle_is_refused_without_running(tmp_path, writer):
+    marker = tmp_path / "marker"
+    folder = tmp_path / "data"
+    folder.mkdir()
+    payload = RunsCode(f"touch {marker}")
+    with open(folder / "0.pt", "wb") as f:
+        pickle.dump(payload, f) if writer == "pickle" else torch.save(payload, f, _use_new_zipfile_serialization=False)
+    with pytest.raises(gd.DatasetError) as error:
+        gd.GQNDataset(folder)[0]
+    assert "refused" in one_sentence(error, folder / "0.pt")
+    with pytest.raises(gd.DatasetError):
+        gd.SceneViews(folder)
+    assert not marker.exists()
