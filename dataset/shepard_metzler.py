@@ -1,0 +1,602 @@
+"""Shepard-Metzler scenes like DeepMind's: random cube objects, a numpy ray caster, and the dataset writer.
+
+A scene is one object of `parts` cubes joined face to face along a random self-avoiding path on
+the integer lattice, centred at the origin, each cube its own saturated colour (random hue, full
+saturation and value), flat-shaded by one directional light plus ambient light on black, seen by
+S = 15 cameras at distance 3.333 from the origin, spread uniformly over the sphere, each looking at
+the origin with world z as its up vector (no roll). Images are 64x64, stored as JPEG.
+
+Scale (documented choice): vertical field of view FOV_DEG = 45 degrees and cube edge CUBE_SIZE =
+0.4 world units (a unit-cube object would not fit the view at distance 3.333: a straight 5-cube
+bar would reach to 0.8 units of the camera). With these a 5-cube object spans a median of about
+27 pixels of the 64 (the larger side of the bounding box of its pixels), 7 cubes about 31,
+which matches the real data's 20 to 35.
+
+Camera, exactly the real data's convention: raw (x, y, z, yaw, pitch) with
+pitch = asin(-z / r) and yaw = (-atan2(-y, -x)) mod 2 pi, so the viewing direction (-position / r) is
+forward = (cos(pitch) cos(yaw), -cos(pitch) sin(yaw), sin(pitch)), right = (-sin(yaw), -cos(yaw), 0),
+up = right x forward.
+
+Determinism: scene i of split `split` with seed `seed` is drawn from
+numpy.random.default_rng([seed, crc32(split), i]) only, so the bytes of a scene do not depend on the
+number of workers or on which other scenes are rendered. JPEG quality JPEG_QUALITY = 90 (PIL, 4:2:0).
+
+Command line:
+    python dataset/shepard_metzler.py --out data/sm7 --parts 7 --train_scenes 20000 --test_scenes 2000 --seed 0
+        [--views 15] [--workers 2] [--scenes_per_shard 1000] [--tfrecord --files_per_split 10]
+writes data/sm7/train and data/sm7/test in the project's format (gqn_dataset.write_split), and with
+--tfrecord also DeepMind-format files data/sm7/tfrecord/shepard_metzler_7_parts/{train,test}/<i>-of-<n>.tfrecord.
+"""
+import os
+import sys
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse
+import io
+import json
+import math
+import multiprocessing
+import shutil
+import time
+import zlib
+
+import numpy as np
+from PIL import Image
+
+CAMERA_DISTANCE = 3.333
+FOV_DEG = 45.0            # vertical (= horizontal, the images are square) field of view
+CUBE_SIZE = 0.35          # cube edge in world units
+IMAGE_SIZE = 64
+VIEWS = 15
+JPEG_QUALITY = 90
+AMBIENT = 0.35            # shade = AMBIENT + DIFFUSE * max(0, n . LIGHT_DIR)
+DIFFUSE = 0.65
+LIGHT_DIR = np.array([0.45, 0.3, 0.84]) / np.linalg.norm([0.45, 0.3, 0.84])  # towards the light
+RENDERER_VERSION = 1      # bump when a change alters the rendered bytes (invalidates cached datasets)
+SCENES_PER_TASK = 16      # scenes rendered per vectorised call / per multiprocessing task
+
+# the 6 face normals in the order (axis, sign): -x, +x, -y, +y, -z, +z
+_NORMALS = np.array([[-1, 0, 0], [1, 0, 0], [0, -1, 0], [0, 1, 0], [0, 0, -1], [0, 0, 1]], dtype=np.float64)
+_FACE_SHADE = (AMBIENT + DIFFUSE * np.maximum(0.0, _NORMALS @ LIGHT_DIR)).astype(np.float32)  # (6,)
+
+
+class RenderError(Exception):
+    """A user-facing problem with the renderer's inputs or output folder (one clear sentence)."""
+
+
+# ----------------------------------------------------------------------------- camera convention
+
+def camera_from_position(pos):
+    """Positions (..., 3) -> raw DeepMind cameras (..., 5) = (x, y, z, yaw, pitch), float64."""
+    pos = np.asarray(pos, dtype=np.float64)
+    x, y, z = pos[..., 0], pos[..., 1], pos[..., 2]
+    r = np.linalg.norm(pos, axis=-1)
+    pitch = np.arcsin(np.clip(-z / r, -1.0, 1.0))
+    yaw = np.mod(-np.arctan2(-y, -x), 2 * np.pi)
+    return np.stack([x, y, z, yaw, pitch], axis=-1)
+
+
+def position_from_yaw_pitch(yaw, pitch, r=CAMERA_DISTANCE):
+    """Inverse of camera_from_position: (yaw, pitch, distance) -> position (..., 3), float64."""
+    forward = forward_from_yaw_pitch(yaw, pitch)
+    return -np.asarray(r, dtype=np.float64)[..., None] * forward
+
+
+def forward_from_yaw_pitch(yaw, pitch):
+    """Unit viewing direction (..., 3) of cameras with the given yaw and pitch (radians)."""
+    yaw = np.asarray(yaw, dtype=np.float64)
+    pitch = np.asarray(pitch, dtype=np.float64)
+    cp = np.cos(pitch)
+    return np.stack([cp * np.cos(yaw), -cp * np.sin(yaw), np.sin(pitch)], axis=-1)
+
+
+def camera_basis(yaw, pitch):
+    """(forward, right, up), each (..., 3): the camera frame for yaw/pitch, no roll (up is in the plane of world z)."""
+    yaw = np.asarray(yaw, dtype=np.float64)
+    forward = forward_from_yaw_pitch(yaw, pitch)
+    right = np.stack([-np.sin(yaw), -np.cos(yaw), np.zeros_like(yaw)], axis=-1)
+    up = np.cross(right, forward)
+    return forward, right, up
+
+
+def camera_basis_from_position(pos):
+    """(forward, right, up) computed from positions (..., 3) looking at the origin with world z up.
+
+    Undefined straight above or below the origin (the renderer uses camera_basis, which is not)."""
+    pos = np.asarray(pos, dtype=np.float64)
+    forward = -pos / np.linalg.norm(pos, axis=-1, keepdims=True)
+    right = np.cross(forward, np.array([0.0, 0.0, 1.0]))
+    right /= np.linalg.norm(right, axis=-1, keepdims=True)
+    up = np.cross(right, forward)
+    return forward, right, up
+
+
+def project_points(points, cam_positions, image_size=IMAGE_SIZE, fov=FOV_DEG):
+    """Pinhole projection of world points (N, 3) into V cameras -> (cols, rows, depth), each (V, N).
+
+    Pixel (row i, col j) covers [j, j+1) x [i, i+1) in these continuous coordinates; row 0 is the top."""
+    cam = camera_from_position(cam_positions)
+    forward, right, up = camera_basis(cam[:, 3], cam[:, 4])                     # (V, 3) each
+    rel = np.asarray(points, dtype=np.float64)[None] - cam[:, None, :3]          # (V, N, 3)
+    depth = np.einsum("vnk,vk->vn", rel, forward)
+    tan_half = math.tan(math.radians(fov) / 2)
+    u = np.einsum("vnk,vk->vn", rel, right) / (depth * tan_half)                # in [-1, 1] across the image
+    v = np.einsum("vnk,vk->vn", rel, up) / (depth * tan_half)
+    cols = (u + 1) * image_size / 2
+    rows = (1 - v) * image_size / 2
+    return cols, rows, depth
+
+
+# ----------------------------------------------------------------------------- objects
+
+def random_object(rng, parts):
+    """A random Shepard-Metzler object: (centres (P, 3) float64 in world units, colours (P, 3) float32 in [0, 1]).
+
+    The cubes follow a self-avoiding random walk on the integer lattice (each cube shares a face
+    with the previous one), scaled by CUBE_SIZE and centred so the mean of the cube centres is the origin."""
+    steps = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
+    while True:  # a walk can only trap itself for more than 7 parts; then draw again
+        cells = [(0, 0, 0)]
+        occupied = {cells[0]}
+        for _ in range(parts - 1):
+            last = cells[-1]
+            free = [tuple(int(a + b) for a, b in zip(last, s)) for s in steps]
+            free = [c for c in free if c not in occupied]
+            if not free:
+                break
+            cell = free[rng.integers(len(free))]
+            cells.append(cell)
+            occupied.add(cell)
+        if len(cells) == parts:
+            break
+    centres = np.array(cells, dtype=np.float64)
+    centres = (centres - centres.mean(axis=0)) * CUBE_SIZE
+    hues = rng.random(parts)
+    colours = hsv_to_rgb(hues)
+    return centres, colours
+
+
+def hsv_to_rgb(hues):
+    """Hues (P,) in [0, 1) at full saturation and value -> RGB (P, 3) float32 in [0, 1]."""
+    h6 = np.asarray(hues, dtype=np.float64) * 6.0
+    # each channel is a clipped triangle wave of the hue: R peaks at 0, G at 1/3, B at 2/3
+    rgb = np.stack([np.abs(h6 - 3.0) - 1.0, 2.0 - np.abs(h6 - 2.0), 2.0 - np.abs(h6 - 4.0)], axis=-1)
+    return np.clip(rgb, 0.0, 1.0).astype(np.float32)
+
+
+def random_cameras(rng, views, r=CAMERA_DISTANCE):
+    """Camera positions (views, 3) float64 uniform on the sphere of radius r."""
+    d = rng.standard_normal((views, 3))
+    n = np.linalg.norm(d, axis=1, keepdims=True)
+    while np.any(n < 1e-9):  # practically never; keeps the direction defined
+        d = rng.standard_normal((views, 3))
+        n = np.linalg.norm(d, axis=1, keepdims=True)
+    return d / n * r
+
+
+def scene_rng(seed, split, index):
+    """The random generator of one scene, a function of (seed, split, scene index) only."""
+    return np.random.default_rng([int(seed), zlib.crc32(split.encode("utf-8")), int(index)])
+
+
+def random_scene(seed, split, index, parts, views=VIEWS):
+    """(centres (P, 3), colours (P, 3), camera positions (V, 3)) of one scene."""
+    rng = scene_rng(seed, split, index)
+    centres, colours = random_object(rng, parts)
+    positions = random_cameras(rng, views)
+    return centres, colours, positions
+
+
+# ----------------------------------------------------------------------------- renderer
+
+def render_views(cubes, colors, cam_positions, image_size=IMAGE_SIZE, fov=FOV_DEG, cube_size=CUBE_SIZE):
+    """Ray-cast axis-aligned cubes into V views -> uint8 images (V, H, W, 3).
+
+    cubes: (P, 3) cube centres, colors: (P, 3) in [0, 1] (floats) or [0, 255] (uint8),
+    cam_positions: (V, 3), each camera looking at the origin with world z up."""
+    images, = render_batch([cubes], [colors], [cam_positions], image_size, fov, cube_size)
+    return images
+
+
+def render_batch(cubes_list, colors_list, positions_list, image_size=IMAGE_SIZE, fov=FOV_DEG, cube_size=CUBE_SIZE):
+    """render_views for many objects in one vectorised pass -> list of uint8 (V_b, H, W, 3).
+
+    Only rays inside each view's projected bounding box of the object are cast (the rest is black);
+    ray/box intersection by the slab method, nearest hit wins (occlusion), flat shading per face."""
+    n_obj = len(cubes_list)
+    if n_obj == 0:
+        return []
+    counts = [len(p) for p in positions_list]
+    n_parts = [len(c) for c in cubes_list]
+    n_cubes = max(n_parts)
+    size = np.float32(cube_size)
+    # pad every object to n_cubes cubes (extra cubes are copies of the first: harmless duplicates)
+    bmin = np.empty((n_obj, n_cubes, 3), dtype=np.float32)
+    cols = np.empty((n_obj, n_cubes, 3), dtype=np.float32)
+    for b, (c, k) in enumerate(zip(cubes_list, colors_list)):
+        c = np.asarray(c, dtype=np.float64)
+        k = np.asarray(k)
+        k = k.astype(np.float32) / 255.0 if k.dtype == np.uint8 else k.astype(np.float32)
+        pad = np.concatenate([np.arange(len(c)), np.zeros(n_cubes - len(c), dtype=np.int64)])
+        bmin[b] = c[pad] - cube_size / 2
+        cols[b] = k[pad]
+    positions = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 3) for p in positions_list])  # (V, 3)
+    obj_of_view = np.repeat(np.arange(n_obj), counts)                                                     # (V,)
+    n_views = len(positions)
+    images = np.zeros((n_views, image_size, image_size, 3), dtype=np.uint8)
+    if n_views == 0:
+        return np.split(images, np.cumsum(counts)[:-1])
+
+    # camera frames and the projected bounding box of each object's cube corners
+    cam = camera_from_position(positions)
+    forward, right, up = camera_basis(cam[:, 3], cam[:, 4])
+    corner_offsets = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64) * cube_size
+    corners = (bmin.astype(np.float64)[:, :, None, :] + corner_offsets).reshape(n_obj, -1, 3)  # (B, 8P, 3)
+    rel = corners[obj_of_view] - positions[:, None, :]                                       # (V, 8P, 3)
+    depth = np.einsum("vnk,vk->vn", rel, forward)
+    tan_half = math.tan(math.radians(fov) / 2)
+    in_front = np.all(depth > 1e-6, axis=1)                                                   # (V,)
+    safe_depth = np.where(depth > 1e-6, depth, 1.0) * tan_half
+    px = (np.einsum("vnk,vk->vn", rel, right) / safe_depth + 1) * image_size / 2
+    py = (1 - np.einsum("vnk,vk->vn", rel, up) / safe_depth) * image_size / 2
+    j0 = np.where(in_front, np.clip(np.floor(px.min(1)), 0, image_size), 0).astype(np.int64)
+    j1 = np.where(in_front, np.clip(np.ceil(px.max(1)), 0, image_size), image_size).astype(np.int64)
+    i0 = np.where(in_front, np.clip(np.floor(py.min(1)), 0, image_size), 0).astype(np.int64)
+    i1 = np.where(in_front, np.clip(np.ceil(py.max(1)), 0, image_size), image_size).astype(np.int64)
+    w = np.maximum(j1 - j0, 0)
+    n_rays = w * np.maximum(i1 - i0, 0)                                                       # (V,)
+    total = int(n_rays.sum())
+    if total == 0:
+        return np.split(images, np.cumsum(counts)[:-1])
+
+    # one ray per pixel centre inside the boxes; rays are grouped by view, views by object
+    view = np.repeat(np.arange(n_views), n_rays)                                              # (R,)
+    local = np.arange(total) - np.repeat(np.cumsum(n_rays) - n_rays, n_rays)
+    wv = np.repeat(np.maximum(w, 1), n_rays)
+    row = np.repeat(i0, n_rays) + local // wv
+    col = np.repeat(j0, n_rays) + local % wv
+    su = ((col.astype(np.float32) + 0.5) * (2.0 / image_size) - 1.0) * np.float32(tan_half)   # (R,)
+    sv = (1.0 - (row.astype(np.float32) + 0.5) * (2.0 / image_size)) * np.float32(tan_half)
+    per_ray = lambda a: np.repeat(a.astype(np.float32), n_rays)                               # (V,) -> (R,)
+    # per axis a: direction d_a, 1/d_a, and the slab offsets. For a cube with min corner m the ray
+    # enters the slab of axis a at t = m*inv_a + near_a and leaves at t = m*inv_a + far_a, with
+    # near_a = min(0, size*inv_a) - o_a*inv_a and far_a = max(0, size*inv_a) - o_a*inv_a
+    d, inv, near, far = [], [], [], []
+    for a in range(3):
+        d_a = per_ray(forward[:, a]) + su * per_ray(right[:, a]) + sv * per_ray(up[:, a])
+        d_a[np.abs(d_a) < 1e-12] = np.float32(1e-12)
+        inv_a = np.float32(1.0) / d_a
+        o_inv = per_ray(positions[:, a]) * inv_a
+        s_inv = size * inv_a
+        d.append(d_a)
+        inv.append(inv_a)
+        near.append(np.minimum(s_inv, 0) - o_inv)
+        far.append(np.maximum(s_inv, 0) - o_inv)
+    check_behind = not bool(np.all(in_front))  # a camera near the object: ignore boxes behind the ray's origin
+    best_t = np.full(total, np.inf, dtype=np.float32)
+    best_k = np.zeros(total, dtype=np.int8)
+    ray_bounds = np.concatenate([[0], np.cumsum(np.bincount(obj_of_view, weights=n_rays, minlength=n_obj))])
+    for b in range(n_obj):
+        r0, r1 = int(ray_bounds[b]), int(ray_bounds[b + 1])
+        if r1 == r0 or n_parts[b] == 0:
+            continue
+        _cast_object(bmin[b, :n_parts[b]], [x[r0:r1] for x in inv], [x[r0:r1] for x in near],
+                     [x[r0:r1] for x in far], best_t[r0:r1], best_k[r0:r1], check_behind)
+    ray = np.nonzero(np.isfinite(best_t))[0]
+    if len(ray) == 0:
+        return np.split(images, np.cumsum(counts)[:-1])
+    # the face that was hit: the axis whose slab the ray entered last; its normal opposes the ray
+    obj = obj_of_view[view[ray]]
+    kk = best_k[ray].astype(np.int64)
+    m_hit = bmin[obj, kk]                                                                     # (H, 3)
+    t_axes = np.stack([m_hit[:, a] * inv[a][ray] + near[a][ray] for a in range(3)], axis=1)  # (H, 3)
+    axis = np.argmax(t_axes, axis=1)
+    d_hit = np.stack([d[a][ray] for a in range(3)], axis=1)
+    positive = d_hit[np.arange(len(ray)), axis] < 0
+    shade = _FACE_SHADE[axis * 2 + positive]
+    colour = cols[obj, kk] * shade[:, None]
+    images[view[ray], row[ray], col[ray]] = (colour * 255.0 + 0.5).astype(np.uint8)
+    return np.split(images, np.cumsum(counts)[:-1])
+
+
+def _cast_object(bmin, inv, near, far, best_t, best_k, check_behind):
+    """Slab test of one object's cubes (P, 3 min corners) against its rays; updates best_t / best_k in place.
+
+    inv, near, far: per axis (R,) float32 (see render_batch); best_t (R,) float32, best_k (R,) int8."""
+    n = len(best_t)
+    q, tn, tf, tmp = (np.empty(n, dtype=np.float32) for _ in range(4))
+    hit, closer = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
+    for k, m in enumerate(bmin.astype(np.float32)):
+        np.multiply(inv[0], m[0], out=q)
+        np.add(q, near[0], out=tn)
+        np.add(q, far[0], out=tf)
+        for a in (1, 2):
+            np.multiply(inv[a], m[a], out=q)
+            np.add(q, near[a], out=tmp)
+            np.maximum(tn, tmp, out=tn)
+            np.add(q, far[a], out=tmp)
+            np.minimum(tf, tmp, out=tf)
+        np.less(tn, tf, out=hit)
+        if check_behind:
+            np.logical_and(hit, tf > 0, out=hit)
+        np.less(tn, best_t, out=closer)
+        np.logical_and(hit, closer, out=hit)
+        np.copyto(best_t, tn, where=hit)
+        np.copyto(best_k, k, where=hit)
+
+
+def encode_jpeg(image, quality=JPEG_QUALITY):
+    """uint8 (H, W, 3) -> JPEG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def render_scenes(seed, split, start, stop, parts, views=VIEWS):
+    """Scenes start..stop-1 of a split -> list of (frames: list of `views` JPEG bytes, cameras float32 (views, 5))."""
+    scenes = [random_scene(seed, split, i, parts, views) for i in range(start, stop)]
+    images = render_batch([s[0] for s in scenes], [s[1] for s in scenes], [s[2] for s in scenes])
+    out = []
+    for (_, _, positions), imgs in zip(scenes, images):
+        cameras = camera_from_position(positions).astype(np.float32)
+        out.append(([encode_jpeg(im) for im in imgs], cameras))
+    return out
+
+
+def _render_task(args):
+    return render_scenes(*args)
+
+
+def iter_scenes(seed, split, n_scenes, parts, views=VIEWS, workers=1):
+    """Yield the n_scenes scenes of a split in order, rendered by `workers` processes."""
+    tasks = [(seed, split, s, min(s + SCENES_PER_TASK, n_scenes), parts, views)
+             for s in range(0, n_scenes, SCENES_PER_TASK)]
+    if workers <= 1 or len(tasks) <= 1:
+        for t in tasks:
+            yield from _render_task(t)
+        return
+    # spawn, not fork: the caller (the training script) may already run torch's threads
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for chunk in pool.imap(_render_task, tasks):
+            yield from chunk
+
+
+# ----------------------------------------------------------------------------- writing datasets
+
+def dataset_name(parts):
+    """DeepMind's name of the dataset with objects of `parts` cubes."""
+    return f"shepard_metzler_{parts}_parts"
+
+
+def render_parameters(parts, train_scenes, test_scenes, seed, views=VIEWS):
+    """Everything that decides the rendered bytes (what DONE.json records and compares)."""
+    return {"generator": "dataset/shepard_metzler.py", "renderer_version": RENDERER_VERSION,
+            "dataset": dataset_name(parts), "parts": int(parts), "train_scenes": int(train_scenes),
+            "test_scenes": int(test_scenes), "seed": int(seed), "views": int(views), "image_size": IMAGE_SIZE,
+            "fov_deg": FOV_DEG, "cube_size": CUBE_SIZE, "camera_distance": CAMERA_DISTANCE,
+            "jpeg_quality": JPEG_QUALITY}
+
+
+def _check_arguments(parts, views, workers, scenes_per_shard, counts):
+    if parts < 1:
+        raise RenderError(f"--parts is {parts}; pass a positive number of cubes (DeepMind's data uses 5 or 7).")
+    if views < 1:
+        raise RenderError(f"--views is {views}; pass a positive number of views (DeepMind's data uses 15).")
+    if workers < 1:
+        raise RenderError(f"--workers is {workers}; pass 1 or more processes.")
+    if scenes_per_shard < 1:
+        raise RenderError(f"--scenes_per_shard is {scenes_per_shard}; pass a positive number.")
+    for name, n in counts.items():
+        if n < 0:
+            raise RenderError(f"--{name} is {n}; pass 0 or more scenes.")
+
+
+def render_split(split_dir, split, n_scenes, parts, seed, views=VIEWS, workers=1, scenes_per_shard=1000,
+                 tfrecord_dir=None, files_per_split=10, progress=None):
+    """Render one split into split_dir (gqn_dataset.write_split) and, when tfrecord_dir is given, also as
+    DeepMind TFRecord files tfrecord_dir/<i>-of-<n>.tfrecord (n = files_per_split, at most n_scenes).
+
+    progress: a tqdm bar to advance by one per scene, or None. Returns the number of scenes written."""
+    from gqn_dataset import write_split
+    from dataset.tfrecord import TFRecordWriter, encode_gqn_example, tfrecord_name
+
+    files = max(1, min(files_per_split, n_scenes))
+    state = {"writer": None, "file": 0}
+
+    def scenes():
+        for i, (frames, cameras) in enumerate(iter_scenes(seed, split, n_scenes, parts, views, workers)):
+            if tfrecord_dir is not None:
+                file = i * files // n_scenes + 1  # scenes split into `files` contiguous, near-equal runs
+                if file != state["file"]:
+                    if state["writer"] is not None:
+                        state["writer"].close()
+                    state["writer"] = TFRecordWriter(os.path.join(tfrecord_dir, tfrecord_name(file, files)))
+                    state["file"] = file
+                state["writer"].write(encode_gqn_example(frames, cameras))
+            if progress is not None:
+                progress.update(1)
+            yield frames, cameras
+
+    try:
+        written = write_split(split_dir, scenes(), scenes_per_shard=scenes_per_shard,
+                              extra_header={"dataset": dataset_name(parts), "seed": int(seed), "split": split})
+        if state["writer"] is not None:
+            state["writer"].close()
+    except BaseException:
+        if state["writer"] is not None:
+            state["writer"].abort()
+        raise
+    return written
+
+
+def _progress_bar(total, enabled):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, unit="scene", desc="rendering", dynamic_ncols=True)
+
+
+def _holds_only_shards(folder):
+    """True when a folder holds nothing but shard files (and temporary files of interrupted writes)."""
+    from gqn_dataset import SHARD_PATTERN
+    return all(SHARD_PATTERN.fullmatch(name) or (name.startswith(".") and ".tmp-" in name)
+               for name in os.listdir(folder))
+
+
+def _clear_split(folder, flag_hint):
+    """Remove the shards of a split folder about to be rewritten, refusing a folder that holds other files."""
+    if not os.path.exists(folder):
+        return
+    if not os.path.isdir(folder) or not _holds_only_shards(folder):
+        raise RenderError(f"{folder} holds files that are not dataset shards; {flag_hint}.")
+    shutil.rmtree(folder)
+
+
+def ensure_builtin_dataset(root, parts=5, train_scenes=20000, test_scenes=1000, seed=0, workers=None,
+                           views=VIEWS, scenes_per_shard=1000, progress=True):
+    """Render a Shepard-Metzler dataset into root/train and root/test once, and reuse it afterwards.
+
+    root/DONE.json, written last, holds the rendering parameters: when it is there with the same
+    parameters nothing is rendered. Otherwise (missing, different parameters, or a killed render)
+    DONE.json is removed first, both splits are rendered into a hidden root/.rendering folder, moved
+    into place, and DONE.json is written: a folder without DONE.json is never taken as complete.
+    A lock file (root/.lock) makes concurrent callers wait for one render. Returns (train_dir, test_dir)."""
+    import fcntl
+
+    root = os.fspath(root)
+    workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
+    _check_arguments(parts, views, workers, scenes_per_shard,
+                     {"train_scenes": train_scenes, "test_scenes": test_scenes})
+    if train_scenes < 1 or test_scenes < 1:
+        raise RenderError(f"the built-in dataset needs at least one train and one test scene "
+                          f"(got {train_scenes} and {test_scenes}); pass positive counts.")
+    params = render_parameters(parts, train_scenes, test_scenes, seed, views)
+    train_dir, test_dir = os.path.join(root, "train"), os.path.join(root, "test")
+    done_path = os.path.join(root, "DONE.json")
+    try:
+        os.makedirs(root, exist_ok=True)
+        lock = open(os.path.join(root, ".lock"), "a")
+    except OSError as error:
+        raise RenderError(f"cannot create the dataset folder {root} ({error.strerror}); "
+                          f"pass a writable folder.") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _read_done(done_path) == params and os.path.isdir(train_dir) and os.path.isdir(test_dir):
+            return train_dir, test_dir
+        if os.path.exists(done_path):
+            os.remove(done_path)
+        hint = f"move them away or pass another dataset folder than {root}"
+        for folder in (train_dir, test_dir):  # refuse before spending time on rendering
+            if os.path.exists(folder) and (not os.path.isdir(folder) or not _holds_only_shards(folder)):
+                raise RenderError(f"{folder} holds files that are not dataset shards; {hint}.")
+        staging = os.path.join(root, ".rendering")
+        if os.path.exists(staging):
+            shutil.rmtree(staging)  # left over from a killed render
+        bar = _progress_bar(train_scenes + test_scenes, progress)
+        start = time.perf_counter()
+        try:
+            for split, n in (("train", train_scenes), ("test", test_scenes)):
+                render_split(os.path.join(staging, split), split, n, parts, seed, views, workers,
+                             scenes_per_shard, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - start
+        for split, folder in (("train", train_dir), ("test", test_dir)):
+            _clear_split(folder, hint)
+            os.replace(os.path.join(staging, split), folder)
+        os.rmdir(staging)
+        _write_json_atomic(done_path, dict(params, seconds=round(seconds, 2)))
+        if progress:
+            print(f"rendered {train_scenes + test_scenes} Shepard-Metzler scenes into {root} "
+                  f"at {(train_scenes + test_scenes) / seconds:.0f} scenes/s")
+    return train_dir, test_dir
+
+
+def _read_done(path):
+    """The parameters recorded in DONE.json (without the timing), or None when absent or unreadable."""
+    try:
+        with open(path) as f:
+            done = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(done, dict):
+        return None
+    done.pop("seconds", None)
+    return done
+
+
+def _write_json_atomic(path, obj):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- command line
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Render a Shepard-Metzler dataset like DeepMind's gqn-datasets.")
+    p.add_argument("--out", required=True, help="output folder: OUT/train and OUT/test (and OUT/tfrecord)")
+    p.add_argument("--parts", type=int, default=7, help="cubes per object (DeepMind: 5 or 7)")
+    p.add_argument("--train_scenes", type=int, default=20000)
+    p.add_argument("--test_scenes", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--views", type=int, default=VIEWS, help="views per scene")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="rendering processes")
+    p.add_argument("--scenes_per_shard", type=int, default=1000)
+    p.add_argument("--tfrecord", action="store_true",
+                   help="also write DeepMind-format TFRecords to OUT/tfrecord/shepard_metzler_<parts>_parts/{train,test}")
+    p.add_argument("--files_per_split", type=int, default=10, help="TFRecord files per split (with --tfrecord)")
+    p.add_argument("--overwrite", action="store_true", help="replace the shards of an earlier run in OUT")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import gqn_dataset  # noqa: F401  (imports torch: done before the clock starts)
+    try:
+        _check_arguments(args.parts, args.views, args.workers, args.scenes_per_shard,
+                         {"train_scenes": args.train_scenes, "test_scenes": args.test_scenes})
+        if args.files_per_split < 1:
+            raise RenderError(f"--files_per_split is {args.files_per_split}; pass a positive number.")
+        splits = [(s, n) for s, n in (("train", args.train_scenes), ("test", args.test_scenes)) if n > 0]
+        tf_root = os.path.join(args.out, "tfrecord", dataset_name(args.parts))
+        for split, _ in splits:
+            folders = [os.path.join(args.out, split)] + ([os.path.join(tf_root, split)] if args.tfrecord else [])
+            for folder in folders:
+                if os.path.isdir(folder) and os.listdir(folder):
+                    if not args.overwrite:
+                        raise RenderError(f"{folder} is not empty; pass --overwrite to replace its contents "
+                                          f"or choose another --out.")
+                    if folder.startswith(tf_root):
+                        if not all(n.endswith(".tfrecord") for n in os.listdir(folder)):
+                            raise RenderError(f"{folder} holds files that are not TFRecords; move them away.")
+                        shutil.rmtree(folder)
+                    else:
+                        _clear_split(folder, "move them away or choose another --out")
+        bar = _progress_bar(sum(n for _, n in splits), not args.no_progress)
+        start = time.perf_counter()
+        try:
+            for split, n in splits:
+                render_split(os.path.join(args.out, split), split, n, args.parts, args.seed, args.views,
+                             args.workers, args.scenes_per_shard,
+                             os.path.join(tf_root, split) if args.tfrecord else None, args.files_per_split, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - start
+    except RenderError as error:
+        raise SystemExit(f"error: {error}") from None
+    total = sum(n for _, n in splits)
+    print(f"wrote {total} scenes of {args.parts} cubes x {args.views} views to {args.out} in {seconds:.1f} s: "
+          f"{total / max(seconds, 1e-9):.0f} scenes/s with {args.workers} worker(s)")
+
+
+if __name__ == "__main__":
+    main()
