@@ -7,10 +7,10 @@ S = 15 cameras at distance 3.333 from the origin, spread uniformly over the sphe
 the origin with world z as its up vector (no roll). Images are 64x64, stored as JPEG.
 
 Scale (documented choice): vertical field of view FOV_DEG = 45 degrees and cube edge CUBE_SIZE =
-0.4 world units (a unit-cube object would not fit the view at distance 3.333: a straight 5-cube
-bar would reach to 0.8 units of the camera). With these a 5-cube object spans a median of about
-27 pixels of the 64 (the larger side of the bounding box of its pixels), 7 cubes about 31,
-which matches the real data's 20 to 35.
+0.35 world units (unit cubes would not fit the view at distance 3.333: a straight 5-cube bar would
+reach to 0.8 units of the camera). Measured over 3000 views, the larger side of the bounding box of
+the object's pixels is, for 5 cubes, median 26 pixels of the 64 (5th to 95th percentile 20 to 35),
+for 7 cubes median 31 (23 to 42), as in the real data (a 5-cube object spans about 20 to 35).
 
 Camera, exactly the real data's convention: raw (x, y, z, yaw, pitch) with
 pitch = asin(-z / r) and yaw = (-atan2(-y, -x)) mod 2 pi, so the viewing direction (-position / r) is
@@ -20,6 +20,10 @@ up = right x forward.
 Determinism: scene i of split `split` with seed `seed` is drawn from
 numpy.random.default_rng([seed, crc32(split), i]) only, so the bytes of a scene do not depend on the
 number of workers or on which other scenes are rendered. JPEG quality JPEG_QUALITY = 90 (PIL, 4:2:0).
+
+Speed: rays are cast only inside each view's projected bounding box of the object, 16 scenes per
+vectorised call. On the project's 2-core machine one process renders and encodes about 450 scenes/s of
+CPU time (about 1.3 ms ray casting + 0.75 ms JPEG per 15-view scene); --workers 2 uses both cores.
 
 Command line:
     python dataset/shepard_metzler.py --out data/sm7 --parts 7 --train_scenes 20000 --test_scenes 2000 --seed 0
@@ -276,7 +280,7 @@ def render_batch(cubes_list, colors_list, positions_list, image_size=IMAGE_SIZE,
         far.append(np.maximum(s_inv, 0) - o_inv)
     check_behind = not bool(np.all(in_front))  # a camera near the object: ignore boxes behind the ray's origin
     best_t = np.full(total, np.inf, dtype=np.float32)
-    best_k = np.zeros(total, dtype=np.int8)
+    best_k = np.zeros(total, dtype=np.int8 if n_cubes < 128 else np.int32)
     ray_bounds = np.concatenate([[0], np.cumsum(np.bincount(obj_of_view, weights=n_rays, minlength=n_obj))])
     for b in range(n_obj):
         r0, r1 = int(ray_bounds[b]), int(ray_bounds[b + 1])
@@ -304,7 +308,7 @@ def render_batch(cubes_list, colors_list, positions_list, image_size=IMAGE_SIZE,
 def _cast_object(bmin, inv, near, far, best_t, best_k, check_behind):
     """Slab test of one object's cubes (P, 3 min corners) against its rays; updates best_t / best_k in place.
 
-    inv, near, far: per axis (R,) float32 (see render_batch); best_t (R,) float32, best_k (R,) int8."""
+    inv, near, far: per axis (R,) float32 (see render_batch); best_t (R,) float32, best_k (R,) integers."""
     n = len(best_t)
     q, tn, tf, tmp = (np.empty(n, dtype=np.float32) for _ in range(4))
     hit, closer = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
@@ -379,7 +383,7 @@ def render_parameters(parts, train_scenes, test_scenes, seed, views=VIEWS):
             "jpeg_quality": JPEG_QUALITY}
 
 
-def _check_arguments(parts, views, workers, scenes_per_shard, counts):
+def _check_arguments(parts, views, workers, scenes_per_shard, counts, seed=0):
     if parts < 1:
         raise RenderError(f"--parts is {parts}; pass a positive number of cubes (DeepMind's data uses 5 or 7).")
     if views < 1:
@@ -388,6 +392,8 @@ def _check_arguments(parts, views, workers, scenes_per_shard, counts):
         raise RenderError(f"--workers is {workers}; pass 1 or more processes.")
     if scenes_per_shard < 1:
         raise RenderError(f"--scenes_per_shard is {scenes_per_shard}; pass a positive number.")
+    if seed < 0:
+        raise RenderError(f"--seed is {seed}; pass 0 or a positive integer.")
     for name, n in counts.items():
         if n < 0:
             raise RenderError(f"--{name} is {n}; pass 0 or more scenes.")
@@ -468,7 +474,7 @@ def ensure_builtin_dataset(root, parts=5, train_scenes=20000, test_scenes=1000, 
     root = os.fspath(root)
     workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
     _check_arguments(parts, views, workers, scenes_per_shard,
-                     {"train_scenes": train_scenes, "test_scenes": test_scenes})
+                     {"train_scenes": train_scenes, "test_scenes": test_scenes}, seed)
     if train_scenes < 1 or test_scenes < 1:
         raise RenderError(f"the built-in dataset needs at least one train and one test scene "
                           f"(got {train_scenes} and {test_scenes}); pass positive counts.")
@@ -562,7 +568,7 @@ def main(argv=None):
     import gqn_dataset  # noqa: F401  (imports torch: done before the clock starts)
     try:
         _check_arguments(args.parts, args.views, args.workers, args.scenes_per_shard,
-                         {"train_scenes": args.train_scenes, "test_scenes": args.test_scenes})
+                         {"train_scenes": args.train_scenes, "test_scenes": args.test_scenes}, args.seed)
         if args.files_per_split < 1:
             raise RenderError(f"--files_per_split is {args.files_per_split}; pass a positive number.")
         splits = [(s, n) for s, n in (("train", args.train_scenes), ("test", args.test_scenes)) if n > 0]
