@@ -69,6 +69,7 @@ class GQN(nn.Module):
         # Fixed inputs' share of the gates computed once per unroll where that saves work: a shared
         # core reuses it L times, and a broadcast 1x1 r costs a (5x5)-map conv instead of a 16x16 one.
         self.precompute_fixed = self.shared_core or (upsample == "broadcast" and representation != "tower")
+        self.noise_rows = None  # see _noise
 
     # -- Algorithm S2/S3, the pieces --------------------------------------------------------------
 
@@ -102,14 +103,23 @@ class GQN(nn.Module):
             # prior pi_l from the generator state before this step's update
             mu_pi, logvar_pi = torch.chunk(self.eta_pi(h_g), 2, dim=1)
             if x_q is None:
-                z = sample_normal(mu_pi, logvar_pi)
+                z = sample_normal(mu_pi, logvar_pi, self._noise(mu_pi))
             else:
                 c_e, h_e = inference_core(inf_fixed, c_e, h_e, h_g, u)
                 mu_q, logvar_q = torch.chunk(self.eta_e(h_e), 2, dim=1)   # posterior q_l
-                z = sample_normal(mu_q, logvar_q)
+                z = sample_normal(mu_q, logvar_q, self._noise(mu_q))
                 kl = kl + gaussian_kl(mu_q, logvar_q, mu_pi, logvar_pi).sum(dim=(1, 2, 3))
             c_g, h_g, u = generation_core(gen_fixed, c_g, h_g, u, z)
         return u, kl
+
+    def _noise(self, like):
+        """eps ~ N(0, 1) shaped like `like` (B, z, n, n). Under data parallelism, `noise_rows` =
+        (start, stop, global_batch) draws the whole global batch's noise and keeps this process's
+        rows, so N processes sample exactly what one process would for the same global batch."""
+        if self.noise_rows is None:
+            return None
+        start, stop, total = self.noise_rows
+        return torch.randn((total,) + like.shape[1:], device=like.device, dtype=like.dtype)[start:stop]
 
     # -- the original's interface ---------------------------------------------------------------
 
@@ -141,9 +151,9 @@ class GQN(nn.Module):
         return self.unroll(self.encode(x, v), v_q, x_q)[1]
 
 
-def sample_normal(mu, logvar):
-    """Reparameterised sample mu + std * eps, std = exp(logvar / 2)."""
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+def sample_normal(mu, logvar, eps=None):
+    """Reparameterised sample mu + std * eps, std = exp(logvar / 2), eps ~ N(0, 1) unless given."""
+    return mu + torch.exp(0.5 * logvar) * (torch.randn_like(mu) if eps is None else eps)
 
 
 def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p):

@@ -41,6 +41,7 @@ import checkpoint as ckpt_io
 import evaluate
 from evaluate import split_batch
 import gqn_dataset
+from dataset.shepard_metzler import RenderError
 from gqn_dataset import DatasetError
 from model import GQN, bits_per_dim
 from scheduler import AnnealingStepLR, SigmaSchedule
@@ -452,7 +453,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         train(args)
-    except (UsageError, TrainingError, DatasetError, ckpt_io.CheckpointError) as e:
+    except (UsageError, TrainingError, DatasetError, ckpt_io.CheckpointError, RenderError) as e:
         sys.exit(f"error: {e}")
 
 
