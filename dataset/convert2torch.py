@@ -19,8 +19,11 @@ What it does and does not do:
   (a truncated file or a CRC failure included).
 - Resumable: shards are written atomically (gqn_dataset.write_shard), so a shard that exists is
   complete and a rerun skips it; a file whose conversion was interrupted is converted again.
-- The files of a split are converted by --workers processes in parallel (TensorFlow 2 tf.data,
-  records parsed in batches), with a progress bar in scenes/s and a summary at the end.
+- The input files are converted by --workers processes in parallel, one file per process at a
+  time (TensorFlow 2 tf.data, records parsed in batches), with a progress bar in scenes/s and a
+  summary at the end. Speed (bench_data.py, Shepard-Metzler): about 600 scenes/s per worker on
+  one core, most of it the decode check of every frame; each worker takes a few seconds to start
+  (it imports TensorFlow and torch).
 
 TensorFlow (`pip install tensorflow-cpu`) is needed only here, and only when converting; the rest
 of the project never imports it.
@@ -42,6 +45,7 @@ import signal
 import time
 from collections import namedtuple
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +167,7 @@ def _import_tensorflow():
     kept off the terminal; errors later on still reach stderr."""
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")      # TF's C++ INFO lines (read once, at first log)
     try:
         with _quiet_stderr():
             import tensorflow as tf
@@ -291,6 +296,24 @@ def read_scenes(path, dataset):
     return frames, np.stack(cameras).astype(np.float32)                # (n, S, 5)
 
 
+def read_and_parse(paths, batch=PARSE_BATCH):
+    """The baseline that bench_data.py compares the converter with: read and parse TFRecord files with
+    tf.data alone (files read in parallel, records parsed in batches on TF's threads, frames and
+    cameras handed to Python as numpy), no checks, nothing written. Returns the number of records."""
+    tf = _import_tensorflow()
+    features = {"frames": tf.io.RaggedFeature(tf.string), "cameras": tf.io.RaggedFeature(tf.float32)}
+    records = (tf.data.TFRecordDataset([str(p) for p in paths], buffer_size=READ_BUFFER,
+                                       num_parallel_reads=tf.data.AUTOTUNE)
+               .batch(batch).map(lambda raw: tf.io.parse_example(raw, features), num_parallel_calls=tf.data.AUTOTUNE)
+               .prefetch(tf.data.AUTOTUNE))
+    count = 0
+    for parsed in records:
+        parsed["frames"].values.numpy()                                # (sum of S_b,) JPEG bytes
+        parsed["cameras"].values.numpy()
+        count += int(parsed["frames"].nrows())
+    return count
+
+
 def _check_record(path, index, dataset, frames, cameras):
     info = DATASETS[dataset]
     S = info.views
@@ -416,7 +439,7 @@ def _run_here(jobs, dataset, tally):
 
 
 def _run_pool(jobs, dataset, workers, tally):
-    # spawn, not fork: TensorFlow's threads do not survive a fork, and the parent never imports TF
+    # spawn, not fork: a fork of a process whose TensorFlow threads run can deadlock in the child
     context = multiprocessing.get_context("spawn")
     progress_queue, stop_event = context.Queue(), context.Event()
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
@@ -429,6 +452,10 @@ def _run_pool(jobs, dataset, workers, tally):
             for future in done:
                 tally.file_done(*future.result())
         _drain(progress_queue, tally)
+    except BrokenProcessPool:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise ConversionError(f"a worker process died (killed, or out of memory?); run the same command "
+                              f"again with fewer --workers than {workers}, finished shards are kept.") from None
     except BaseException:
         stop_event.set()                                   # running workers stop at their next batch
         pool.shutdown(wait=True, cancel_futures=True)
