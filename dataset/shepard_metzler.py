@@ -353,6 +353,20 @@ def _render_task(args):
     return render_scenes(*args)
 
 
+def tune_malloc():
+    """Make glibc keep freed memory in this process's heap (call only in a process that renders).
+
+    By default glibc hands the ray arrays' memory back to the system after every batch and page-faults
+    it in again for the next one: about a third of the rendering time went to those faults."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: keep up to 256 MiB of free heap
+        libc.mallopt(-3, 32 << 20)   # M_MMAP_THRESHOLD: blocks below 32 MiB (glibc's maximum) come from the heap
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 def iter_scenes(seed, split, n_scenes, parts, views=VIEWS, workers=1):
     """Yield the n_scenes scenes of a split in order, rendered by `workers` processes."""
     tasks = [(seed, split, s, min(s + SCENES_PER_TASK, n_scenes), parts, views)
@@ -362,7 +376,7 @@ def iter_scenes(seed, split, n_scenes, parts, views=VIEWS, workers=1):
             yield from _render_task(t)
         return
     # spawn, not fork: the caller (the training script) may already run torch's threads
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=tune_malloc) as pool:
         for chunk in pool.imap(_render_task, tasks):
             yield from chunk
 
@@ -566,6 +580,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import gqn_dataset  # noqa: F401  (imports torch: done before the clock starts)
+    tune_malloc()       # this process is ours: with --workers 1 it renders
     try:
         _check_arguments(args.parts, args.views, args.workers, args.scenes_per_shard,
                          {"train_scenes": args.train_scenes, "test_scenes": args.test_scenes}, args.seed)
