@@ -22,8 +22,9 @@ numpy.random.default_rng([seed, crc32(split), i]) only, so the bytes of a scene 
 number of workers or on which other scenes are rendered. JPEG quality JPEG_QUALITY = 90 (PIL, 4:2:0).
 
 Speed: rays are cast only inside each view's projected bounding box of the object, 16 scenes per
-vectorised call. On the project's 2-core machine one process renders and encodes about 450 scenes/s of
-CPU time (about 1.3 ms ray casting + 0.75 ms JPEG per 15-view scene); --workers 2 uses both cores.
+vectorised call. Rendering plus JPEG encoding costs about 1.8 ms of CPU per 15-view scene of 5 cubes
+(about 560 scenes/s per core; 7 cubes about 470) once tune_malloc() stops glibc from returning and
+page-faulting the ray arrays' memory on every batch; --workers 2 renders in two processes.
 
 Command line:
     python dataset/shepard_metzler.py --out data/sm7 --parts 7 --train_scenes 20000 --test_scenes 2000 --seed 0
