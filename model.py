@@ -115,8 +115,9 @@ class GQN(nn.Module):
     def _noise(self, like):
         """eps ~ N(0, 1) shaped like `like` (B, z, n, n). Under data parallelism, `noise_rows` =
         (start, stop, global_batch) draws the whole global batch's noise and keeps this process's
-        rows, so N processes sample exactly what one process would for the same global batch."""
-        if self.noise_rows is None:
+        rows, so N processes sample exactly what one process would for the same global batch.
+        Only in training mode: evaluation on one process draws its own batch's noise."""
+        if self.noise_rows is None or not self.training:
             return None
         start, stop, total = self.noise_rows
         return torch.randn((total,) + like.shape[1:], device=like.device, dtype=like.dtype)[start:stop]

@@ -50,10 +50,10 @@ from scheduler import AnnealingStepLR, SigmaSchedule
 PRESETS = {
     "paper": dict(),
     "demo": dict(  # a small GQN that learns the built-in scenes on 2 CPU cores in a few minutes
-        representation="pool", layers=6, shared_core=True, upsample="broadcast", h_dim=64,
-        r_dim=128, z_dim=3, batch_size=32, gradient_steps=2500, mu_i=1e-3, mu_f=2e-4, mu_n=2500,
-        sigma_i=1.0, sigma_f=0.2, sigma_n=1500, log_interval=250, save_interval=1000, workers=1,
-        builtin_parts=5, builtin_train_scenes=4000, builtin_test_scenes=200,
+        representation="pyramid", layers=4, shared_core=True, upsample="broadcast", h_dim=32,
+        r_dim=64, z_dim=3, batch_size=16, gradient_steps=1200, mu_i=1e-3, mu_f=3e-4, mu_n=1200,
+        sigma_i=1.0, sigma_f=0.3, sigma_n=800, log_interval=200, save_interval=400, workers=1,
+        builtin_parts=5, builtin_train_scenes=4000, builtin_test_scenes=200, seed=0,
     ),
 }
 
@@ -100,8 +100,7 @@ def positive_float(s):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description="Train a Generative Query Network (Eslami et al. 2018).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description="Train a Generative Query Network (Eslami et al. 2018).")
     S = argparse.SUPPRESS  # defaults are applied after the preset, so we can tell what was given
     a = p.add_argument
     a("--preset", choices=sorted(PRESETS), default="paper",
@@ -112,8 +111,8 @@ def build_parser():
     a("--dataset", default=S, help="Shepard-Metzler | Room | Jaco | Labyrinth: sets the most context views K")
     a("--train_data_dir", default=S, help="training split folder; absent: the built-in rendered scenes")
     a("--test_data_dir", default=S, help="test split folder; absent: the built-in scenes' test split")
-    a("--root_log_dir", default=S, help="folder of all runs (default runs)")
-    a("--log_dir", default=S, help="this run's folder under --root_log_dir (default GQN)")
+    a("--root_log_dir", default=S, help="folder of all runs")
+    a("--log_dir", default=S, help="this run's folder under --root_log_dir")
     a("--log_interval", type=positive_int, default=S, help="steps between test metrics and images")
     a("--save_interval", type=positive_int, default=S, help="steps between checkpoints")
     a("--workers", type=nonnegative_int, default=S, help="DataLoader worker processes")
@@ -148,6 +147,10 @@ def build_parser():
     a("--eval_scenes", type=nonnegative_int, default=S, help="held-out scenes in the final evaluation (0: none)")
     a("--skip_nonfinite", type=str2bool, nargs="?", const=True, default=S,
       help="skip a step whose loss is not finite (counted in the logs) instead of stopping")
+    for action in p._actions:  # say each default (and the demo's) in --help
+        if action.dest in DEFAULTS:
+            demo = PRESETS["demo"].get(action.dest)
+            action.help += f" (default: {DEFAULTS[action.dest]}" + (f"; demo: {demo})" if demo is not None else ")")
     return p
 
 
@@ -178,7 +181,11 @@ def train_step(model, optimizer, frames, viewpoints, sigma, device, dtype="float
         elbo, kl, nll = model(x, v, v_q, x_q, sigma, terms=True)
     loss = -elbo.float().mean()
     optimizer.zero_grad(set_to_none=True)
-    values = torch.stack([loss.detach(), kl.detach().float().mean(), nll.detach().float().mean()]).tolist()
+    values = torch.stack([loss.detach(), kl.detach().float().mean(), nll.detach().float().mean()])
+    if torch.distributed.is_initialized():  # the global batch's means, so every process decides alike
+        torch.distributed.all_reduce(values)
+        values /= torch.distributed.get_world_size()
+    values = values.tolist()
     if not math.isfinite(values[0]):
         if skip_nonfinite:
             return None
@@ -361,10 +368,10 @@ def train(args):
                 log_train(writer, step, loss, kl, nll, sigma, lr, frames.shape[-3:])
                 if step % args.log_interval == 0 or step == args.gradient_steps:
                     log_test(writer, model, test_batch, step, sigma, dist.device, args.dtype)
-                if step % args.save_interval == 0 and step < args.gradient_steps:
-                    save(ckpt_dir, args, model, optimizer, lr_schedule, sigma_schedule, step, dist)
+            if step % args.save_interval == 0 and step < args.gradient_steps:
+                save(ckpt_dir, args, model, optimizer, lr_schedule, sigma_schedule, step, dist)
+        path = save(ckpt_dir, args, model, optimizer, lr_schedule, sigma_schedule, step, dist) if step else None
         if dist.main and step > 0:
-            path = save(ckpt_dir, args, model, optimizer, lr_schedule, sigma_schedule, step, dist)
             if stop.requested:
                 bar.close()
                 log(f"stopped by {stop.requested} at step {step}; saved {path}; continue with --resume")
@@ -383,7 +390,19 @@ def train(args):
 
 
 def save(ckpt_dir, args, model, optimizer, lr_schedule, sigma_schedule, step, dist):
+    """Every process calls this at the same steps; rank 0 writes the checkpoint. Under DDP the ranks'
+    parameters are compared first (a checksum each), and a divergence stops the run."""
+    if dist.enabled:
+        checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+        sums = [torch.zeros_like(checksum) for _ in range(dist.world_size)]
+        torch.distributed.all_gather(sums, checksum.to(dist.device) if dist.device.type == "cuda" else checksum)
+        if len({s.item() for s in sums}) != 1:
+            raise TrainingError(f"step {step}: the processes' parameters differ ({[s.item() for s in sums]}); "
+                                f"resume from the last checkpoint in {ckpt_dir}")
+    if not dist.main:
+        return None
     return ckpt_io.save(ckpt_dir, step, keep=args.keep, model=model.state_dict(), config=model.config,
+                        world_size=dist.world_size,
                         optimizer=optimizer.state_dict(), lr_schedule=lr_schedule.state_dict(),
                         sigma_schedule=sigma_schedule.state_dict(),
                         args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))})
