@@ -8,8 +8,12 @@ The baselines answer "does the model render the scene, or something cheaper?":
 - black: an all-black image (what a GQN stuck at the background renders);
 - mean context: the pixel-wise mean of the context views;
 - nearest context: the context view whose camera position is nearest the query's.
-Scenes, context views, query views and the model's noise all come from --seed: the same checkpoint
-and seed give the same numbers. Prints a table and writes JSON.
+The context and query views of each scene come from (--seed, scene) alone (gqn_dataset.FixedContextSampler,
+the views sample.py shows too), and the model's noise of batch i from (--seed, i): the same checkpoint,
+seed and batch size give the same numbers. -ELBO, KL and NLL are nats per scene (NLL under the pixel
+sigma the checkpoint's run had reached, unless --sigma), bits per dim is -ELBO per colour value in bits,
+and MSE / PSNR are per query image, averaged over the scenes. Prints a table (and a progress bar) and
+writes JSON (default: <checkpoint>-eval.json next to the checkpoint).
 """
 
 import argparse
@@ -134,58 +138,125 @@ def final_report(model, test_dir, run_dir, scenes, context, seed, device, sigma,
 
 def main(argv=None):
     import checkpoint
-    p = argparse.ArgumentParser(description="Evaluate a GQN checkpoint on held-out scenes.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description="Evaluate a GQN checkpoint on held-out scenes: -ELBO, KL, NLL, "
+                                            "bits per dim, MSE and PSNR of generations, reconstructions and baselines.")
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by train.py")
-    p.add_argument("--data_dir", default=None, help="test split folder (default: the built-in scenes' test split)")
-    p.add_argument("--scenes", type=int, default=None, help="number of scenes (default: the whole split)")
-    p.add_argument("--context", type=int, default=3, help="context views per scene")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data_dir", default=None, help="test split folder (default: the built-in scenes' test split "
+                                                    "the checkpoint's run trained next to, rendered if absent)")
+    p.add_argument("--scenes", type=int, default=None, help="number of scenes, the first of the split (default: all)")
+    p.add_argument("--context", type=int, default=3, help="context views per scene (default 3)")
+    p.add_argument("--batch_size", type=int, default=32, help="scenes per batch (default 32; the noise is drawn per batch)")
+    p.add_argument("--seed", type=int, default=0, help="chooses the context and query views and the model's noise (default 0)")
     p.add_argument("--sigma", type=float, default=None, help="pixel sigma of the likelihood (default: the checkpoint's)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--out", default=None, help="JSON file to write (default: next to the checkpoint)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute type (default float32)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
+    p.add_argument("--out", default=None, help="JSON file to write (default: <checkpoint>-eval.json next to it)")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     for flag in ("scenes", "context", "batch_size"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             sys.exit(f"error: --{flag} must be at least 1, not {value}")
+    if args.seed < 0:
+        sys.exit(f"error: --seed must be 0 or more, not {args.seed}")
+    if args.sigma is not None and not (args.sigma > 0 and math.isfinite(args.sigma)):
+        sys.exit(f"error: --sigma must be a positive number, not {args.sigma}")
     try:
+        device = pick_device(args.device)
         state = checkpoint.load(args.checkpoint)
         model = checkpoint.build_model(state)
-        data_dir = args.data_dir or builtin_test_dir(state)
+        data_dir = resolve_test_dir(state, args.data_dir)
         dataset = gqn_dataset.SceneViews(data_dir)
+        check_context(args.context, dataset.num_views, data_dir)
         scenes = len(dataset) if args.scenes is None else min(args.scenes, len(dataset))
-        loader = gqn_dataset.make_eval_loader(data_dir, scenes, args.batch_size, args.context, args.seed)
-    except (checkpoint.CheckpointError, gqn_dataset.DatasetError) as e:
+        if args.scenes is not None and args.scenes > len(dataset):
+            print(f"note: {data_dir} holds {len(dataset)} scenes; evaluating all of them")
+        loader = gqn_dataset.make_eval_loader(data_dir, scenes, min(args.batch_size, scenes), args.context, args.seed)
+        sigma = args.sigma if args.sigma is not None else checkpoint_sigma(state, args.checkpoint)
+    except (checkpoint.CheckpointError, gqn_dataset.DatasetError, UsageError) as e:
         sys.exit(f"error: {e}")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    sigma = args.sigma if args.sigma is not None else checkpoint_sigma(state)
-    metrics = evaluate(model, loader, sigma, device, args.seed, args.dtype)
-    metrics.update(checkpoint=args.checkpoint, data_dir=data_dir, context=args.context, seed=args.seed, sigma=sigma)
+    print(f"{args.checkpoint} (step {state.get('step', '?')}): {scenes} scenes of {data_dir}, "
+          f"{args.context} context views, sigma {sigma:.4g}, seed {args.seed}, on {device}")
+    metrics = evaluate(model, loader, sigma, device, args.seed, args.dtype, progress=not args.no_progress)
+    metrics.update(checkpoint=os.path.abspath(args.checkpoint), step=state.get("step"), config=state["config"],
+                   data_dir=os.path.abspath(data_dir), context=args.context, seed=args.seed,
+                   batch_size=min(args.batch_size, scenes), sigma=sigma, dtype=args.dtype)
     print(format_table(metrics))
     out = args.out or os.path.splitext(args.checkpoint)[0] + "-eval.json"
-    with open(out, "w") as f:
-        json.dump(metrics, f, indent=2)
+    try:
+        with open(out, "w") as f:
+            json.dump(metrics, f, indent=2)
+    except OSError as e:
+        sys.exit(f"error: cannot write {out} ({e.strerror}); pass --out with a writable file")
     print(f"wrote {out}")
 
 
-def checkpoint_sigma(state):
+class UsageError(Exception):
+    """A command-line value that does not fit the checkpoint or the data, said in one sentence."""
+
+
+def pick_device(name):
+    """--device -> torch.device; None picks cuda when there is one."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name} is not a device; pass cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: this machine has no CUDA GPU; pass --device cpu")
+    return device
+
+
+def check_context(context, num_views, data_dir):
+    """M context views and a query must be distinct views of a scene: 1 <= context <= S - 1."""
+    if not 1 <= context < num_views:
+        raise UsageError(f"--context {context} is out of range: the scenes of {data_dir} have {num_views} views, "
+                         f"so pass --context between 1 and {num_views - 1}")
+
+
+def checkpoint_sigma(state, path="the checkpoint"):
     """The pixel sigma the checkpoint's run had reached."""
     from scheduler import SigmaSchedule
+    if "sigma_schedule" not in state:
+        raise UsageError(f"{path} records no sigma schedule; pass --sigma (e.g. 0.7, the paper's final value)")
     s = SigmaSchedule()
     s.load_state_dict(state["sigma_schedule"])
     return s.sigma
 
 
 def builtin_test_dir(state):
-    """The built-in scenes' test split the checkpoint's run trained next to."""
+    """The built-in scenes' test split the checkpoint's run trained next to (the path its run used:
+    relative to the working directory, or to this folder where the run was started from here)."""
     args = state.get("args", {})
     if args.get("train_data_dir"):
         raise gqn_dataset.DatasetError("this checkpoint was trained on --train_data_dir data; pass --data_dir with its test split")
     root = os.path.join(args.get("data_root", "data"), f"shepard_metzler_{args.get('builtin_parts', 7)}_parts")
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), root)
+    if not os.path.isabs(root) and not os.path.isdir(root) and os.path.isdir(here):
+        root = here
     return os.path.join(root, "test")
+
+
+def resolve_test_dir(state, data_dir=None):
+    """--data_dir, or the checkpoint's built-in test split, rendered first (as train.py would) when absent."""
+    if data_dir is not None:
+        return data_dir
+    test_dir = builtin_test_dir(state)
+    if os.path.isdir(test_dir):
+        return test_dir
+    from dataset.shepard_metzler import RenderError, ensure_builtin_dataset
+    args = state.get("args", {})
+    root = os.path.dirname(test_dir)
+    print(f"no --data_dir and no {test_dir}: rendering the checkpoint's built-in scenes into {root} (once)")
+    try:
+        _, test_dir = ensure_builtin_dataset(
+            root, parts=args.get("builtin_parts", 7), train_scenes=args.get("builtin_train_scenes", 20_000),
+            test_scenes=args.get("builtin_test_scenes", 1_000), seed=0, workers=max(1, min(2, os.cpu_count() or 1)))
+    except RenderError as e:
+        raise UsageError(f"{e} (or pass --data_dir)") from None
+    return test_dir
 
 
 if __name__ == "__main__":

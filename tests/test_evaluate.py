@@ -1,0 +1,109 @@
+"""evaluate.py: the CLI on a tiny checkpoint writes every metric and baseline, the same seed gives the same
+numbers, the baselines are what they say, and user mistakes end in one sentence."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import checkpoint
+import evaluate
+import train
+
+TINY = ["--layers", "2", "--h_dim", "8", "--r_dim", "16", "--batch_size", "4", "--workers", "0",
+        "--eval_scenes", "0", "--seed", "3", "--gradient_steps", "2", "--log_interval", "2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tiny_data, tmp_path_factory):
+    """A 2-step checkpoint of a tiny GQN trained on tiny_data's train split."""
+    train_dir, test_dir = tiny_data
+    root = tmp_path_factory.mktemp("eval_runs")
+    train.train(train.parse_args(["--train_data_dir", train_dir, "--test_data_dir", test_dir,
+                                  "--root_log_dir", str(root), "--log_dir", "tiny", *TINY]))
+    return checkpoint.latest(root / "tiny" / "checkpoints")
+
+
+def run_cli(ckpt, test_dir, out, *extra):
+    evaluate.main(["--checkpoint", ckpt, "--data_dir", test_dir, "--out", str(out), "--no_progress",
+                   "--batch_size", "3", *extra])
+    with open(out) as f:
+        return json.load(f)
+
+
+def test_cli_reports_every_metric_and_baseline_in_a_table_and_json(tiny_checkpoint, tiny_data, tmp_path, capsys):
+    metrics = run_cli(tiny_checkpoint, tiny_data[1], tmp_path / "m.json", "--context", "2")
+    table = capsys.readouterr().out
+    for name in evaluate.METRICS + evaluate.IMAGE_METHODS:
+        assert name in table
+    for name in evaluate.METRICS:
+        assert math.isfinite(metrics[name])
+    for method in evaluate.IMAGE_METHODS:
+        assert 0 <= metrics[f"mse_{method}"] <= 1 and math.isfinite(metrics[f"psnr_{method}"])
+    assert metrics["scenes"] == 8 and metrics["context"] == 2 and metrics["step"] == 2
+    assert metrics["neg_elbo"] == pytest.approx(metrics["kl"] + metrics["nll"], rel=1e-5)
+    assert metrics["bits_per_dim"] == pytest.approx(metrics["neg_elbo"] / (3 * 64 * 64 * math.log(2)), rel=1e-6)
+    # PSNR is per image, then averaged: never below the PSNR of the mean MSE (Jensen)
+    assert metrics["psnr_black"] >= -10 * math.log10(metrics["mse_black"]) - 1e-4
+    # the sigma the run had reached after 2 steps of the default schedule (2.0 -> 0.7 over 2e5)
+    assert metrics["sigma"] == pytest.approx(2.0 - 1.3 * 2 / 2e5)
+
+
+def test_same_seed_same_numbers_and_another_seed_differs(tiny_checkpoint, tiny_data, tmp_path):
+    a = run_cli(tiny_checkpoint, tiny_data[1], tmp_path / "a.json", "--seed", "5")
+    b = run_cli(tiny_checkpoint, tiny_data[1], tmp_path / "b.json", "--seed", "5")
+    c = run_cli(tiny_checkpoint, tiny_data[1], tmp_path / "c.json", "--seed", "6")
+    numbers = [k for k in a if isinstance(a[k], float)]
+    assert len(numbers) >= 14
+    assert all(a[k] == b[k] for k in numbers)
+    assert any(a[k] != c[k] for k in numbers)
+
+
+def test_default_out_is_next_to_the_checkpoint(tiny_checkpoint, tiny_data, capsys):
+    evaluate.main(["--checkpoint", tiny_checkpoint, "--data_dir", tiny_data[1], "--scenes", "2", "--no_progress"])
+    out = tiny_checkpoint[:-len(".pt")] + "-eval.json"
+    assert f"wrote {out}" in capsys.readouterr().out
+    with open(out) as f:
+        assert json.load(f)["scenes"] == 2
+
+
+def test_baselines_are_black_mean_and_nearest_context():
+    x = torch.rand(2, 3, 3, 4, 4)
+    v = torch.zeros(2, 3, 7)
+    v[:, :, 0] = torch.tensor([0.0, 1.0, 2.0])           # cameras on the x axis
+    v_q = torch.zeros(2, 7)
+    v_q[0, 0], v_q[1, 0] = 1.9, 0.2                       # nearest: context view 2, then view 0
+    b = evaluate.baselines(x, v, v_q)
+    assert torch.equal(b["black"], torch.zeros(2, 3, 4, 4))
+    assert torch.allclose(b["mean_context"], x.mean(dim=1))
+    assert torch.equal(b["nearest_context"][0], x[0, 2]) and torch.equal(b["nearest_context"][1], x[1, 0])
+
+
+def test_builtin_test_dir_follows_the_checkpoints_run(tmp_path):
+    state = dict(args=dict(data_root=str(tmp_path), builtin_parts=5))
+    assert evaluate.builtin_test_dir(state) == str(tmp_path / "shepard_metzler_5_parts" / "test")
+    with pytest.raises(evaluate.gqn_dataset.DatasetError, match="pass --data_dir"):
+        evaluate.builtin_test_dir(dict(args=dict(train_data_dir="/somewhere/train")))
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--context", "6"], "--context 6 is out of range"),           # tiny scenes have 6 views
+    (["--context", "0"], "--context must be at least 1"),
+    (["--sigma", "-1"], "--sigma must be a positive number"),
+])
+def test_bad_values_end_in_one_sentence(tiny_checkpoint, tiny_data, tmp_path, extra, says):
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--checkpoint", tiny_checkpoint, "--data_dir", tiny_data[1], "--out", str(tmp_path / "x.json"),
+                       *extra])
+    message = str(e.value.code)
+    assert message.startswith("error: ") and says in message and "\n" not in message
+
+
+def test_missing_checkpoint_and_missing_data_end_in_one_sentence(tiny_checkpoint, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--checkpoint", str(tmp_path / "nope.pt")])
+    assert str(e.value.code) == f"error: no checkpoint file at {tmp_path / 'nope.pt'}; check the path"
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--checkpoint", tiny_checkpoint, "--data_dir", str(tmp_path / "nodata")])
+    assert str(e.value.code).startswith("error: ") and str(tmp_path / "nodata") in str(e.value.code)
