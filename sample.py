@@ -1,0 +1,239 @@
+"""Show what a trained GQN renders: a PNG grid of its views of held-out scenes, and an orbit GIF.
+
+    python sample.py --checkpoint runs/demo/checkpoints/ckpt-00001200.pt       # scenes 0-3, built-in test split
+    python sample.py --checkpoint CKPT --scenes 0 5 7 --context 5 --samples 6
+    python sample.py --checkpoint CKPT --data_dir /path/to/dataset/test --random 8 --seed 1 --frames 72 --elevation 40
+
+The grid (<checkpoint>-seed<seed>-grid.png) has one row per scene:
+    context views (--context of them) | ground truth | reconstruction | samples from the prior (--samples)
+The ground truth is the query view, never one of the context views; the reconstruction renders it with
+z from the posterior (the model has seen the answer), the samples with z from the prior (it has not).
+The context and query views of scene i are drawn from (--seed, i) exactly as evaluate.py draws them,
+so the grid shows the scenes that evaluate.py scores with the same seed and --context.
+
+The orbit (<checkpoint>-seed<seed>-orbit.gif, --frames frames) moves the query camera once around each
+scene: yaw from 0 to 2 pi (the last frame stops one step short, so the loop is seamless), at a fixed
+elevation (--elevation, degrees above the object, default 25) and distance (--distance, default the
+mean camera distance of the scene's own views), every camera looking at the origin like the dataset's.
+In the dataset's convention (raw cameras (x, y, z, yaw, pitch), pitch = asin(-z / r)) a camera above
+the object has a negative pitch: --elevation 25 is --pitch -25. These are views that no frame of the
+dataset has, rendered by model.generate from the same context views as the grid. Each frame of the
+GIF holds one row per scene: its context views, then the orbit view.
+
+Noise: z is sampled, so each rendering needs noise. The global torch generator is seeded before each
+rendering: with noise_seed(seed, 0) for the reconstruction, noise_seed(seed, k) for sample column k
+(1-based), and, before EVERY orbit frame, noise_seed(seed, 1) again. All frames of the orbit therefore
+use the same z noise (the noise of the first sample column), so the orbit shows one hypothesis of the
+scene turning, rather than a new guess in each frame. Same checkpoint, data, flags and seed: the same
+bytes, on the same machine and torch build.
+
+Pillow only (images.py, and a GIF writer here that gives all frames one palette); no torchvision.
+"""
+
+import argparse
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+
+import checkpoint
+import evaluate
+import gqn_dataset
+from dataset.shepard_metzler import position_from_yaw_pitch
+from images import make_grid, save_png, to_uint8_image
+
+DEFAULT_SCENES = 4              # scenes 0..3 when neither --scenes nor --random is given
+DEFAULT_ELEVATION = 25.0        # degrees above the object; the dataset's pitch is its negative
+PAD_GREY = 0.5                  # the gaps between tiles, so black backgrounds do not run together
+_SCENE_STREAM = 3               # --random's stream under --seed (0-2 are gqn_dataset's)
+
+
+def noise_seed(seed, k):
+    """The torch seed of rendering k of a run seeded `seed` (0: reconstruction, k >= 1: sample column k)."""
+    return (seed * 1_000_003 + k) % (2 ** 63)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Render a GQN checkpoint's views of held-out scenes: a PNG grid "
+                                            "(context | truth | reconstruction | samples) and an orbit GIF.")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by train.py")
+    p.add_argument("--data_dir", default=None, help="test split folder (default: the built-in scenes' test split "
+                                                    "the checkpoint's run trained next to, rendered if absent)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--scenes", type=int, nargs="+", default=None, metavar="I",
+                       help=f"scene indices of the split (default: 0 to {DEFAULT_SCENES - 1})")
+    which.add_argument("--random", type=int, default=None, metavar="N", help="N distinct scenes drawn from --seed")
+    p.add_argument("--context", type=int, default=3, help="context views per scene (default 3)")
+    p.add_argument("--samples", type=int, default=4, help="samples from the prior per scene (default 4)")
+    p.add_argument("--frames", type=int, default=36, help="frames of the orbit GIF (default 36)")
+    angle = p.add_mutually_exclusive_group()
+    angle.add_argument("--elevation", type=float, default=None,
+                       help=f"orbit camera's angle above the object in degrees (default {DEFAULT_ELEVATION:g})")
+    angle.add_argument("--pitch", type=float, default=None,
+                       help="the same angle in the dataset's convention, pitch = asin(-z / r) in degrees: "
+                            f"negative looks down from above (default {-DEFAULT_ELEVATION:g})")
+    p.add_argument("--distance", type=float, default=None,
+                   help="orbit camera's distance from the origin (default: the mean of the scene's cameras)")
+    p.add_argument("--seed", type=int, default=0, help="chooses views, --random scenes and noise (default 0)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
+    p.add_argument("--out", default=None, help="output folder (default: the checkpoint's folder)")
+    args = p.parse_args(argv)
+    for flag, least in (("context", 1), ("samples", 0), ("frames", 1), ("random", 1), ("seed", 0)):
+        value = getattr(args, flag)
+        if value is not None and value < least:
+            p.exit(2, f"error: --{flag} must be at least {least}, not {value}\n")
+    pitch = -DEFAULT_ELEVATION if args.elevation is None and args.pitch is None else \
+        (args.pitch if args.pitch is not None else -args.elevation)
+    if not -90 < pitch < 90:
+        p.exit(2, f"error: the orbit's pitch {pitch:g} degrees must lie strictly between -90 and 90 "
+                  f"(at the poles the camera's yaw is undefined)\n")
+    args.pitch_deg = pitch
+    if args.distance is not None and not (args.distance > 0 and math.isfinite(args.distance)):
+        p.exit(2, f"error: --distance must be a positive number, not {args.distance}\n")
+    return args
+
+
+def choose_scenes(args, num_scenes, data_dir):
+    """--scenes (checked), --random N (distinct, from --seed) or the first DEFAULT_SCENES scenes."""
+    if args.random is not None:
+        if args.random > num_scenes:
+            raise evaluate.UsageError(f"--random {args.random} asks for more scenes than the {num_scenes} of "
+                                      f"{data_dir}; pass at most {num_scenes}")
+        rng = np.random.default_rng([args.seed, _SCENE_STREAM])
+        return [int(i) for i in rng.choice(num_scenes, size=args.random, replace=False)]
+    if args.scenes is None:
+        return list(range(min(DEFAULT_SCENES, num_scenes)))
+    for i in args.scenes:
+        if not 0 <= i < num_scenes:
+            raise evaluate.UsageError(f"scene {i} does not exist: {data_dir} holds {num_scenes} scenes, "
+                                      f"so pass --scenes between 0 and {num_scenes - 1}")
+    return list(args.scenes)
+
+
+def load_scenes(dataset, scenes, context, seed):
+    """Context, query and camera distance of each scene, with the views evaluate.py would use:
+    x (B, M, 3, 64, 64) and x_q (B, 3, 64, 64) floats in [0, 1], v (B, M, 7), v_q (B, 7), distance (B,)."""
+    views = gqn_dataset.FixedContextSampler(len(dataset), dataset.num_views, 1, context, seed)
+    x, v, x_q, v_q, distance = [], [], [], [], []
+    for i in scenes:
+        frames, viewpoints = dataset[(i, tuple(range(dataset.num_views)))]   # all S views: (S, 3, 64, 64), (S, 7)
+        chosen = torch.from_numpy(views.views(i))                            # M context views, then the query
+        images = frames[chosen].float() / 255
+        x.append(images[:-1]), x_q.append(images[-1])
+        v.append(viewpoints[chosen[:-1]]), v_q.append(viewpoints[chosen[-1]])
+        distance.append(viewpoints[:, :3].norm(dim=-1).mean().item())
+    return torch.stack(x), torch.stack(v), torch.stack(x_q), torch.stack(v_q), distance
+
+
+def orbit_viewpoints(frames, pitch, distance):
+    """Cameras circling the origin, looking at it: yaw 2 pi t / frames for t < frames, fixed pitch (radians,
+    the dataset's convention) and distance -> viewpoints (frames, 7) in the project's order."""
+    yaw = 2 * np.pi * np.arange(frames) / frames                            # (T,)
+    position = position_from_yaw_pitch(yaw, np.full(frames, pitch), np.full(frames, distance))   # (T, 3)
+    raw = np.concatenate([position, yaw[:, None], np.full((frames, 1), pitch)], axis=1)          # (T, 5)
+    return torch.from_numpy(gqn_dataset.raw_to_viewpoint(raw).astype(np.float32))               # (T, 7)
+
+
+@torch.no_grad()
+def render_grid_columns(model, x, v, x_q, v_q, samples, seed):
+    """reconstruction (B, 3, 64, 64) and a list of `samples` prior samples, each (B, 3, 64, 64)."""
+    torch.manual_seed(noise_seed(seed, 0))
+    reconstruction = model.reconstruct(x, v, v_q, x_q)
+    generated = []
+    for k in range(1, samples + 1):
+        torch.manual_seed(noise_seed(seed, k))
+        generated.append(model.generate(x, v, v_q))
+    return reconstruction, generated
+
+
+@torch.no_grad()
+def render_orbit(model, x, v, orbit, seed):
+    """orbit (B, T, 7) query cameras -> frames (T, B, 3, 64, 64), every frame with the same noise."""
+    frames = []
+    for t in range(orbit.shape[1]):
+        torch.manual_seed(noise_seed(seed, 1))                # the first sample column's noise, each frame
+        frames.append(model.generate(x, v, orbit[:, t]))
+    return torch.stack(frames)
+
+
+def tiled(tiles):
+    """tiles (rows, columns, 3, H, W) -> one (3, H', W') image, grey gaps between tiles (images.make_grid sizes)."""
+    rows, columns = tiles.shape[:2]
+    flat = tiles.flatten(0, 1).cpu()                                          # (rows * columns, 3, H, W)
+    grid = make_grid(flat, nrow=columns)
+    inside = make_grid(torch.ones_like(flat), nrow=columns)                   # 1 on tiles, 0 in the gaps
+    return grid + (1 - inside) * PAD_GREY
+
+
+def grid_image(x, x_q, reconstruction, generated):
+    """Rows of: context views | ground truth | reconstruction | samples -> (3, H', W')."""
+    columns = [x[:, k] for k in range(x.shape[1])] + [x_q, reconstruction] + list(generated)
+    return tiled(torch.stack(columns, dim=1))                                 # (B, M + 2 + K, 3, 64, 64)
+
+
+def orbit_images(x, frames):
+    """Each GIF frame: rows of the scene's context views, then its orbit view -> list of (3, H', W')."""
+    return [tiled(torch.cat([x, frame[:, None]], dim=1)) for frame in frames]   # (B, M + 1, 3, 64, 64) each
+
+
+def save_gif_one_palette(frames, path, ms_per_frame=80):
+    """Write frames, each (3, H, W) in [0, 1], as a looping GIF whose frames share ONE 256-colour palette.
+    (images.save_gif quantizes each frame on its own, so colours that stay put, such as the context
+    views, flicker from frame to frame.) Written atomically. Pillow drops a frame identical to the one
+    before it (adding its time to that one), so a GIF holds fewer frames only where the views repeat."""
+    pictures = [to_uint8_image(f) for f in frames]                            # (H, W, 3) uint8 each
+    every = max(1, len(pictures) // 12)                                       # the palette from up to ~12 frames
+    palette = Image.fromarray(np.concatenate(pictures[::every], axis=0)).quantize(
+        256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    indexed = [Image.fromarray(p).quantize(palette=palette, dither=Image.Dither.NONE) for p in pictures]
+    tmp = f"{path}.tmp-{os.getpid()}"
+    indexed[0].save(tmp, format="GIF", save_all=True, append_images=indexed[1:], duration=ms_per_frame, loop=0)
+    os.replace(tmp, path)
+
+
+def sample(args):
+    """Write the grid PNG and the orbit GIF; returns their paths."""
+    device = evaluate.pick_device(args.device)
+    state = checkpoint.load(args.checkpoint)
+    model = checkpoint.build_model(state).to(device).eval()
+    data_dir = evaluate.resolve_test_dir(state, args.data_dir)
+    dataset = gqn_dataset.SceneViews(data_dir)
+    evaluate.check_context(args.context, dataset.num_views, data_dir)
+    scenes = choose_scenes(args, len(dataset), data_dir)
+    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
+    checkpoint.ensure_writable(out)
+
+    x, v, x_q, v_q, distances = load_scenes(dataset, scenes, args.context, args.seed)
+    x, v, x_q, v_q = x.to(device), v.to(device), x_q.to(device), v_q.to(device)
+    reconstruction, generated = render_grid_columns(model, x, v, x_q, v_q, args.samples, args.seed)
+
+    pitch = math.radians(args.pitch_deg)
+    orbit = torch.stack([orbit_viewpoints(args.frames, pitch, args.distance or d) for d in distances]).to(device)
+    frames = render_orbit(model, x, v, orbit, args.seed)                                 # (T, B, 3, 64, 64)
+
+    stem = os.path.join(out, f"{os.path.splitext(os.path.basename(args.checkpoint))[0]}-seed{args.seed}")
+    grid_path, orbit_path = f"{stem}-grid.png", f"{stem}-orbit.gif"
+    save_png(grid_image(x, x_q, reconstruction, generated), grid_path)
+    save_gif_one_palette(orbit_images(x, frames), orbit_path)
+    m, k = args.context, args.samples
+    print(f"scenes {' '.join(map(str, scenes))} of {data_dir}, {m} context views, seed {args.seed}")
+    print(f"wrote {grid_path}: one row per scene: {m} context | truth | reconstruction | {k} samples")
+    distance = f"{args.distance:g}" if args.distance else "each scene's mean camera distance"
+    print(f"wrote {orbit_path}: {args.frames} frames, pitch {args.pitch_deg:g} deg (elevation "
+          f"{-args.pitch_deg:g}), distance {distance}; one row per scene: {m} context | orbit view")
+    return grid_path, orbit_path
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        return sample(args)
+    except (checkpoint.CheckpointError, gqn_dataset.DatasetError, evaluate.UsageError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

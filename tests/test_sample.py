@@ -1,0 +1,141 @@
+"""sample.py: on a tiny checkpoint it writes a grid PNG of the promised layout and an orbit GIF of --frames
+different frames, in the dataset's camera convention, byte for byte the same for the same seed; user
+mistakes end in one sentence."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageSequence
+
+import checkpoint
+import sample
+import train
+from model import GQN
+from dataset.shepard_metzler import camera_from_position
+
+TINY = ["--layers", "2", "--h_dim", "8", "--r_dim", "16", "--batch_size", "4", "--workers", "0",
+        "--eval_scenes", "0", "--seed", "3", "--gradient_steps", "2", "--log_interval", "2"]
+TILE = 64 + 2                                  # a 64x64 view and images.make_grid's 2-pixel gap
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tiny_data, tmp_path_factory):
+    """A 2-step checkpoint of a tiny GQN trained on tiny_data's train split."""
+    train_dir, test_dir = tiny_data
+    root = tmp_path_factory.mktemp("sample_runs")
+    train.train(train.parse_args(["--train_data_dir", train_dir, "--test_data_dir", test_dir,
+                                  "--root_log_dir", str(root), "--log_dir", "tiny", *TINY]))
+    return checkpoint.latest(root / "tiny" / "checkpoints")
+
+
+def run(ckpt, test_dir, out, *extra):
+    return sample.main(["--checkpoint", ckpt, "--data_dir", test_dir, "--out", str(out), *extra])
+
+
+def gif_frames(path):
+    with Image.open(path) as im:
+        return [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)]
+
+
+def test_writes_a_grid_of_the_promised_layout_and_an_orbit_of_frames_frames(tiny_checkpoint, tiny_data, tmp_path,
+                                                                           capsys):
+    grid, orbit = run(tiny_checkpoint, tiny_data[1], tmp_path, "--scenes", "0", "5", "7", "--context", "2",
+                      "--samples", "3", "--frames", "5")
+    printed = capsys.readouterr().out
+    assert f"wrote {grid}" in printed and f"wrote {orbit}" in printed
+    with Image.open(grid) as im:
+        # 3 scenes; 2 context + truth + reconstruction + 3 samples
+        assert im.format == "PNG" and im.size == ((2 + 2 + 3) * TILE + 2, 3 * TILE + 2)
+    with Image.open(orbit) as im:
+        assert im.format == "GIF" and im.n_frames == 5 and im.size == ((2 + 1) * TILE + 2, 3 * TILE + 2)
+    frames = gif_frames(orbit)
+    orbit_column = slice(2 * TILE + 2, 3 * TILE)                  # the orbit view, right of the 2 context views
+    views = [f[:, orbit_column] for f in frames]
+    assert all(not np.array_equal(views[i], views[j]) for i in range(5) for j in range(i))
+    context = [f[:, :2 * TILE] for f in frames]                   # the context views stand still
+    assert all(np.array_equal(context[0], c) for c in context)
+
+
+def test_the_grid_shows_the_context_and_the_truth(tiny_checkpoint, tiny_data, tmp_path):
+    grid, _ = run(tiny_checkpoint, tiny_data[1], tmp_path, "--scenes", "4", "--context", "3", "--samples", "1",
+                  "--frames", "2", "--seed", "2")
+    dataset = sample.gqn_dataset.SceneViews(tiny_data[1])
+    x, _, x_q, _, _ = sample.load_scenes(dataset, [4], 3, seed=2)
+    with Image.open(grid) as im:
+        picture = np.asarray(im.convert("RGB")).astype(int)
+    for column, view in enumerate(list(x[0]) + [x_q[0]]):
+        tile = picture[2:66, 2 + column * TILE:2 + column * TILE + 64]
+        assert np.abs(tile - (view.permute(1, 2, 0).numpy() * 255).round()).max() <= 1
+
+
+def test_same_seed_same_bytes_and_another_seed_other_bytes(tiny_checkpoint, tiny_data, tmp_path):
+    flags = ["--random", "2", "--frames", "3", "--samples", "2"]
+    a = run(tiny_checkpoint, tiny_data[1], tmp_path / "a", *flags)
+    b = run(tiny_checkpoint, tiny_data[1], tmp_path / "b", *flags)
+    c = run(tiny_checkpoint, tiny_data[1], tmp_path / "c", *flags, "--seed", "1")
+    for pa, pb, pc in zip(a, b, c):
+        with open(pa, "rb") as fa, open(pb, "rb") as fb, open(pc, "rb") as fc:
+            first = fa.read()
+            assert first == fb.read() and first != fc.read()
+
+
+def test_orbit_circles_in_the_datasets_camera_convention():
+    v = sample.orbit_viewpoints(8, math.radians(-25), 3.0).double().numpy()    # (8, 7)
+    position = v[:, :3]
+    assert np.allclose(np.linalg.norm(position, axis=1), 3.0)
+    assert np.allclose(position[:, 2], 3.0 * math.sin(math.radians(25)))      # pitch -25: 25 degrees above
+    raw = camera_from_position(position)                                      # the dataset's (x, y, z, yaw, pitch)
+    yaw, pitch = np.arctan2(v[:, 4], v[:, 3]) % (2 * np.pi), np.arctan2(v[:, 6], v[:, 5])
+    assert np.allclose(np.cos(raw[:, 3] - yaw), 1) and np.allclose(raw[:, 4], pitch, atol=1e-6)
+    assert np.allclose(yaw, 2 * np.pi * np.arange(8) / 8, atol=1e-6)          # once around, evenly
+
+
+def test_every_orbit_frame_uses_the_same_noise():
+    torch.manual_seed(0)
+    model = GQN(L=2, h_dim=8, r_dim=16).eval()
+    x, v = torch.rand(2, 1, 3, 64, 64), torch.rand(2, 1, 7)
+    same_camera = sample.orbit_viewpoints(1, -0.4, 3.0).expand(2, 3, 7)        # 3 frames, one camera
+    frames = sample.render_orbit(model, x, v, same_camera, seed=0)
+    assert torch.equal(frames[0], frames[1]) and torch.equal(frames[0], frames[2])
+    torch.manual_seed(sample.noise_seed(0, 1))                                 # the first sample column's noise
+    assert torch.equal(frames[0], model.generate(x, v, same_camera[:, 0]))
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--scenes", "0", "8"], "scene 8 does not exist"),                     # tiny test split: 8 scenes
+    (["--scenes", "-1"], "scene -1 does not exist"),
+    (["--random", "9"], "--random 9 asks for more scenes than the 8"),
+    (["--context", "6"], "--context 6 is out of range"),                    # tiny scenes: 6 views
+])
+def test_bad_values_end_in_one_sentence(tiny_checkpoint, tiny_data, tmp_path, extra, says):
+    with pytest.raises(SystemExit) as e:
+        run(tiny_checkpoint, tiny_data[1], tmp_path, *extra)
+    message = str(e.value.code)
+    assert message.startswith("error: ") and says in message and "\n" not in message
+    assert not list(tmp_path.iterdir())                                     # nothing written
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--context", "0"], "--context must be at least 1"),
+    (["--frames", "0"], "--frames must be at least 1"),
+    (["--pitch", "90"], "must lie strictly between -90 and 90"),
+    (["--distance", "0"], "--distance must be a positive number"),
+])
+def test_bad_flags_are_usage_errors(tiny_data, extra, says, capsys):
+    with pytest.raises(SystemExit) as e:
+        sample.parse_args(["--checkpoint", "x.pt", *extra])
+    assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_elevation_and_pitch_are_one_angle_of_opposite_signs():
+    assert sample.parse_args(["--checkpoint", "x.pt"]).pitch_deg == -sample.DEFAULT_ELEVATION
+    assert sample.parse_args(["--checkpoint", "x.pt", "--elevation", "40"]).pitch_deg == -40
+    assert sample.parse_args(["--checkpoint", "x.pt", "--pitch", "10"]).pitch_deg == 10
+
+
+def test_missing_checkpoint_is_one_sentence(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        sample.main(["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path)])
+    assert str(e.value.code) == f"error: no checkpoint file at {tmp_path / 'nope.pt'}; check the path"
