@@ -731,15 +731,25 @@ class SceneViews(Dataset):
     """The training path's dataset: key (scene_index, view_indices) -> (frames uint8 (V, 3, 64, 64),
     viewpoints float32 (V, 7)) of only those views, in that order; only those frames are decoded."""
 
-    def __init__(self, root_dir):
+    def __init__(self, root_dir, skip_bad_scenes=False):
         self.root_dir = os.fspath(root_dir)
         self.scenes = open_split(root_dir)
         self.num_views = self.scenes.num_views
+        self.skip_bad_scenes = skip_bad_scenes
 
     def __len__(self):
         return len(self.scenes)
 
     def __getitem__(self, key):
+        """With skip_bad_scenes, a scene that fails its checks gives None (see collate_views)."""
+        try:
+            return self._read(key)
+        except DatasetError:
+            if self.skip_bad_scenes:
+                return None
+            raise
+
+    def _read(self, key):
         index, views = key
         raw = self.scenes.read(index, views)
         # the layout change is done by numpy: torch's strided uint8 copy is ~50x slower on small tensors
@@ -867,16 +877,43 @@ class FixedContextSampler:
 # Loaders
 # ---------------------------------------------------------------------------------------------
 
+def collate_views(items):
+    """[(frames (V, 3, 64, 64), viewpoints (V, 7)) or None] -> (frames (B, V, ...), viewpoints (B, V, 7),
+    number of None items left out). Stacked by numpy: torch's stack of small uint8 tensors in the main
+    process can take hundreds of ms when its threads compete with training for the cores."""
+    good = [item for item in items if item is not None]
+    if not good:
+        return None, None, len(items)
+    frames = torch.from_numpy(np.stack([f.numpy() for f, _ in good]))
+    viewpoints = torch.from_numpy(np.stack([v.numpy() for _, v in good]))
+    return frames, viewpoints, len(items) - len(good)
+
+
+def collate_pairs(items):
+    """Evaluation batches: (frames (B, V, 3, 64, 64), viewpoints (B, V, 7)), stacked as collate_views."""
+    return collate_views(items)[:2]
+
+
+def _quiet_worker(worker_id):
+    """Ctrl-C reaches every process of the terminal; the workers leave it to the main process, which
+    saves a checkpoint and shuts them down."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(root_dir, batch_size, max_context, seed, workers, start_batch=0, rank=0, world_size=1,
-                pin_memory=False):
+                pin_memory=False, skip_bad_scenes=False):
     """Training loader over a split folder: an endless stream of batches (frames uint8 (B, M+1, 3, 64, 64),
-    viewpoints float32 (B, M+1, 7)), B = batch_size // world_size, the last view of each scene the query.
-    Batch t is the same for any number of workers; start_batch=t resumes there."""
-    dataset = SceneViews(root_dir)
+    viewpoints float32 (B, M+1, 7), skipped), B = batch_size // world_size, the last view of each scene
+    the query. Batch t is the same for any number of workers; start_batch=t resumes there. A scene that
+    fails its checks stops the run with a DatasetError, or with skip_bad_scenes is left out of its batch
+    and counted in `skipped`."""
+    dataset = SceneViews(root_dir, skip_bad_scenes=skip_bad_scenes)
     sampler = ContextBatchSampler(len(dataset), dataset.num_views, batch_size, max_context, seed,
                                   rank, world_size, start_batch)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
-                      persistent_workers=workers > 0)
+                      persistent_workers=workers > 0, collate_fn=collate_views,
+                      worker_init_fn=_quiet_worker if workers > 0 else None)
 
 
 def make_eval_loader(root_dir, num_scenes, batch_size, num_context, seed, workers=0, rank=0, world_size=1,

@@ -120,6 +120,8 @@ class GQN(nn.Module):
         if self.noise_rows is None or not self.training:
             return None
         start, stop, total = self.noise_rows
+        if like.shape[0] != stop - start:  # a batch that lost bad scenes: no global batch to match
+            return None
         return torch.randn((total,) + like.shape[1:], device=like.device, dtype=like.dtype)[start:stop]
 
     # -- the original's interface ---------------------------------------------------------------

@@ -64,7 +64,7 @@ DEFAULTS = dict(
     upsample="learned", h_dim=128, r_dim=256, z_dim=3, seed=None, mu_i=5e-4, mu_f=5e-5, mu_n=1.6e6,
     sigma_i=2.0, sigma_f=0.7, sigma_n=2e5, dtype="float32", compile=False, keep=5,
     data_root="data", builtin_parts=7, builtin_train_scenes=20_000, builtin_test_scenes=1_000,
-    test_context=3, eval_scenes=200, skip_nonfinite=False,
+    test_context=3, eval_scenes=200, skip_nonfinite=False, skip_bad_scenes=False,
 )
 
 
@@ -147,6 +147,8 @@ def build_parser():
     a("--eval_scenes", type=nonnegative_int, default=S, help="held-out scenes in the final evaluation (0: none)")
     a("--skip_nonfinite", type=str2bool, nargs="?", const=True, default=S,
       help="skip a step whose loss is not finite (counted in the logs) instead of stopping")
+    a("--skip_bad_scenes", type=str2bool, nargs="?", const=True, default=S,
+      help="leave out (and count in the logs) scenes that fail their checks instead of stopping")
     for action in p._actions:  # say each default (and the demo's) in --help
         if action.dest in DEFAULTS:
             demo = PRESETS["demo"].get(action.dest)
@@ -317,7 +319,7 @@ def train(args):
     pin = dist.device.type == "cuda"
     train_loader = gqn_dataset.make_loader(
         train_dir, args.batch_size, max_context, args.seed, args.workers, start_batch=step,
-        rank=dist.rank, world_size=dist.world_size, pin_memory=pin)
+        rank=dist.rank, world_size=dist.world_size, pin_memory=pin, skip_bad_scenes=args.skip_bad_scenes)
     test_batch = None
     writer = None
     if dist.main:
@@ -328,7 +330,8 @@ def train(args):
             json.dump({k: v for k, v in vars(args).items()}, f, indent=2, default=str)
 
     stop = StopFlag()
-    skipped = 0
+    skipped = bad_scenes = 0
+    metrics = open(os.path.join(run_dir, "metrics.jsonl"), "a") if dist.main else None
     t_start = time.time()
     from tqdm import tqdm
     bar = tqdm(total=args.gradient_steps, initial=step, disable=not dist.main, dynamic_ncols=True)
@@ -336,15 +339,19 @@ def train(args):
     last_time, last_step = time.time(), step
     try:
         while step < args.gradient_steps and not stop.requested:
-            frames, viewpoints = next(batches)
+            frames, viewpoints, bad = next_batch(batches)
+            if bad:
+                bad_scenes += bad
+                if writer:
+                    writer.add_scalar("train/skipped_bad_scenes", bad_scenes, step + 1)
             sigma, lr = sigma_schedule.sigma, optimizer.param_groups[0]["lr"]
             # The random state of a step is a function of (seed, step): the data order already is
             # (see ContextBatchSampler), and so is the noise, which makes --resume exact.
             torch.manual_seed(step_seed(args.seed, step))
             net.train()
             try:
-                values = train_step(net, optimizer, frames, viewpoints, sigma, dist.device, args.dtype,
-                                    args.skip_nonfinite)
+                values = None if frames is None else train_step(
+                    net, optimizer, frames, viewpoints, sigma, dist.device, args.dtype, args.skip_nonfinite)
             except NonFiniteLoss as e:
                 raise TrainingError(f"step {step + 1}: {e}; the last good checkpoint in {ckpt_dir} is kept "
                                     f"(resume with --resume, perhaps with a lower --mu_i, or pass "
@@ -366,6 +373,8 @@ def train(args):
                     last_time, last_step = now, step
                     bar.set_postfix_str(f"loss {loss:.1f} kl {kl:.1f} sigma {sigma:.3f} lr {lr:.2e} {rate:.2f} steps/s")
                 log_train(writer, step, loss, kl, nll, sigma, lr, frames.shape[-3:])
+                metrics.write(json.dumps(dict(step=step, loss=loss, kl=kl, nll=nll, sigma=sigma, lr=lr)) + "\n")
+                metrics.flush()
                 if step % args.log_interval == 0 or step == args.gradient_steps:
                     log_test(writer, model, test_batch, step, sigma, dist.device, args.dtype)
             if step % args.save_interval == 0 and step < args.gradient_steps:
@@ -384,6 +393,8 @@ def train(args):
         bar.close()
         if writer:
             writer.close()
+        if metrics:
+            metrics.close()
         stop.restore()
         dist.close()
     return step
@@ -406,6 +417,17 @@ def save(ckpt_dir, args, model, optimizer, lr_schedule, sigma_schedule, step, di
                         optimizer=optimizer.state_dict(), lr_schedule=lr_schedule.state_dict(),
                         sigma_schedule=sigma_schedule.state_dict(),
                         args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))})
+
+
+def next_batch(batches):
+    """The next (frames, viewpoints, skipped) from the loader; a bad scene's error, which the DataLoader
+    wraps in a worker traceback, comes out as its own one-sentence message."""
+    try:
+        return next(batches)
+    except DatasetError as e:
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        message = lines[-1].split("DatasetError: ", 1)[-1] if len(lines) > 1 else str(e)
+        raise DatasetError(f"{message} (or pass --skip_bad_scenes to leave such scenes out, counted in the logs)") from None
 
 
 def log_train(writer, step, loss, kl, nll, sigma, lr, image_shape):

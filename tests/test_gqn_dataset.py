@@ -197,7 +197,8 @@ def test_loader_batches_hold_the_sampled_views(tmp_path):
     scenes = make_scenes(9)
     gd.write_split(tmp_path, scenes, scenes_per_shard=4)
     loader = gd.make_loader(tmp_path, batch_size=4, max_context=3, seed=0, workers=0)
-    frames, viewpoints = next(iter(loader))
+    frames, viewpoints, skipped = next(iter(loader))
+    assert skipped == 0
     keys = loader.batch_sampler.batch(0)
     m1 = len(keys[0][1])
     assert frames.shape == (4, m1, 3, 64, 64) and frames.dtype == torch.uint8
@@ -213,7 +214,7 @@ def test_loader_with_workers_gives_the_same_batches(tmp_path):
     gd.write_split(tmp_path, make_scenes(12), scenes_per_shard=5)
     take = lambda workers: batches(gd.make_loader(tmp_path, 4, 3, seed=1, workers=workers, start_batch=2), 4)
     serial, parallel = take(0), take(2)
-    for (f0, v0), (f2, v2) in zip(serial, parallel):
+    for (f0, v0, _), (f2, v2, _) in zip(serial, parallel):
         assert torch.equal(f0, f2) and torch.equal(v0, v2)
 
 
