@@ -1,0 +1,170 @@
+"""Never lose a run: kill -9 and resume, signals, non-finite losses, crafted files, bad scenes."""
+
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import checkpoint
+import gqn_dataset
+import train
+from conftest import write_random_split
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--layers", "2", "--h_dim", "8", "--r_dim", "16", "--batch_size", "4", "--workers", "0",
+        "--log_interval", "100", "--eval_scenes", "0", "--seed", "11"]
+
+
+def argv(tiny_data, log_root, name, *extra):
+    train_dir, test_dir = tiny_data
+    return ["--train_data_dir", train_dir, "--test_data_dir", test_dir, "--root_log_dir", str(log_root),
+            "--log_dir", name, *TINY, *extra]
+
+
+def start(args, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def losses(run_dir):
+    """step -> loss from metrics.jsonl; a step redone after a resume counts with its last value."""
+    out = {}
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                out[row["step"]] = row["loss"]
+    return out
+
+
+class RunsCode:
+    """Unpickling this runs a shell command: what a crafted file would do."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_kill_9_at_a_random_moment_then_resume_gives_the_same_run(tiny_data, tmp_path):
+    steps = ["--gradient_steps", "12", "--save_interval", "3", "--keep", "2"]
+    t0 = time.time()
+    whole = start(argv(tiny_data, tmp_path, "whole", *steps))
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()[-2000:]
+    duration = time.time() - t0
+
+    rng = random.Random()  # a new moment every time the suite runs
+    victim = start(argv(tiny_data, tmp_path, "killed", *steps))
+    time.sleep(rng.uniform(0.3, 0.9) * duration)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    resume = ["--resume"] if checkpoint.latest(tmp_path / "killed" / "checkpoints") else []
+    again = start(argv(tiny_data, tmp_path, "killed", *steps, *resume))
+    assert again.wait(timeout=300) == 0, again.stderr.read()[-2000:]
+
+    assert losses(tmp_path / "killed") == losses(tmp_path / "whole")  # step for step, to the bit
+    a = checkpoint.load(checkpoint.latest(tmp_path / "whole" / "checkpoints"))
+    b = checkpoint.load(checkpoint.latest(tmp_path / "killed" / "checkpoints"))
+    assert a["step"] == b["step"] == 12
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # never more than --keep checkpoints, and no temporary file left behind by the kill counts as one
+    assert len(checkpoint.checkpoints(tmp_path / "killed" / "checkpoints")) <= 2
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_a_checkpoint_and_exits_cleanly(tiny_data, tmp_path, sig):
+    run = start(argv(tiny_data, tmp_path, "sig", "--gradient_steps", "100000", "--save_interval", "100000"))
+    metrics = tmp_path / "sig" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.1)
+    run.send_signal(sig)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err[-2000:]
+    assert f"stopped by {sig.name}" in out and "continue with --resume" in out
+    path = checkpoint.latest(tmp_path / "sig" / "checkpoints")
+    assert path and path in out
+    assert checkpoint.load(path)["step"] >= 2
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+    real = train.GQN.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kw):
+        calls["n"] += 1
+        elbo, kl, nll = real(self, *args, **kw)
+        return (elbo * float("nan"), kl, nll) if calls["n"] == 3 else (elbo, kl, nll)
+
+    monkeypatch.setattr(train.GQN, "forward", poisoned)
+    with pytest.raises(train.TrainingError, match=r"step 3: the loss is nan.*last good checkpoint"):
+        train.train(train.parse_args(argv(tiny_data, tmp_path, "nan", "--gradient_steps", "5", "--save_interval", "1")))
+    assert os.path.basename(checkpoint.latest(tmp_path / "nan" / "checkpoints")) == "ckpt-00000002.pt"
+
+    calls["n"] = 0
+    steps = train.train(train.parse_args(argv(tiny_data, tmp_path, "skip", "--gradient_steps", "5", "--skip_nonfinite")))
+    assert steps == 5
+    state = checkpoint.load(checkpoint.latest(tmp_path / "skip" / "checkpoints"))
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+    assert sorted(losses(tmp_path / "skip")) == [1, 2, 4, 5]  # step 3 skipped, not trained on
+
+
+def test_crafted_pickle_as_a_checkpoint_is_refused_and_runs_nothing(tiny_data, tmp_path):
+    marker = tmp_path / "marker"
+    folder = tmp_path / "crafted" / "checkpoints"
+    folder.mkdir(parents=True)
+    for i, dump in enumerate([lambda o, f: pickle.dump(o, f), lambda o, f: torch.save(o, f)]):
+        path = folder / checkpoint.NAME.format(i + 1)
+        with open(path, "wb") as f:
+            dump({"model": RunsCode(f"touch {marker}"), "config": {}}, f)
+        with pytest.raises(checkpoint.CheckpointError, match="not a loadable checkpoint"):
+            checkpoint.load(path)
+    with pytest.raises(SystemExit) as e:  # and through train.py --resume
+        train.main(argv(tiny_data, tmp_path, "crafted", "--gradient_steps", "1", "--resume"))
+    assert "not a loadable checkpoint" in str(e.value.code) and "\n" not in str(e.value.code)
+    assert not marker.exists()
+
+
+def corrupt_one_frame(split_dir, scene=0, view=0):
+    """Overwrite the start (the JPEG SOI marker) of one frame inside a shard."""
+    shard = sorted(p for p in os.listdir(split_dir) if p.endswith(".gqn"))[0]
+    path = os.path.join(split_dir, shard)
+    header = gqn_dataset.read_shard_header(path)
+    with open(path, "r+b") as f:
+        f.seek(header["offsets_offset"] + 8 * (scene * header["views"] + view))
+        offset = int.from_bytes(f.read(8), "little")
+        f.seek(header["blob_offset"] + offset)
+        f.write(b"\0\0\0\0")
+    return path
+
+
+def test_a_bad_scene_stops_the_run_in_one_sentence_or_is_skipped_and_counted(tmp_path):
+    train_dir = write_random_split(tmp_path / "train", scenes=4, views=6, seed=3)
+    test_dir = write_random_split(tmp_path / "test", scenes=4, views=6, seed=4)
+    shard = corrupt_one_frame(train_dir, scene=1, view=0)
+    data = ["--train_data_dir", train_dir, "--test_data_dir", test_dir, "--root_log_dir", str(tmp_path / "runs")]
+    tiny = [a for a in TINY]
+    with pytest.raises(SystemExit) as e:
+        train.main([*data, "--log_dir", "stop", *tiny, "--gradient_steps", "30", "--dataset", "Room"])
+    message = str(e.value.code)
+    assert "\n" not in message and shard in message and "--skip_bad_scenes" in message
+    steps = train.train(train.parse_args([*data, "--log_dir", "skip", *tiny, "--gradient_steps", "30",
+                                          "--dataset", "Room", "--skip_bad_scenes"]))
+    assert steps == 30
+
+
+def test_an_unwritable_log_folder_is_one_sentence(tiny_data, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit) as e:
+        train.main(argv(tiny_data, blocker, "x", "--gradient_steps", "1"))
+    assert "cannot write to the log folder" in str(e.value.code) and "\n" not in str(e.value.code)
