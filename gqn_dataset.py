@@ -46,8 +46,9 @@ Reading a split
     GQNDataset(root)[i] -> (images float32 (S, 3, 64, 64) in [0, 1], viewpoints float32 (S, 7))
         torch-gqn's contract: all views of scene i.
     make_loader(root, batch_size, max_context, seed, workers, start_batch=step) -> endless batches
-        (frames uint8 (B, M+1, 3, 64, 64), viewpoints float32 (B, M+1, 7)), the last view the query:
-            for frames, viewpoints in loader:
+        (frames uint8 (B, M+1, 3, 64, 64), viewpoints float32 (B, M+1, 7), skipped), the last view the
+        query (skipped: scenes left out by skip_bad_scenes=True, else always 0):
+            for frames, viewpoints, skipped in loader:
                 x = frames.to(device).float() / 255           # uint8 travels, 4x less than float
                 x_c, v_c, x_q, v_q = x[:, :-1], viewpoints[:, :-1], x[:, -1], viewpoints[:, -1]
         SceneViews decodes only the sampled views; ContextBatchSampler makes batch k a pure function
