@@ -107,3 +107,11 @@ def test_missing_checkpoint_and_missing_data_end_in_one_sentence(tiny_checkpoint
     with pytest.raises(SystemExit) as e:
         evaluate.main(["--checkpoint", tiny_checkpoint, "--data_dir", str(tmp_path / "nodata")])
     assert str(e.value.code).startswith("error: ") and str(tmp_path / "nodata") in str(e.value.code)
+
+
+def test_an_absent_builtin_test_split_is_rendered_as_training_would(tmp_path, capsys):
+    state = dict(args=dict(data_root=str(tmp_path), builtin_parts=5, builtin_train_scenes=2, builtin_test_scenes=3))
+    test_dir = evaluate.resolve_test_dir(state)
+    assert test_dir == str(tmp_path / "shepard_metzler_5_parts" / "test") and "rendering" in capsys.readouterr().out
+    assert len(evaluate.gqn_dataset.SceneViews(test_dir)) == 3
+    assert evaluate.resolve_test_dir(state, "/given/dir") == "/given/dir"
