@@ -32,9 +32,15 @@ def save_png(chw, path):
 
 
 def save_gif(frames, path, ms_per_frame=80):
-    """Write frames, each (3, H, W) in [0, 1], as a looping animated GIF."""
-    pictures = [Image.fromarray(to_uint8_image(f)) for f in frames]
+    """Write frames, each (3, H, W) in [0, 1], as a looping GIF whose frames share ONE 256-colour palette
+    (quantizing each frame on its own makes colours that stay put, such as context views, flicker).
+    Written atomically. Pillow drops a frame identical to the one
+    before it (adding its time to that one), so a GIF holds fewer frames only where the views repeat."""
+    pictures = [to_uint8_image(f) for f in frames]                            # (H, W, 3) uint8 each
+    every = max(1, len(pictures) // 12)                                       # the palette from up to ~12 frames
+    palette = Image.fromarray(np.concatenate(pictures[::every], axis=0)).quantize(
+        256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    indexed = [Image.fromarray(p).quantize(palette=palette, dither=Image.Dither.NONE) for p in pictures]
     tmp = f"{path}.tmp-{os.getpid()}"
-    pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:],
-                     duration=ms_per_frame, loop=0)
+    indexed[0].save(tmp, format="GIF", save_all=True, append_images=indexed[1:], duration=ms_per_frame, loop=0)
     os.replace(tmp, path)

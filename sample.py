@@ -37,13 +37,12 @@ import sys
 
 import numpy as np
 import torch
-from PIL import Image
 
 import checkpoint
 import evaluate
 import gqn_dataset
 from dataset.shepard_metzler import position_from_yaw_pitch
-from images import make_grid, save_png, to_uint8_image
+from images import make_grid, save_gif, save_png
 
 DEFAULT_SCENES = 4              # scenes 0..3 when neither --scenes nor --random is given
 DEFAULT_ELEVATION = 25.0        # degrees above the object; the dataset's pitch is its negative
@@ -179,21 +178,6 @@ def orbit_images(x, frames):
     return [tiled(torch.cat([x, frame[:, None]], dim=1)) for frame in frames]   # (B, M + 1, 3, 64, 64) each
 
 
-def save_gif_one_palette(frames, path, ms_per_frame=80):
-    """Write frames, each (3, H, W) in [0, 1], as a looping GIF whose frames share ONE 256-colour palette.
-    (images.save_gif quantizes each frame on its own, so colours that stay put, such as the context
-    views, flicker from frame to frame.) Written atomically. Pillow drops a frame identical to the one
-    before it (adding its time to that one), so a GIF holds fewer frames only where the views repeat."""
-    pictures = [to_uint8_image(f) for f in frames]                            # (H, W, 3) uint8 each
-    every = max(1, len(pictures) // 12)                                       # the palette from up to ~12 frames
-    palette = Image.fromarray(np.concatenate(pictures[::every], axis=0)).quantize(
-        256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    indexed = [Image.fromarray(p).quantize(palette=palette, dither=Image.Dither.NONE) for p in pictures]
-    tmp = f"{path}.tmp-{os.getpid()}"
-    indexed[0].save(tmp, format="GIF", save_all=True, append_images=indexed[1:], duration=ms_per_frame, loop=0)
-    os.replace(tmp, path)
-
-
 def sample(args):
     """Write the grid PNG and the orbit GIF; returns their paths."""
     device = evaluate.pick_device(args.device)
@@ -217,7 +201,7 @@ def sample(args):
     stem = os.path.join(out, f"{os.path.splitext(os.path.basename(args.checkpoint))[0]}-seed{args.seed}")
     grid_path, orbit_path = f"{stem}-grid.png", f"{stem}-orbit.gif"
     save_png(grid_image(x, x_q, reconstruction, generated), grid_path)
-    save_gif_one_palette(orbit_images(x, frames), orbit_path)
+    save_gif(orbit_images(x, frames), orbit_path)
     m, k = args.context, args.samples
     print(f"scenes {' '.join(map(str, scenes))} of {data_dir}, {m} context views, seed {args.seed}")
     print(f"wrote {grid_path}: one row per scene: {m} context | truth | reconstruction | {k} samples")
