@@ -42,3 +42,17 @@ def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_data")
     return (write_random_split(root / "train", scenes=12, seed=1),
             write_random_split(root / "test", scenes=8, seed=2))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_data, tmp_path_factory):
+    """A 2-step checkpoint of a tiny GQN (L 2, h 8, r 16) trained on tiny_data's train split."""
+    import checkpoint
+    import train
+    train_dir, test_dir = tiny_data
+    root = tmp_path_factory.mktemp("tiny_runs")
+    train.train(train.parse_args([
+        "--train_data_dir", train_dir, "--test_data_dir", test_dir, "--root_log_dir", str(root),
+        "--log_dir", "tiny", "--layers", "2", "--h_dim", "8", "--r_dim", "16", "--batch_size", "4",
+        "--workers", "0", "--eval_scenes", "0", "--seed", "3", "--gradient_steps", "2", "--log_interval", "2"]))
+    return checkpoint.latest(root / "tiny" / "checkpoints")

@@ -7,23 +7,9 @@ import math
 import pytest
 import torch
 
-import checkpoint
 import evaluate
-import train
 from model import bits_per_dim
 
-TINY = ["--layers", "2", "--h_dim", "8", "--r_dim", "16", "--batch_size", "4", "--workers", "0",
-        "--eval_scenes", "0", "--seed", "3", "--gradient_steps", "2", "--log_interval", "2"]
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tiny_data, tmp_path_factory):
-    """A 2-step checkpoint of a tiny GQN trained on tiny_data's train split."""
-    train_dir, test_dir = tiny_data
-    root = tmp_path_factory.mktemp("eval_runs")
-    train.train(train.parse_args(["--train_data_dir", train_dir, "--test_data_dir", test_dir,
-                                  "--root_log_dir", str(root), "--log_dir", "tiny", *TINY]))
-    return checkpoint.latest(root / "tiny" / "checkpoints")
 
 
 def run_cli(ckpt, test_dir, out, *extra):

@@ -9,25 +9,11 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-import checkpoint
 import sample
-import train
 from model import GQN
 from dataset.shepard_metzler import camera_from_position
 
-TINY = ["--layers", "2", "--h_dim", "8", "--r_dim", "16", "--batch_size", "4", "--workers", "0",
-        "--eval_scenes", "0", "--seed", "3", "--gradient_steps", "2", "--log_interval", "2"]
 TILE = 64 + 2                                  # a 64x64 view and images.make_grid's 2-pixel gap
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tiny_data, tmp_path_factory):
-    """A 2-step checkpoint of a tiny GQN trained on tiny_data's train split."""
-    train_dir, test_dir = tiny_data
-    root = tmp_path_factory.mktemp("sample_runs")
-    train.train(train.parse_args(["--train_data_dir", train_dir, "--test_data_dir", test_dir,
-                                  "--root_log_dir", str(root), "--log_dir", "tiny", *TINY]))
-    return checkpoint.latest(root / "tiny" / "checkpoints")
 
 
 def run(ckpt, test_dir, out, *extra):
