@@ -27,7 +27,7 @@ use the same z noise (the noise of the first sample column), so the orbit shows 
 scene turning, rather than a new guess in each frame. Same checkpoint, data, flags and seed: the same
 bytes, on the same machine and torch build.
 
-Pillow only (images.py, and a GIF writer here that gives all frames one palette); no torchvision.
+Pillow only (images.py: grids, PNG, and GIFs whose frames share one palette); no torchvision.
 """
 
 import argparse

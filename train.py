@@ -60,7 +60,7 @@ PRESETS = {
 DEFAULTS = dict(
     gradient_steps=2_000_000, batch_size=36, dataset="Shepard-Metzler", train_data_dir=None,
     test_data_dir=None, root_log_dir="runs", log_dir="GQN", log_interval=100, save_interval=10_000,
-    workers=2, device_ids=[0], representation="pool", layers=12, shared_core=False,
+    workers=None, device_ids=[0], representation="pool", layers=12, shared_core=False,
     upsample="learned", h_dim=128, r_dim=256, z_dim=3, seed=None, mu_i=5e-4, mu_f=5e-5, mu_n=1.6e6,
     sigma_i=2.0, sigma_f=0.7, sigma_n=2e5, dtype="float32", compile=False, keep=5,
     data_root="data", builtin_parts=7, builtin_train_scenes=20_000, builtin_test_scenes=1_000,
@@ -108,14 +108,15 @@ def build_parser():
     # the original's flags
     a("--gradient_steps", type=positive_int, default=S, help="number of training steps (paper: 2e6)")
     a("--batch_size", type=positive_int, default=S, help="scenes per step, over all GPUs/processes (paper: 36)")
-    a("--dataset", default=S, help="Shepard-Metzler | Room | Jaco | Labyrinth: sets the most context views K")
+    a("--dataset", default=S, help="Shepard-Metzler, Room, Jaco or Labyrinth: sets the most context views K")
     a("--train_data_dir", default=S, help="training split folder; absent: the built-in rendered scenes")
     a("--test_data_dir", default=S, help="test split folder; absent: the built-in scenes' test split")
     a("--root_log_dir", default=S, help="folder of all runs")
     a("--log_dir", default=S, help="this run's folder under --root_log_dir")
     a("--log_interval", type=positive_int, default=S, help="steps between test metrics and images")
     a("--save_interval", type=positive_int, default=S, help="steps between checkpoints")
-    a("--workers", type=nonnegative_int, default=S, help="DataLoader worker processes")
+    a("--workers", type=nonnegative_int, default=S,
+      help="DataLoader worker processes per training process (default: 1 on CPU, up to 8 per GPU)")
     a("--device_ids", type=int, nargs="+", default=S, help="CUDA devices; several wrap DataParallel")
     a("--representation", choices=["pool", "tower", "pyramid"], default=S, help="representation network")
     a("--layers", type=positive_int, default=S, help="number of generative layers L (paper: 12)")
@@ -152,7 +153,10 @@ def build_parser():
     for action in p._actions:  # say each default (and the demo's) in --help
         if action.dest in DEFAULTS:
             demo = PRESETS["demo"].get(action.dest)
-            action.help += f" (default: {DEFAULTS[action.dest]}" + (f"; demo: {demo})" if demo is not None else ")")
+            if DEFAULTS[action.dest] is not None:
+                action.help += f" (default: {DEFAULTS[action.dest]}" + (f"; demo: {demo})" if demo is not None else ")")
+            elif demo is not None:
+                action.help += f" (demo: {demo})"
     return p
 
 
@@ -317,6 +321,9 @@ def train(args):
         net = torch.compile(net)
 
     pin = dist.device.type == "cuda"
+    if args.workers is None:  # enough that a GPU never waits; on a CPU the workers would take its cores
+        per_process = (os.cpu_count() or 2) // max(1, torch.cuda.device_count() if pin else 1)
+        args.workers = max(1, min(8, per_process)) if pin else 1
     train_loader = gqn_dataset.make_loader(
         train_dir, args.batch_size, max_context, args.seed, args.workers, start_batch=step,
         rank=dist.rank, world_size=dist.world_size, pin_memory=pin, skip_bad_scenes=args.skip_bad_scenes)
