@@ -108,7 +108,9 @@ class GQN(nn.Module):
                 c_e, h_e = inference_core(inf_fixed, c_e, h_e, h_g, u)
                 mu_q, logvar_q = torch.chunk(self.eta_e(h_e), 2, dim=1)   # posterior q_l
                 z = sample_normal(mu_q, logvar_q, self._noise(mu_q))
-                kl = kl + gaussian_kl(mu_q, logvar_q, mu_pi, logvar_pi).sum(dim=(1, 2, 3))
+                # in float32 even under bfloat16 autocast: the ELBO is a sum over many small terms
+                kl_l = gaussian_kl(mu_q.float(), logvar_q.float(), mu_pi.float(), logvar_pi.float())
+                kl = kl + kl_l.sum(dim=(1, 2, 3))
             c_g, h_g, u = generation_core(gen_fixed, c_g, h_g, u, z)
         return u, kl
 
@@ -131,7 +133,7 @@ class GQN(nn.Module):
         r = self.encode(x, v)
         u, kl = self.unroll(r, v_q, x_q)
         x_mu = self.eta_g(u)                                     # (B, 3, 64, 64)
-        nll = -gaussian_log_prob(x_q, x_mu, sigma).sum(dim=(1, 2, 3))
+        nll = -gaussian_log_prob(x_q.float(), x_mu.float(), sigma).sum(dim=(1, 2, 3))
         return dict(elbo=-nll - kl, kl=kl, nll=nll, x_mu=x_mu)
 
     def forward(self, x, v, v_q, x_q, sigma, terms=False):
