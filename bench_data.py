@@ -1,9 +1,15 @@
 """Benchmarks of the data path; prints tables, asserts nothing.
 
 (a) Converter: dataset/convert2torch.py's scenes/s on Shepard-Metzler-like TFRecords (15 views of
-    64x64, a few thousand scenes in a few files, rendered by dataset/shepard_metzler.py --tfrecord)
-    against the rate of merely reading and parsing the same files with tf.data
-    (convert2torch.read_and_parse). Needs TensorFlow; skipped without it.
+    64x64, 8000 scenes in 8 files, rendered once by dataset/shepard_metzler.py --tfrecord) with its
+    default check (JPEG structure) and with --full_check (every frame decoded), against the rate of
+    merely reading and parsing the same files with tf.data (convert2torch.read_and_parse). The
+    converter's rate counts from the moment all its workers have started (each imports TensorFlow
+    and torch) to the end of its last file; the start and the workers' exit are shown on their own.
+    The parts of its work (checks, write_shard) are timed in this process. Every measurement is
+    repeated (--repeats, interleaved, since the machine may be shared) and shown as median and
+    range, with the CPU time per scene, which other jobs on the machine disturb less than the rates.
+    Needs TensorFlow; skipped without it.
 (b) Loader: scenes/s for batches of 36 scenes of 16 views each, the project's loader (shards read
     with pread, only the asked-for views decoded: gqn_dataset.SceneViews) against the original
     torch-gqn's way (one gzip'd torch.save file per scene, every view decoded with PIL, then the
@@ -127,49 +133,74 @@ def bench_converter(args):
     paths = render_tfrecords(folder, args.scenes, args.files, args.render_workers)
     root = folder / "tfrecord"
     megabytes = sum(p.stat().st_size for p in paths) / 1e6
-    rows = []
-
     convert2torch.read_and_parse(paths[:1])                              # warm up TF's graph functions
-    start = time.perf_counter()
-    n = convert2torch.read_and_parse(paths)
-    seconds = time.perf_counter() - start
-    read_rate = n / seconds
-    rows.append(("tf.data read + parse only (baseline)", n, seconds, read_rate))
 
-    # where the converter's time goes per scene, on one core: the decode check of every frame and
-    # gqn_dataset.write_shard (which reads every frame's JPEG header once more)
+    def baseline():
+        wall, cpu = time.perf_counter(), time.process_time()            # process_time: all of its threads
+        n = convert2torch.read_and_parse(paths)
+        return n / (time.perf_counter() - wall), (time.process_time() - cpu) / n, None
+
+    def converter(workers, full_check):
+        def run():
+            out = Path(args.dir) / "sm5_converted"
+            shutil.rmtree(out, ignore_errors=True)
+            (summary,), timing = convert2torch.convert(root, "shepard_metzler_5_parts", ["train"], out,
+                                                       workers=workers, progress=False, full_check=full_check)
+            shutil.rmtree(out, ignore_errors=True)
+            n = summary["scenes"]
+            converting = timing.seconds - timing.start_up - timing.shut_down
+            return n / converting, summary["cpu_seconds"] / n, (timing.start_up, timing.shut_down)
+        return run
+
+    # the parts of the converter's work, in this process, on the first 500 scenes of a file
     probe = _first_scenes(paths[0], 500)
-    start = time.perf_counter()
-    for frames, _ in probe:
-        for jpeg in frames:
-            convert2torch.check_frame(jpeg, 64)
-    seconds = time.perf_counter() - start
-    rows.append(("  part: PIL decode check of every frame, 1 core", len(probe), seconds, len(probe) / seconds))
+    probe_frames = [frames for frames, _ in probe]
+    probe_cameras = np.stack([cameras for _, cameras in probe])
     shard = Path(args.dir) / "probe.gqn"
-    start = time.perf_counter()
-    gqn_dataset.write_shard(shard, [frames for frames, _ in probe], np.stack([cameras for _, cameras in probe]))
-    seconds = time.perf_counter() - start
-    shard.unlink()
-    rows.append(("  part: gqn_dataset.write_shard, 1 core", len(probe), seconds, len(probe) / seconds))
 
+    def part(work):
+        def run():
+            wall, cpu = time.perf_counter(), time.process_time()
+            work()
+            return len(probe) / (time.perf_counter() - wall), (time.process_time() - cpu) / len(probe), None
+        return run
+
+    def check_all(full_check):
+        for frames in probe_frames:
+            for jpeg in frames:
+                convert2torch.check_frame(jpeg, 64, "frame", full_check)
+
+    runs = [("tf.data read + parse only (baseline)", baseline)]
     for workers in args.converter_workers:
-        out = Path(args.dir) / f"sm5_converted_w{workers}"
-        shutil.rmtree(out, ignore_errors=True)
-        (summary,), seconds = convert2torch.convert(root, "shepard_metzler_5_parts", ["train"], out,
-                                                    workers=workers, progress=False)
-        where = "in this process" if workers == 1 else "incl. starting the worker processes"
-        rows.append((f"converter, --workers {workers} ({where})", summary["scenes"], seconds,
-                     summary["scenes"] / seconds))
-        shutil.rmtree(out, ignore_errors=True)
-        if workers > 1:
-            start_up = worker_start_seconds(Path(args.dir) / "start_up", probe[0], workers)
-            rows.append((f"  the same less {start_up:.1f} s of worker start-up (a 1-scene run)", summary["scenes"],
-                         seconds - start_up, summary["scenes"] / (seconds - start_up)))
+        runs += [(f"converter --workers {workers}", converter(workers, False)),
+                 (f"converter --workers {workers} --full_check", converter(workers, True))]
+    runs += [("  part: structural check of every frame (jpeg_info)", part(lambda: check_all(False))),
+             ("  part: PIL decode of every frame (--full_check)", part(lambda: check_all(True))),
+             ("  part: gqn_dataset.write_shard (checks, writes, fsync)",
+              part(lambda: gqn_dataset.write_shard(shard, probe_frames, probe_cameras)))]
+    results = {what: [] for what, _ in runs}          # [(scenes/s, CPU s per scene, (start, end) s or None)]
+    for repeat in range(args.repeats):                  # interleaved, so that load changes hit every row
+        for what, run in runs:
+            results[what].append(run())
+        print(f"  repeat {repeat + 1}/{args.repeats} done, load average {os.getloadavg()[0]:.1f}", flush=True)
+    shard.unlink(missing_ok=True)
 
-    print(f"\n(a) converter on {n} Shepard-Metzler scenes (15 views, 64x64) in {len(paths)} TFRecord files, "
-          f"{megabytes:.0f} MB; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
-    _table(["what", "scenes", "seconds", "scenes/s", "of read rate"],
-           [(what, scenes, f"{s:.2f}", f"{rate:.0f}", f"{rate / read_rate:.2f}") for what, scenes, s, rate in rows])
+    read_rate, read_cpu = np.median([r[:2] for r in results[runs[0][0]]], axis=0)
+    rows = []
+    for what, result in results.items():
+        rates, cpus = [r[0] for r in result], [r[1] for r in result]
+        ends = "{:.1f} + {:.1f}".format(*np.median([r[2] for r in result], axis=0)) if result[0][2] else "-"
+        rows.append((what, f"{np.median(rates):.0f}", f"{min(rates):.0f}-{max(rates):.0f}",
+                     f"{np.median(rates) / read_rate:.2f}", f"{np.median(cpus) * 1e6:.0f}",
+                     f"{read_cpu / np.median(cpus):.2f}", ends))
+    print(f"\n(a) converter on {args.scenes} Shepard-Metzler scenes (15 views, 64x64) in {len(paths)} TFRecord "
+          f"files, {megabytes:.0f} MB; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end. "
+          f"{args.repeats} runs each, interleaved: median and range of scenes/s, median CPU time per scene (all "
+          f"threads of the processes doing the work; on a shared machine the fairer comparison). The converter's "
+          f"scenes/s leave out its worker processes' start (TensorFlow and torch imported and warmed up) and end "
+          f"(their exit), shown apart; with --workers 1 it runs in this process, already started. The parts run in "
+          f"this process, on 500 scenes.")
+    _table(["what", "scenes/s", "range", "of read rate", "CPU us/scene", "read CPU / CPU", "start + end s"], rows)
 
 
 def _first_scenes(path, count):
@@ -180,19 +211,6 @@ def _first_scenes(path, count):
         if len(scenes) == count:
             break
     return scenes
-
-
-def worker_start_seconds(folder, scene, workers):
-    """Seconds convert2torch takes for `workers` files of one scene each with --workers `workers`:
-    about the time to start its worker processes (each imports TensorFlow and torch)."""
-    train = folder / "shepard_metzler_5_parts" / "train"
-    train.mkdir(parents=True, exist_ok=True)
-    for i in range(1, workers + 1):
-        tfrecord.write_tfrecord(train / tfrecord.tfrecord_name(i, workers), [tfrecord.encode_gqn_example(*scene)])
-    _, seconds = convert2torch.convert(folder, "shepard_metzler_5_parts", ["train"], folder / "out",
-                                       workers=workers, progress=False)
-    shutil.rmtree(folder)
-    return seconds
 
 
 # ----------------------------------------------------------------------------- (b) loaders
@@ -284,9 +302,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Data-path benchmarks: converter and loaders (prints tables).")
     p.add_argument("--part", choices=["all", "converter", "loader"], default="all")
     p.add_argument("--dir", default=str(REPO / "data" / "bench_data"), help="where generated data is cached")
-    p.add_argument("--scenes", type=int, default=4000, help="(a) Shepard-Metzler scenes in the TFRecords")
-    p.add_argument("--files", type=int, default=4, help="(a) TFRecord files")
+    p.add_argument("--scenes", type=int, default=8000, help="(a) Shepard-Metzler scenes in the TFRecords")
+    p.add_argument("--files", type=int, default=8, help="(a) TFRecord files")
     p.add_argument("--converter_workers", type=int, nargs="+", default=[1, min(4, os.cpu_count() or 1)])
+    p.add_argument("--repeats", type=int, default=3, help="(a) runs of each measurement (median and range shown)")
     p.add_argument("--loader_scenes", type=int, default=36 * 9, help="(b) scenes of 16 views")
     p.add_argument("--maze_scenes", type=int, default=36 * 4, help="(b) mazes-like scenes of 300 views")
     p.add_argument("--batches", type=int, default=8, help="(b) timed batches per loader (after one warm-up)")

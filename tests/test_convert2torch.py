@@ -31,6 +31,12 @@ def jpeg(rng, size):
     return out.getvalue()
 
 
+def grey_jpeg(size):
+    out = io.BytesIO()
+    Image.new("L", (size, size), 90).save(out, format="JPEG")
+    return out.getvalue()
+
+
 def make_scene(rng, views, size):
     """(list of `views` JPEG bytes, cameras float32 (views, 5) = x, y, z, yaw, pitch)."""
     frames = [jpeg(rng, size) for _ in range(views)]
@@ -131,21 +137,50 @@ def test_default_output_folder_is_dataset_torch_in_the_working_folder(tmp_path, 
     assert len(gqn_dataset.GQNDataset(tmp_path / "jaco-torch" / "test")) == 1
 
 
-def test_parallel_workers_write_the_same_shards_and_report_errors_in_one_sentence(tmp_path):
-    # one run with worker processes (each starts TensorFlow, so there is only one such run): files 1 and 2
-    # are good, file 3 holds a bad record; whatever shards the workers finish are the in-process ones
+def test_parallel_workers_write_the_same_shards_and_report_errors_in_one_sentence(tmp_path, capsys):
+    # two runs with worker processes (each starts TensorFlow and torch): all files good, then file 3 holding
+    # a bad record; whatever shards the workers write are the in-process ones, byte for byte
     scenes = make_dataset(tmp_path / "in", "rooms_ring_camera", {"train": [2, 3, 2]})
     convert(tmp_path / "in", "rooms_ring_camera", tmp_path / "one", "--splits", "train")
+    capsys.readouterr()
+    convert(tmp_path / "in", "rooms_ring_camera", tmp_path / "two", "--splits", "train", "--workers", "2")
+    summary = capsys.readouterr().out.splitlines()[-1]              # the start-up is told apart from the rate
+    assert summary.startswith("total: 7 scenes in ") and " s starting, " in summary and " scenes/s), " in summary
+    for name in os.listdir(tmp_path / "one" / "train"):
+        assert (tmp_path / "one" / "train" / name).read_bytes() == (tmp_path / "two" / "train" / name).read_bytes()
     bad = tmp_path / "in" / "rooms_ring_camera" / "train" / "03-of-03.tfrecord"
     write_tfrecord(bad, [example(*scenes["train"][5]), example(*[part[:9] for part in scenes["train"][6]])])
     with pytest.raises(SystemExit) as error:
-        convert(tmp_path / "in", "rooms_ring_camera", tmp_path / "two", "--splits", "train", "--workers", "2")
+        convert(tmp_path / "in", "rooms_ring_camera", tmp_path / "three", "--splits", "train", "--workers", "2")
     assert str(error.value) == (f"convert2torch.py: {bad}: record 1 has 9 frames, but rooms_ring_camera has 10 "
                                 f"views per scene; the file belongs to another dataset or is damaged.")
-    written = sorted(os.listdir(tmp_path / "two" / "train"))
+    written = sorted(os.listdir(tmp_path / "three" / "train"))
     assert written and set(written) <= {"shard-00000.gqn", "shard-00001.gqn"}
     for name in written:
+        assert (tmp_path / "one" / "train" / name).read_bytes() == (tmp_path / "three" / "train" / name).read_bytes()
+
+
+def test_timing_tells_start_up_and_end_apart_from_the_conversion(tmp_path):
+    make_dataset(tmp_path / "in", "jaco", {"train": [2, 1]})
+    summaries, timing = convert2torch.convert(tmp_path / "in", "jaco", ["train"], tmp_path / "out", workers=1,
+                                              progress=False)
+    assert summaries[0]["scenes"] == 3
+    assert 0 <= timing.start_up and 0 <= timing.shut_down and timing.start_up + timing.shut_down < timing.seconds
+
+
+def test_reading_without_tensorflows_plain_record_reader_gives_the_same_shards_and_errors(tmp_path, monkeypatch):
+    # a TensorFlow without tf.compat.v1.io.tf_record_iterator: the converter reads with tf.data instead
+    make_dataset(tmp_path / "in", "shepard_metzler_5_parts", {"train": [3, 2]})
+    convert(tmp_path / "in", "shepard_metzler_5_parts", tmp_path / "one", "--splits", "train")
+    monkeypatch.delattr(tf.compat.v1.io, "tf_record_iterator")
+    assert not hasattr(tf.compat.v1.io, "tf_record_iterator")
+    convert(tmp_path / "in", "shepard_metzler_5_parts", tmp_path / "two", "--splits", "train")
+    for name in os.listdir(tmp_path / "one" / "train"):
         assert (tmp_path / "one" / "train" / name).read_bytes() == (tmp_path / "two" / "train" / name).read_bytes()
+    bad = tmp_path / "in" / "shepard_metzler_5_parts" / "train" / "02-of-02.tfrecord"
+    flip_byte_in_record_1(bad)
+    with pytest.raises(SystemExit, match=r"02-of-02.tfrecord: record 1 is truncated or fails its CRC check"):
+        convert(tmp_path / "in", "shepard_metzler_5_parts", tmp_path / "three", "--splits", "train")
 
 
 # ----------------------------------------------------------------------------- resuming
@@ -228,9 +263,16 @@ BAD_RECORDS = {
     "too few cameras": (rewrite_record(2, lambda f, c: (f, c.ravel()[:-1])), "record 2 has 74 camera values, expected 75"),
     "nan camera": (rewrite_record(3, lambda f, c: (f, np.where(np.arange(c.size).reshape(c.shape) == 7, np.nan, c))),
                    "record 3 has a camera value that is not finite"),
+    # frames: the default structural check (gqn_dataset.jpeg_info) catches each of these
     "truncated jpeg": (rewrite_record(2, lambda f, c: (f[:3] + [f[3][:len(f[3]) // 2]] + f[4:], c)),
-                       "record 2: frame 3 is not a decodable JPEG"),
-    "not a jpeg": (rewrite_record(0, lambda f, c: ([b"\x89PNG not a jpeg"] + f[1:], c)), "record 0: frame 0 is not a decodable JPEG"),
+                       "record 2: frame 3 is not a well-formed JPEG: it does not end with the end-of-image marker"),
+    "not a jpeg": (rewrite_record(0, lambda f, c: ([b"\x89PNG not a jpeg"] + f[1:], c)),
+                   "record 0: frame 0 is not a well-formed JPEG: it does not start with the start-of-image marker"),
+    "damaged jpeg header": (rewrite_record(1, lambda f, c: (f[:2] + [f[2][:4] + b"\xff\xff" + f[2][6:]] + f[3:], c)),
+                            "record 1: frame 2 is not a well-formed JPEG: its FFE0 segment at byte 2 has the length "
+                            "65535, past the end of the data"),
+    "grey frame": (rewrite_record(3, lambda f, c: (f[:7] + [grey_jpeg(64)] + f[8:], c)),
+                   "record 3: frame 7 has 1 colour component, not 3 (RGB)"),
     "wrong frame size": (rewrite_record(1, lambda f, c: (f[:5] + [jpeg(np.random.default_rng(0), 84)] + f[6:], c)),
                          "record 1: frame 5 is 84x84 pixels but this dataset's frames are 64x64"),
     "not an example": (lambda path, scenes: write_tfrecord(path, [example(*s) for s in scenes[:2]] + [b"\x08garbage"]),
@@ -250,6 +292,46 @@ def test_bad_record_stops_with_one_sentence_naming_file_and_record(tmp_path, kin
     assert text.startswith("convert2torch.py: ") and "\n" not in text
     assert f"{bad}: {message}" in text, text
     assert os.listdir(tmp_path / "out" / "train") == ["shard-00000.gqn"]     # no shard, no temporary file
+
+
+def stray_marker_in_image_data(data):
+    """JPEG bytes with a start-of-image marker FFD8 written into the middle of the entropy-coded image
+    data: the headers and the end marker are intact, so only a decoder notices (PIL refuses it)."""
+    at = 2
+    while data[at + 1] != 0xDA:                                          # walk the segments to SOS
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    middle = (at + len(data)) // 2
+    return data[:middle] + b"\xff\xd8" + data[middle + 2:]
+
+
+def test_full_check_catches_damaged_image_data_that_the_default_check_lets_through(tmp_path):
+    scenes = make_dataset(tmp_path / "in", "shepard_metzler_5_parts", {"train": [3]})
+    bad = tmp_path / "in" / "shepard_metzler_5_parts" / "train" / "01-of-01.tfrecord"
+    rewrite_record(1, lambda f, c: (f[:4] + [stray_marker_in_image_data(f[4])] + f[5:], c))(bad, scenes["train"])
+    with pytest.raises(SystemExit) as error:
+        convert(tmp_path / "in", "shepard_metzler_5_parts", tmp_path / "full", "--splits", "train", "--full_check")
+    assert str(error.value).startswith(f"convert2torch.py: {bad}: record 1: frame 4 does not decode as a JPEG (")
+    assert "\n" not in str(error.value) and os.listdir(tmp_path / "full" / "train") == []
+    # the default check passes it (the structure is intact); the loader then refuses that scene alone
+    summaries, _ = convert(tmp_path / "in", "shepard_metzler_5_parts", tmp_path / "out", "--splits", "train")
+    assert summaries[0]["scenes"] == 3
+    data = gqn_dataset.GQNDataset(tmp_path / "out" / "train")
+    data[0], data[2]
+    with pytest.raises(gqn_dataset.DatasetError, match=r"shard-00000.gqn scene 1 view 4 is not a readable JPEG"):
+        data[1]
+
+
+def test_structural_check_reads_tensorflow_encoded_frames():
+    # the same walk over the markers on frames from TensorFlow's own JPEG encoder, as DeepMind's may be
+    rng = np.random.default_rng(0)
+    for size in (64, 84, 128):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        for progressive in (False, True):
+            data = tf.io.encode_jpeg(pixels, quality=90, progressive=progressive).numpy()
+            assert gqn_dataset.jpeg_info(data, "frame") == (size, size, 3)
+            convert2torch.check_frame(data, size, "frame", full_check=True)
+            with pytest.raises(convert2torch.ConversionError, match="frame is not a well-formed JPEG"):
+                convert2torch.check_frame(data[:-1], size, "frame")
 
 
 def test_missing_input_folder_and_misnamed_files_are_one_sentence(tmp_path):
