@@ -380,7 +380,8 @@ def train(args):
                     last_time, last_step = now, step
                     bar.set_postfix_str(f"loss {loss:.1f} kl {kl:.1f} sigma {sigma:.3f} lr {lr:.2e} {rate:.2f} steps/s")
                 log_train(writer, step, loss, kl, nll, sigma, lr, frames.shape[-3:])
-                metrics.write(json.dumps(dict(step=step, loss=loss, kl=kl, nll=nll, sigma=sigma, lr=lr)) + "\n")
+                metrics.write(json.dumps(dict(step=step, loss=loss, kl=kl, nll=nll, sigma=sigma, lr=lr,
+                                              seconds=round(now - t_start, 3))) + "\n")
                 metrics.flush()
                 if step % args.log_interval == 0 or step == args.gradient_steps:
                     log_test(writer, model, test_batch, step, sigma, dist.device, args.dtype)
