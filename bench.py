@@ -63,7 +63,9 @@ def sync(device):
 
 def time_steps(impl, cfg, batch_size, context, steps, warmup, device, dtype, compile_):
     """Run in a child process: median seconds per training step and peak memory in bytes."""
-    from train import make_optimizer, train_step
+    from train import keep_freed_memory, make_optimizer, train_step
+    if impl == "this":
+        keep_freed_memory()  # as train.py does
     torch.manual_seed(0)
     model = make_model(impl, cfg, device)
     frames, viewpoints = synthetic_batch(batch_size, context, device)
