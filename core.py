@@ -29,9 +29,13 @@ def upsample_point(deconv, x):
     """ConvTranspose2d(C, C', k, stride=k) applied to a 1x1 map, as a matrix product.
 
     x (B, C) or (B, C, 1, 1) -> (B, C', k, k); deconv.weight has shape (C, C', k, k).
+    Always in float32, also under bfloat16 autocast: the product is bound by reading the weight, not by
+    arithmetic, and a bfloat16 copy of the weight kept for the backward pass would cost memory
+    (800 MB in the default model) for no speed.
     """
     w = deconv.weight
-    out = x.reshape(x.shape[0], -1) @ w.reshape(w.shape[0], -1)  # (B, C) @ (C, C'*k*k)
+    with torch.autocast(x.device.type, enabled=False):
+        out = x.reshape(x.shape[0], -1).float() @ w.reshape(w.shape[0], -1)  # (B, C) @ (C, C'*k*k)
     return out.view(x.shape[0], *w.shape[1:])
 
 

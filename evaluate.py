@@ -58,7 +58,8 @@ def psnr(mse):
 @torch.no_grad()
 def evaluate_batch(model, x, v, x_q, v_q, sigma, dtype="float32"):
     """Per-scene metrics of one batch, each (B,), plus the images: one ELBO pass and one generation."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=(dtype == "bfloat16")):
+    from train import autocast
+    with autocast(x.device, dtype):
         t = model.elbo_terms(x, v, v_q, x_q, sigma)
         generation = model.generate(x, v, v_q).float()
     images = dict(generation=generation, reconstruction=t["x_mu"].float().clamp(0, 1), **baselines(x, v, v_q))

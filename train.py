@@ -177,6 +177,7 @@ def model_config(args):
 # -- one training step: the code bench.py times too ----------------------------------------------
 
 def autocast(device, dtype):
+    """bfloat16 autocast for dtype "bfloat16", else a context that changes nothing."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=(dtype == "bfloat16"))
 
 
