@@ -75,10 +75,12 @@ def evaluate_batch(model, x, v, x_q, v_q, sigma, dtype="float32"):
 def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=True):
     """Mean of every metric over all the loader's scenes. Deterministic for a given model and seed."""
     from tqdm import tqdm
+
+    from train import step_seed
     model.eval()
     sums, count = {}, 0
     for i, (frames, viewpoints) in enumerate(tqdm(loader, desc="evaluating", disable=not progress, leave=False)):
-        torch.manual_seed(seed * 1_000_003 + i)                           # the noise of batch i
+        torch.manual_seed(step_seed(seed, i))                             # the noise of batch i
         x, v, x_q, v_q = split_batch(frames, viewpoints, device)
         out, _ = evaluate_batch(model, x, v, x_q, v_q, sigma, dtype)
         for k, value in out.items():

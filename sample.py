@@ -43,6 +43,7 @@ import evaluate
 import gqn_dataset
 from dataset.shepard_metzler import position_from_yaw_pitch
 from images import make_grid, save_gif, save_png
+from train import step_seed
 
 DEFAULT_SCENES = 4              # scenes 0..3 when neither --scenes nor --random is given
 DEFAULT_ELEVATION = 25.0        # degrees above the object; the dataset's pitch is its negative
@@ -51,8 +52,9 @@ _SCENE_STREAM = 3               # --random's stream under --seed (0-2 are gqn_da
 
 
 def noise_seed(seed, k):
-    """The torch seed of rendering k of a run seeded `seed` (0: reconstruction, k >= 1: sample column k)."""
-    return (seed * 1_000_003 + k) % (2 ** 63)
+    """The torch seed of rendering k of a run seeded `seed` (0: reconstruction, k >= 1: sample column k);
+    the same function of (seed, k) as train.step_seed."""
+    return step_seed(seed, k)
 
 
 def parse_args(argv=None):
