@@ -118,6 +118,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert sorted(losses(tmp_path / "skip")) == [1, 2, 4, 5]  # step 3 skipped, not trained on
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the crafted file itself
 def test_crafted_pickle_as_a_checkpoint_is_refused_and_runs_nothing(tiny_data, tmp_path):
     marker = tmp_path / "marker"
     folder = tmp_path / "crafted" / "checkpoints"
