@@ -21,7 +21,7 @@ Commands:
     # continue a run from its newest checkpoint (same --root_log_dir / --log_dir)
     python train.py ... --resume
 
-Watch it with `tensorboard --logdir runs`. Everything a run writes goes to <root_log_dir>/<log_dir>:
+Watch it with `tensorboard --logdir runs` (pip install tensorboard). Everything a run writes goes to <root_log_dir>/<log_dir>:
 TensorBoard events, checkpoints/ckpt-<step>.pt (model, optimizer, schedules, step, RNG, config)
 and, at the end, final.png and final.json (held-out scenes against three baselines).
 """
