@@ -99,10 +99,14 @@ def load(path, map_location="cpu"):
 
 
 def build_model(state):
-    """Rebuild the GQN a checkpoint holds, weights loaded, on the CPU."""
-    from model import GQN
+    """Rebuild the GQN a checkpoint holds, weights loaded, on the CPU. A checkpoint whose
+    "viewpoint_order" is "deepmind" (written elsewhere) has its weights converted to this project's order."""
+    from model import GQN, convert_viewpoint_order
     model = GQN(**state["config"])
-    model.load_state_dict(state["model"])
+    weights = state["model"]
+    if state.get("viewpoint_order", "torch-gqn") == "deepmind":
+        weights = convert_viewpoint_order(weights, model.config)
+    model.load_state_dict(weights)
     return model
 
 

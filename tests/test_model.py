@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from model import GQN, from_torch_gqn_state_dict, load_torch_gqn_state_dict, to_torch_gqn_state_dict
+from model import (VIEWPOINT_SWAP, GQN, convert_viewpoint_order, from_torch_gqn_state_dict,
+                   load_torch_gqn_state_dict, to_torch_gqn_state_dict)
 from reference import PlainGQN
 
 TINY = dict(L=2, r_dim=16, h_dim=8, z_dim=2)
@@ -135,3 +136,17 @@ def test_bad_configuration_is_refused_in_one_sentence():
         GQN("cube")
     with pytest.raises(ValueError, match="at least 1"):
         GQN(L=0)
+
+
+@pytest.mark.parametrize("representation", ["pool", "pyramid"])
+@pytest.mark.parametrize("upsample", ["learned", "broadcast"])
+def test_checkpoint_of_the_other_viewpoint_order_converts_exactly(representation, upsample):
+    kw = dict(representation=representation, upsample=upsample, L=2, r_dim=16, h_dim=8)
+    deepmind = GQN(**kw)                       # pretend it was trained on DeepMind-order viewpoints
+    ours = GQN(**kw)
+    ours.load_state_dict(convert_viewpoint_order(deepmind.state_dict(), ours.config))
+    x, v, v_q, x_q = batch()                   # viewpoints in this project's order
+    torch.manual_seed(9)
+    expected = deepmind(x, v[..., VIEWPOINT_SWAP], v_q[..., VIEWPOINT_SWAP], x_q, 0.8)
+    torch.manual_seed(9)
+    assert torch.allclose(ours(x, v, v_q, x_q, 0.8), expected, rtol=1e-5, atol=0)
