@@ -465,23 +465,19 @@ def log_train(writer, step, loss, kl, nll, sigma, lr, image_shape):
 
 @torch.no_grad()
 def log_test(writer, model, batch, step, sigma, device, dtype):
-    """Test -ELBO, KL, NLL, bits per dim and image grids, from one pass plus one generation."""
+    """Test -ELBO, KL, NLL, bits per dim and image grids, from evaluate.evaluate_batch (one ELBO pass
+    plus one generation)."""
     from images import make_grid
     model.eval()
     frames, viewpoints = batch
     x, v, x_q, v_q = split_batch(frames, viewpoints, device)
-    with autocast(device, dtype):
-        t = model.elbo_terms(x, v, v_q, x_q, sigma)
-        generation = model.generate(x, v, v_q)
-    neg_elbo = -t["elbo"].float().mean().item()
-    writer.add_scalar("test/neg_elbo", neg_elbo, step)
-    writer.add_scalar("test/kl", t["kl"].float().mean().item(), step)
-    writer.add_scalar("test/nll", t["nll"].float().mean().item(), step)
-    writer.add_scalar("test/bits_per_dim", bits_per_dim(neg_elbo, x_q.shape[1:]), step)
+    metrics, images = evaluate.evaluate_batch(model, x, v, x_q, v_q, sigma, dtype)
+    for name in ("neg_elbo", "kl", "nll", "bits_per_dim"):
+        writer.add_scalar(f"test/{name}", metrics[name].mean().item(), step)
     nrow = min(8, x_q.shape[0])
     writer.add_image("test/ground_truth", make_grid(x_q[:nrow], nrow), step)
-    writer.add_image("test/reconstruction", make_grid(t["x_mu"][:nrow].clamp(0, 1), nrow), step)
-    writer.add_image("test/generation", make_grid(generation[:nrow], nrow), step)
+    writer.add_image("test/reconstruction", make_grid(images["reconstruction"][:nrow], nrow), step)
+    writer.add_image("test/generation", make_grid(images["generation"][:nrow], nrow), step)
 
 
 class StopFlag:
