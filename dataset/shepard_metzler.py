@@ -1,16 +1,29 @@
 """Shepard-Metzler scenes like DeepMind's: random cube objects, a numpy ray caster, and the dataset writer.
 
 A scene is one object of `parts` cubes joined face to face along a random self-avoiding path on
-the integer lattice, centred at the origin, each cube its own saturated colour (random hue, full
-saturation and value), flat-shaded by one directional light plus ambient light on black, seen by
-S = 15 cameras at distance 3.333 from the origin, spread uniformly over the sphere, each looking at
-the origin with world z as its up vector (no roll). Images are 64x64, stored as JPEG.
+the integer lattice, centred at the origin, each cube its own saturated colour (random hue, HSV
+saturation SATURATION = 0.875 and value VALUE = 1), flat-shaded per face by one directional light
+plus ambient light (shade = AMBIENT + DIFFUSE * max(0, normal . LIGHT_DIR), AMBIENT = 0.62,
+DIFFUSE = 0.38) on black, seen by S = 15 cameras at distance 3.333 from the origin, spread
+uniformly over the sphere, each looking at the origin with world z as its up vector (no roll).
+Images are 64x64, stored as JPEG.
 
 Scale (documented choice): vertical field of view FOV_DEG = 45 degrees and cube edge CUBE_SIZE =
-0.35 world units (unit cubes would not fit the view at distance 3.333: a straight 5-cube bar would
-reach to 0.8 units of the camera). Measured over 3000 views, the larger side of the bounding box of
-the object's pixels is, for 5 cubes, median 26 pixels of the 64 (5th to 95th percentile 20 to 35),
-for 7 cubes median 31 (23 to 42), as in the real data (a 5-cube object spans about 20 to 35).
+0.3675 world units (unit cubes would not fit the view at distance 3.333: a straight 5-cube bar would
+reach to 0.8 units of the camera). Measured on the decoded JPEG frames of 200 scenes (3000 views;
+object pixels: largest channel > 0.1), the larger side of the bounding box of the object's pixels
+is, for 5 cubes, median 29 pixels of the 64 (5th to 95th percentile 22 to 38), for 7 cubes median
+33 (25 to 46).
+
+Look: CUBE_SIZE, AMBIENT, DIFFUSE and SATURATION are tuned so that frame_statistics of the built-in
+5-cube frames matches REAL_SM5_STATISTICS, measured on DeepMind's shepard_metzler_5_parts frames.
+On the decoded JPEG frames of 200 train scenes of seed 0 (3000 views), built-in vs real: coverage
+(fraction of pixels whose largest channel > 0.1) 0.102 vs 0.108, mean pixel value 0.040 vs 0.042,
+mean largest channel of the object's pixels 0.627 vs 0.62, mean bounding-box span 28.9 vs 27.6
+pixels (7 cubes: 0.134, 0.053, 0.629, 34.2). The real objects fill their bounding box a little more
+(coverage * 64^2 / span^2: 0.58 vs 0.50), so a cube size cannot match both coverage and span better
+than about 5 % each; the real numbers come from two scenes only, whose means vary by 5 to 7 % from
+pair to pair of scenes.
 
 Camera, exactly the real data's convention: raw (x, y, z, yaw, pitch) with
 pitch = asin(-z / r) and yaw = (-atan2(-y, -x)) mod 2 pi, so the viewing direction (-position / r) is
@@ -22,8 +35,8 @@ numpy.random.default_rng([seed, crc32(split), i]) only, so the bytes of a scene 
 number of workers or on which other scenes are rendered. JPEG quality JPEG_QUALITY = 90 (PIL, 4:2:0).
 
 Speed: rays are cast only inside each view's projected bounding box of the object, 16 scenes per
-vectorised call. Rendering plus JPEG encoding costs about 1.8 ms of CPU per 15-view scene of 5 cubes
-(about 560 scenes/s per core; 7 cubes about 470) once tune_malloc() stops glibc from returning and
+vectorised call. Rendering plus JPEG encoding costs about 2 ms of CPU per 15-view scene of 5 cubes
+(about 500 scenes/s per core; 7 cubes about 460) once tune_malloc() stops glibc from returning and
 page-faulting the ray arrays' memory on every batch; --workers 2 renders in two processes.
 
 Command line:
@@ -52,14 +65,16 @@ from PIL import Image
 
 CAMERA_DISTANCE = 3.333
 FOV_DEG = 45.0            # vertical (= horizontal, the images are square) field of view
-CUBE_SIZE = 0.35          # cube edge in world units
+CUBE_SIZE = 0.3675        # cube edge in world units (tuned to REAL_SM5_STATISTICS' coverage and span)
 IMAGE_SIZE = 64
 VIEWS = 15
 JPEG_QUALITY = 90
-AMBIENT = 0.35            # shade = AMBIENT + DIFFUSE * max(0, n . LIGHT_DIR)
-DIFFUSE = 0.65
+AMBIENT = 0.62            # shade = AMBIENT + DIFFUSE * max(0, n . LIGHT_DIR)
+DIFFUSE = 0.38
+SATURATION = 0.875        # HSV saturation and value of every cube's colour (its hue is random)
+VALUE = 1.0
 LIGHT_DIR = np.array([0.45, 0.3, 0.84]) / np.linalg.norm([0.45, 0.3, 0.84])  # towards the light
-RENDERER_VERSION = 1      # bump when a change alters the rendered bytes (invalidates cached datasets)
+RENDERER_VERSION = 2      # bump when a change alters the rendered bytes (invalidates cached datasets)
 SCENES_PER_TASK = 16      # scenes rendered per vectorised call / per multiprocessing task
 
 # the 6 face normals in the order (axis, sign): -x, +x, -y, +y, -z, +z
@@ -159,16 +174,19 @@ def random_object(rng, parts):
     centres = np.array(cells, dtype=np.float64)
     centres = (centres - centres.mean(axis=0)) * CUBE_SIZE
     hues = rng.random(parts)
-    colours = hsv_to_rgb(hues)
+    colours = hsv_to_rgb(hues, SATURATION, VALUE)
     return centres, colours
 
 
-def hsv_to_rgb(hues):
-    """Hues (P,) in [0, 1) at full saturation and value -> RGB (P, 3) float32 in [0, 1]."""
+def hsv_to_rgb(hues, saturation=1.0, value=1.0):
+    """Hues (P,) in [0, 1) at the given saturation and value -> RGB (P, 3) float32 in [0, 1].
+
+    The largest channel is `value`, the smallest value * (1 - saturation)."""
     h6 = np.asarray(hues, dtype=np.float64) * 6.0
     # each channel is a clipped triangle wave of the hue: R peaks at 0, G at 1/3, B at 2/3
     rgb = np.stack([np.abs(h6 - 3.0) - 1.0, 2.0 - np.abs(h6 - 2.0), 2.0 - np.abs(h6 - 4.0)], axis=-1)
-    return np.clip(rgb, 0.0, 1.0).astype(np.float32)
+    rgb = value * (1.0 - saturation * (1.0 - np.clip(rgb, 0.0, 1.0)))
+    return rgb.astype(np.float32)
 
 
 def random_cameras(rng, views, r=CAMERA_DISTANCE):
@@ -380,6 +398,50 @@ def iter_scenes(seed, split, n_scenes, parts, views=VIEWS, workers=1):
     with multiprocessing.get_context("spawn").Pool(workers, initializer=tune_malloc) as pool:
         for chunk in pool.imap(_render_task, tasks):
             yield from chunk
+
+
+# ----------------------------------------------------------------------------- frame statistics
+
+OBJECT_THRESHOLD = 0.1    # a pixel is "object" when its largest channel, in [0, 1], exceeds this
+
+# Statistics of DeepMind's real shepard_metzler_5_parts frames, measured with frame_statistics on the
+# decoded JPEG frames of two real scenes (30 frames). The built-in scenes are tuned to match them.
+REAL_SM5_STATISTICS = dict(coverage=0.108, mean_pixel=0.042, object_max_channel_mean=0.62, span_px=27.6)
+
+
+def frame_statistics(images, threshold=OBJECT_THRESHOLD):
+    """How the object looks in frames (..., H, W, 3), channels last: uint8 in [0, 255] (divided by 255)
+    or floats in [0, 1]; any leading dimensions (views, scenes) are frames. Returns a dict of floats:
+
+    coverage: fraction of all pixels whose largest channel > threshold (the object's pixels),
+    mean_pixel: mean over all pixels and channels,
+    object_max_channel_mean: mean over the object's pixels (of all frames) of their largest channel,
+    span_px: mean over frames of the larger side, in pixels, of the bounding box of the object's
+    pixels (frames without object pixels are left out; 0.0 when no frame has any)."""
+    images = np.asarray(images)
+    if images.ndim < 3 or images.shape[-1] != 3:
+        raise ValueError(f"frame_statistics expects frames (..., H, W, 3), got shape {images.shape}")
+    x = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+    x = x.reshape((-1,) + x.shape[-3:])                                    # (N, H, W, 3)
+    top = x.max(axis=-1)                                                   # (N, H, W)
+    mask = top > threshold
+    n_object = int(mask.sum())
+    rows, cols = mask.any(axis=2), mask.any(axis=1)                        # (N, H), (N, W)
+    seen = rows.any(axis=1)
+    h, w = rows.shape[1], cols.shape[1]
+
+    def extent(m, n):  # last - first + 1 of the True entries of each row of m (N, n)
+        return n - np.argmax(m[:, ::-1], axis=1) - np.argmax(m, axis=1)
+
+    spans = np.maximum(extent(rows, h), extent(cols, w))[seen]
+    return dict(coverage=float(mask.mean()), mean_pixel=float(x.mean()),
+                object_max_channel_mean=float(top[mask].mean()) if n_object else 0.0,
+                span_px=float(spans.mean()) if len(spans) else 0.0)
+
+
+def decode_jpeg(data):
+    """JPEG bytes -> uint8 (H, W, 3)."""
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 # ----------------------------------------------------------------------------- writing datasets

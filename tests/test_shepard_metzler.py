@@ -144,8 +144,8 @@ def test_objects_are_self_avoiding_face_connected_paths_of_saturated_cubes(parts
         cells = {tuple(np.round(c / sm.CUBE_SIZE * 2).astype(int)) for c in centres}
         assert len(cells) == parts
         np.testing.assert_allclose(centres.mean(axis=0), 0, atol=1e-9)
-        np.testing.assert_allclose(colours.max(axis=1), 1.0)
-        np.testing.assert_allclose(colours.min(axis=1), 0.0)
+        np.testing.assert_allclose(colours.max(axis=1), sm.VALUE, rtol=1e-6)
+        np.testing.assert_allclose(colours.min(axis=1), sm.VALUE * (1 - sm.SATURATION), rtol=1e-6)
         np.testing.assert_allclose(np.linalg.norm(positions, axis=1), R)
 
 
@@ -158,6 +158,36 @@ def test_a_five_cube_object_spans_20_to_35_pixels_and_stays_in_view():
             mask = image.max(-1) > 0
             assert not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
     assert 20 <= np.median(spans) <= 35
+
+
+def test_frame_statistics_on_a_known_frame_and_both_dtypes_and_layouts():
+    frame = np.zeros((64, 64, 3), dtype=np.float32)
+    frame[10:20, 5:35] = [0.5, 0.25, 0.0]         # a 10 x 30 box, largest channel 0.5
+    frame[40, 40] = [0.05, 0.08, 0.0]              # not above the 0.1 threshold: background
+    empty = np.zeros_like(frame)                   # frames without object pixels have no span
+    stats = sm.frame_statistics(np.stack([frame, empty]))
+    assert stats["coverage"] == pytest.approx(300 / (2 * 64 * 64))
+    assert stats["mean_pixel"] == pytest.approx((300 * 0.75 + 0.13) / (2 * 64 * 64 * 3))
+    assert stats["object_max_channel_mean"] == pytest.approx(0.5)
+    assert stats["span_px"] == 30.0
+    as_uint8 = (np.stack([frame, empty]) * 255 + 0.5).astype(np.uint8)
+    for k, v in sm.frame_statistics(as_uint8[None]).items():   # uint8 is divided by 255; leading dims are frames
+        assert v == pytest.approx(stats[k], rel=0.01), k
+    assert sm.frame_statistics(empty[None]) == dict(coverage=0.0, mean_pixel=0.0, object_max_channel_mean=0.0,
+                                                    span_px=0.0)
+    with pytest.raises(ValueError, match="frames"):
+        sm.frame_statistics(np.zeros((2, 3, 64, 64)))
+
+
+def test_built_in_five_cube_frames_look_like_deepminds_real_ones():
+    # a user would notice if the built-in scenes stopped resembling shepard_metzler_5_parts: the object's
+    # coverage, brightness and size on the decoded JPEG frames stay within 10 % of the real data's
+    frames = np.stack([sm.decode_jpeg(jpeg) for scene, _ in sm.render_scenes(0, "train", 0, 100, 5)
+                       for jpeg in scene])
+    assert frames.shape == (1500, 64, 64, 3)
+    stats = sm.frame_statistics(frames)
+    for name, real in sm.REAL_SM5_STATISTICS.items():
+        assert stats[name] == pytest.approx(real, rel=0.10), (name, stats[name], real)
 
 
 def test_same_seed_same_bytes_and_independent_of_batching_and_workers():
