@@ -914,16 +914,22 @@ class ContextBatchSampler:
 
     Global batch k is a pure function of (seed, k): epoch = k // (num_scenes // batch_size) (the last
     partial batch of an epoch is dropped); the scenes come from a permutation drawn from (seed, epoch);
-    a generator seeded from (seed, k) draws M ~ Uniform{1..max_context} and, per scene, M + 1 distinct
-    views: the query is never a context view, and M is the same on every rank. Rank r of world_size
-    yields its contiguous slice of the global batch. To resume at step t, construct with start_batch=t."""
+    a generator seeded from (seed, k) draws M ~ Uniform{min_context..max_context} (paper: min_context 1)
+    and, per scene, M + 1 distinct views: the query is never a context view, and M is the same on every
+    rank. Rank r of world_size yields its contiguous slice of the global batch. To resume at step t,
+    construct with start_batch=t."""
 
-    def __init__(self, num_scenes, num_views, batch_size, max_context, seed, rank=0, world_size=1, start_batch=0):
+    def __init__(self, num_scenes, num_views, batch_size, max_context, seed, rank=0, world_size=1, start_batch=0,
+                 min_context=1):
         _check_sampler_args(num_scenes, num_views, batch_size, max_context, seed, rank, world_size, "max_context")
+        if not 1 <= min_context <= max_context:
+            raise DatasetError(f"the least context count {min_context} is not between 1 and the most, "
+                               f"{max_context}; pass a min_context in that range.")
         self.num_scenes, self.num_views, self.batch_size = num_scenes, num_views, batch_size
         if start_batch < 0:
             raise DatasetError(f"start_batch is {start_batch}; pass the step to resume from, 0 or more.")
         self.max_context, self.seed, self.start_batch = max_context, seed, start_batch
+        self.min_context = min_context
         self.batches_per_epoch = num_scenes // batch_size
         self.per_rank = batch_size // world_size
         self.first = rank * self.per_rank                      # this rank's slice of a global batch
@@ -941,7 +947,7 @@ class ContextBatchSampler:
         epoch, position = divmod(k, self.batches_per_epoch)
         scenes = self.scene_order(epoch)[position * self.batch_size:(position + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, _BATCH_STREAM, k])
-        m = int(rng.integers(1, self.max_context + 1))                             # M ~ U{1..K}
+        m = int(rng.integers(self.min_context, self.max_context + 1))              # M ~ U{min..K}
         views = np.argsort(rng.random((self.batch_size, self.num_views)), axis=1)[:, :m + 1]   # distinct per scene
         return scenes, views
 
@@ -1017,15 +1023,16 @@ def _quiet_worker(worker_id):
 
 
 def make_loader(root_dir, batch_size, max_context, seed, workers, start_batch=0, rank=0, world_size=1,
-                pin_memory=False, skip_bad_scenes=False):
+                pin_memory=False, skip_bad_scenes=False, min_context=1):
     """Training loader over a split folder: an endless stream of batches (frames uint8 (B, M+1, 3, 64, 64),
     viewpoints float32 (B, M+1, 7), skipped), B = batch_size // world_size, the last view of each scene
-    the query. Batch t is the same for any number of workers; start_batch=t resumes there. A scene that
+    the query, M ~ Uniform{min_context..max_context}. Batch t is the same for any number of workers;
+    start_batch=t resumes there. A scene that
     fails its checks stops the run with a DatasetError, or with skip_bad_scenes is left out of its batch
     and counted in `skipped`."""
     dataset = SceneViews(root_dir, skip_bad_scenes=skip_bad_scenes)
     sampler = ContextBatchSampler(len(dataset), dataset.num_views, batch_size, max_context, seed,
-                                  rank, world_size, start_batch)
+                                  rank, world_size, start_batch, min_context)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
                       persistent_workers=workers > 0, collate_fn=collate_views,
                       worker_init_fn=_quiet_worker if workers > 0 else None)

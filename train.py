@@ -64,7 +64,8 @@ DEFAULTS = dict(
     upsample="learned", h_dim=128, r_dim=256, z_dim=3, seed=None, mu_i=5e-4, mu_f=5e-5, mu_n=1.6e6,
     sigma_i=2.0, sigma_f=0.7, sigma_n=2e5, dtype="float32", compile=False, keep=5,
     data_root="data", builtin_parts=7, builtin_train_scenes=20_000, builtin_test_scenes=1_000,
-    test_context=3, eval_scenes=200, skip_nonfinite=False, skip_bad_scenes=False,
+    test_context=3, eval_scenes=200, skip_nonfinite=False, skip_bad_scenes=False, min_context=1,
+    max_context=None,
 )
 
 
@@ -124,6 +125,10 @@ def build_parser():
       help="one core for all L steps (true/false; the flag alone means true)")
     a("--seed", type=int, default=S, help="random seed: the same seed gives the same run (default: drawn and logged)")
     # this project's flags
+    a("--min_context", type=positive_int, default=S,
+      help="least context views M per training batch; the paper draws M ~ Uniform{1..K} (departs from it when > 1)")
+    a("--max_context", type=positive_int, default=S,
+      help="most context views K per training batch (default: set by --dataset, as the paper; departs from it when given)")
     a("--resume", nargs="?", const="latest", default=None,
       help="continue from the newest checkpoint in the log folder, or from the given file")
     a("--upsample", choices=["learned", "broadcast"], default=S,
@@ -297,15 +302,19 @@ def train(args):
     torch.manual_seed(args.seed)  # the initial weights
 
     try:
-        max_context = gqn_dataset.context_count_for_dataset(args.dataset)
+        max_context = args.max_context or gqn_dataset.context_count_for_dataset(args.dataset)
     except DatasetError as e:
         raise UsageError(str(e)) from None
     train_dir, test_dir = resolve_data(args, log)
     num_views = gqn_dataset.SceneViews(train_dir).num_views
     if max_context >= num_views:  # M context views and a query must be distinct views of a scene
-        log(f"--dataset {args.dataset}: at most {max_context} context views, but scenes have {num_views} "
+        what = f"--max_context {args.max_context}" if args.max_context else f"--dataset {args.dataset}"
+        log(f"{what}: at most {max_context} context views, but scenes have {num_views} "
             f"views; using at most {num_views - 1}")
         max_context = num_views - 1
+    if args.min_context > max_context:
+        raise UsageError(f"--min_context {args.min_context} is more than the most context views, {max_context}; "
+                         f"pass a --min_context of at most {max_context}")
     if dist.main:
         ckpt_io.ensure_writable(run_dir)
 
@@ -342,7 +351,8 @@ def train(args):
         args.workers = max(1, min(8, per_process)) if pin else 1
     train_loader = gqn_dataset.make_loader(
         train_dir, args.batch_size, max_context, args.seed, args.workers, start_batch=step,
-        rank=dist.rank, world_size=dist.world_size, pin_memory=pin, skip_bad_scenes=args.skip_bad_scenes)
+        rank=dist.rank, world_size=dist.world_size, pin_memory=pin, skip_bad_scenes=args.skip_bad_scenes,
+        min_context=args.min_context)
     test_batch = None
     writer = None
     if dist.main:
@@ -474,6 +484,9 @@ def log_test(writer, model, batch, step, sigma, device, dtype):
     metrics, images = evaluate.evaluate_batch(model, x, v, x_q, v_q, sigma, dtype)
     for name in ("neg_elbo", "kl", "nll", "bits_per_dim"):
         writer.add_scalar(f"test/{name}", metrics[name].mean().item(), step)
+    for method in ("generation", "reconstruction"):
+        for name in ("mse", "iou", "colour_error", "nll_above_floor"):
+            writer.add_scalar(f"test/{name}_{method}", metrics[f"{name}_{method}"].mean().item(), step)
     nrow = min(8, x_q.shape[0])
     writer.add_image("test/ground_truth", make_grid(x_q[:nrow], nrow), step)
     writer.add_image("test/reconstruction", make_grid(images["reconstruction"][:nrow], nrow), step)
