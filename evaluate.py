@@ -82,7 +82,7 @@ def object_colour_error(image, truth):
 
 def nll_floor(sigma, image_shape):
     """The least negative log-likelihood (nats) any image can have under pixel sigma: every pixel exact.
-    At sigma 0.7 and 64x64x3 it is 6,908 nats, so a loss near 6.9e3 is a plateau, not a good model."""
+    At sigma 0.7 and 64x64x3 it is 6,909 nats, so a loss near 6.9e3 is a plateau, not a good model."""
     return math.prod(image_shape) * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
 
 

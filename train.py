@@ -44,7 +44,7 @@ import gqn_dataset
 from dataset.shepard_metzler import RenderError
 from gqn_dataset import DatasetError
 from model import GQN, bits_per_dim
-from scheduler import AnnealingStepLR, SigmaSchedule
+from scheduler import AnnealingStepLR, KLWeightSchedule, SigmaSchedule
 
 # Presets set the defaults of flags the user did not give. "paper" is the original's setting.
 PRESETS = {
@@ -65,7 +65,7 @@ DEFAULTS = dict(
     sigma_i=2.0, sigma_f=0.7, sigma_n=2e5, dtype="float32", compile=False, keep=5,
     data_root="data", builtin_parts=7, builtin_train_scenes=20_000, builtin_test_scenes=1_000,
     test_context=3, eval_scenes=200, skip_nonfinite=False, skip_bad_scenes=False, min_context=1,
-    max_context=None,
+    max_context=None, beta_i=1.0, beta_f=1.0, beta_n=1,
 )
 
 
@@ -142,6 +142,10 @@ def build_parser():
     a("--sigma_i", type=positive_float, default=S, help="initial pixel standard deviation")
     a("--sigma_f", type=positive_float, default=S, help="final pixel standard deviation")
     a("--sigma_n", type=positive_float, default=S, help="steps over which sigma anneals")
+    a("--beta_i", type=positive_float, default=S,
+      help="initial weight of the KL term in the training loss (paper: 1, no weight; departs from it when not 1)")
+    a("--beta_f", type=positive_float, default=S, help="final KL weight (paper: 1)")
+    a("--beta_n", type=positive_float, default=S, help="steps over which the KL weight anneals from --beta_i to --beta_f")
     a("--dtype", choices=["float32", "bfloat16"], default=S, help="compute type (bfloat16: autocast)")
     a("--compile", type=str2bool, nargs="?", const=True, default=S, help="torch.compile the model")
     a("--keep", type=positive_int, default=S, help="how many newest checkpoints to keep")
@@ -186,14 +190,17 @@ def autocast(device, dtype):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=(dtype == "bfloat16"))
 
 
-def train_step(model, optimizer, frames, viewpoints, sigma, device, dtype="float32", skip_nonfinite=False):
-    """Forward, backward and optimizer step on one batch; returns (loss, kl, nll) as floats."""
+def train_step(model, optimizer, frames, viewpoints, sigma, device, dtype="float32", skip_nonfinite=False, beta=1.0):
+    """Forward, backward and optimizer step on one batch; returns (-ELBO, kl, nll) as floats. The gradient
+    is that of mean(nll + beta * kl): -ELBO for the paper's beta = 1."""
     optimizer.zero_grad(set_to_none=True)  # before the forward: last step's gradients need no memory now
     x, v, x_q, v_q = split_batch(frames, viewpoints, device)
     with autocast(device, dtype):
         elbo, kl, nll = model(x, v, v_q, x_q, sigma, terms=True)
     loss = -elbo.float().mean()
     values = torch.stack([loss.detach(), kl.detach().float().mean(), nll.detach().float().mean()])
+    if beta != 1:
+        loss = (nll.float() + beta * kl.float()).mean()
     if torch.distributed.is_initialized():  # the global batch's means, so every process decides alike
         torch.distributed.all_reduce(values)
         values /= torch.distributed.get_world_size()
@@ -322,12 +329,15 @@ def train(args):
     optimizer = make_optimizer(model, args.mu_i)
     lr_schedule = AnnealingStepLR(optimizer, args.mu_i, args.mu_f, args.mu_n)
     sigma_schedule = SigmaSchedule(args.sigma_i, args.sigma_f, args.sigma_n)
+    beta_schedule = KLWeightSchedule(args.beta_i, args.beta_f, args.beta_n)
     step = 0
     if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])
         sigma_schedule.load_state_dict(state["sigma_schedule"])
+        if "beta_schedule" in state:  # checkpoints from before the KL weight had beta = 1
+            beta_schedule.load_state_dict(state["beta_schedule"])
         step = state["step"]
     if dist.enabled:  # every process draws the global batch's noise and keeps its own rows
         share = args.batch_size // dist.world_size
@@ -377,14 +387,14 @@ def train(args):
                 bad_scenes += bad
                 if writer:
                     writer.add_scalar("train/skipped_bad_scenes", bad_scenes, step + 1)
-            sigma, lr = sigma_schedule.sigma, optimizer.param_groups[0]["lr"]
+            sigma, lr, beta = sigma_schedule.sigma, optimizer.param_groups[0]["lr"], beta_schedule.beta
             # The random state of a step is a function of (seed, step): the data order already is
             # (see ContextBatchSampler), and so is the noise, which makes --resume exact.
             torch.manual_seed(step_seed(args.seed, step))
             net.train()
             try:
                 values = None if frames is None else train_step(
-                    net, optimizer, frames, viewpoints, sigma, dist.device, args.dtype, args.skip_nonfinite)
+                    net, optimizer, frames, viewpoints, sigma, dist.device, args.dtype, args.skip_nonfinite, beta)
             except NonFiniteLoss as e:
                 raise TrainingError(f"step {step + 1}: {e}; the last good checkpoint in {ckpt_dir} is kept "
                                     f"(resume with --resume, perhaps with a lower --mu_i, or pass "
@@ -392,6 +402,7 @@ def train(args):
             step += 1
             lr_schedule.step()
             sigma_schedule.step()
+            beta_schedule.step()
             if values is None:
                 skipped += 1
                 if writer:
@@ -405,15 +416,17 @@ def train(args):
                     rate = (step - last_step) / (now - last_time)
                     last_time, last_step = now, step
                     bar.set_postfix_str(f"loss {loss:.1f} kl {kl:.1f} sigma {sigma:.3f} lr {lr:.2e} {rate:.2f} steps/s")
-                log_train(writer, step, loss, kl, nll, sigma, lr, frames.shape[-3:])
-                metrics.write(json.dumps(dict(step=step, loss=loss, kl=kl, nll=nll, sigma=sigma, lr=lr,
+                log_train(writer, step, loss, kl, nll, sigma, lr, beta, frames.shape[-3:])
+                metrics.write(json.dumps(dict(step=step, loss=loss, kl=kl, nll=nll, sigma=sigma, lr=lr, beta=beta,
                                               seconds=round(now - t_start, 3))) + "\n")
                 metrics.flush()
                 if step % args.log_interval == 0 or step == args.gradient_steps:
-                    log_test(writer, model, test_batch, step, sigma, dist.device, args.dtype)
+                    scalars = log_test(writer, model, test_batch, step, sigma, dist.device, args.dtype)
+                    with open(os.path.join(run_dir, "test_metrics.jsonl"), "a") as f:
+                        f.write(json.dumps(dict(step=step, seconds=round(time.time() - t_start, 3), **scalars)) + "\n")
             if step % args.save_interval == 0 and step < args.gradient_steps:
-                save(ckpt_dir, args, model, optimizer, lr_schedule, sigma_schedule, step, dist)
-        path = save(ckpt_dir, args, model, optimizer, lr_schedule, sigma_schedule, step, dist) if step else None
+                save(ckpt_dir, args, model, optimizer, lr_schedule, sigma_schedule, beta_schedule, step, dist)
+        path = save(ckpt_dir, args, model, optimizer, lr_schedule, sigma_schedule, beta_schedule, step, dist) if step else None
         if dist.main and step > 0:
             if stop.requested:
                 bar.close()
@@ -434,7 +447,7 @@ def train(args):
     return step
 
 
-def save(ckpt_dir, args, model, optimizer, lr_schedule, sigma_schedule, step, dist):
+def save(ckpt_dir, args, model, optimizer, lr_schedule, sigma_schedule, beta_schedule, step, dist):
     """Every process calls this at the same steps; rank 0 writes the checkpoint. Under DDP the ranks'
     parameters are compared first (a checksum each), and a divergence stops the run."""
     if dist.enabled:
@@ -449,7 +462,7 @@ def save(ckpt_dir, args, model, optimizer, lr_schedule, sigma_schedule, step, di
     return ckpt_io.save(ckpt_dir, step, keep=args.keep, model=model.state_dict(), config=model.config,
                         world_size=dist.world_size,
                         optimizer=optimizer.state_dict(), lr_schedule=lr_schedule.state_dict(),
-                        sigma_schedule=sigma_schedule.state_dict(),
+                        sigma_schedule=sigma_schedule.state_dict(), beta_schedule=beta_schedule.state_dict(),
                         args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))})
 
 
@@ -464,33 +477,37 @@ def next_batch(batches):
         raise DatasetError(f"{message} (or pass --skip_bad_scenes to leave such scenes out, counted in the logs)") from None
 
 
-def log_train(writer, step, loss, kl, nll, sigma, lr, image_shape):
+def log_train(writer, step, loss, kl, nll, sigma, lr, beta, image_shape):
     writer.add_scalar("train/neg_elbo", loss, step)
     writer.add_scalar("train/kl", kl, step)
     writer.add_scalar("train/nll", nll, step)
     writer.add_scalar("train/bits_per_dim", bits_per_dim(loss, image_shape), step)
     writer.add_scalar("train/sigma", sigma, step)
     writer.add_scalar("train/lr", lr, step)
+    writer.add_scalar("train/beta", beta, step)
 
 
 @torch.no_grad()
 def log_test(writer, model, batch, step, sigma, device, dtype):
-    """Test -ELBO, KL, NLL, bits per dim and image grids, from evaluate.evaluate_batch (one ELBO pass
-    plus one generation)."""
+    """Test -ELBO, KL, NLL, bits per dim, and the MSE, object IoU, object colour error and NLL above its
+    floor of generations and reconstructions, to TensorBoard with image grids, from
+    evaluate.evaluate_batch (one ELBO pass plus one generation); returns the scalars by name."""
     from images import make_grid
     model.eval()
     frames, viewpoints = batch
     x, v, x_q, v_q = split_batch(frames, viewpoints, device)
     metrics, images = evaluate.evaluate_batch(model, x, v, x_q, v_q, sigma, dtype)
-    for name in ("neg_elbo", "kl", "nll", "bits_per_dim"):
-        writer.add_scalar(f"test/{name}", metrics[name].mean().item(), step)
-    for method in ("generation", "reconstruction"):
-        for name in ("mse", "iou", "colour_error", "nll_above_floor"):
-            writer.add_scalar(f"test/{name}_{method}", metrics[f"{name}_{method}"].mean().item(), step)
+    names = ["neg_elbo", "kl", "nll", "bits_per_dim"] + [
+        f"{name}_{method}" for method in ("generation", "reconstruction", "mean_context")
+        for name in ("mse", "iou", "colour_error", "nll_above_floor")]
+    scalars = {name: metrics[name].mean().item() for name in names}
+    for name, value in scalars.items():
+        writer.add_scalar(f"test/{name}", value, step)
     nrow = min(8, x_q.shape[0])
     writer.add_image("test/ground_truth", make_grid(x_q[:nrow], nrow), step)
     writer.add_image("test/reconstruction", make_grid(images["reconstruction"][:nrow], nrow), step)
     writer.add_image("test/generation", make_grid(images["generation"][:nrow], nrow), step)
+    return scalars
 
 
 class StopFlag:

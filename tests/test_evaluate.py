@@ -28,6 +28,14 @@ def test_cli_reports_every_metric_and_baseline_in_a_table_and_json(tiny_checkpoi
         assert math.isfinite(metrics[name])
     for method in evaluate.IMAGE_METHODS:
         assert 0 <= metrics[f"mse_{method}"] <= 1 and math.isfinite(metrics[f"psnr_{method}"])
+        assert 0 <= metrics[f"iou_{method}"] <= 1 and 0 <= metrics[f"colour_error_{method}"] <= 1
+        assert metrics[f"nll_above_floor_{method}"] >= 0
+    assert "IoU" in table and "colour err" in table
+    # black renders no object: IoU 0 on scenes that show one, colour error = the object's mean value
+    assert metrics["iou_black"] == 0 and metrics["colour_error_black"] > 0.2
+    # the model's NLL is its floor plus the part above it
+    assert metrics["nll"] == pytest.approx(metrics["nll_above_floor_reconstruction"]
+                                           + evaluate.nll_floor(metrics["sigma"], (3, 64, 64)), rel=1e-5)
     assert metrics["scenes"] == 8 and metrics["context"] == 2 and metrics["step"] == 2
     assert metrics["neg_elbo"] == pytest.approx(metrics["kl"] + metrics["nll"], rel=1e-5)
     # the same bits per dim as train.py logs
@@ -103,3 +111,27 @@ def test_an_absent_builtin_test_split_is_rendered_as_training_would(tmp_path, ca
     assert test_dir == str(tmp_path / "shepard_metzler_5_parts" / "test") and "rendering" in capsys.readouterr().out
     assert len(evaluate.gqn_dataset.SceneViews(test_dir)) == 3
     assert evaluate.resolve_test_dir(state, "/given/dir") == "/given/dir"
+
+
+def test_object_iou_and_colour_error_on_known_images():
+    truth = torch.zeros(2, 3, 8, 8)
+    truth[:, 0, 2:6, 2:6] = 0.8                              # a 4x4 red square: 16 object pixels
+    image = torch.zeros(2, 3, 8, 8)
+    image[0] = truth[0]                                      # exact
+    image[1, 1, 2:6, 4:8] = 0.5                              # a green 4x4 square shifted by 2 columns
+    iou = evaluate.object_iou(image, truth)
+    assert iou[0] == 1 and iou[1] == pytest.approx(8 / 24)   # 8 shared pixels, 24 in the union
+    colour = evaluate.object_colour_error(image, truth)
+    # image 1 over the true square: 8 pixels |(0,0.5,0) - (0.8,0,0)| = 1.3/3, 8 pixels 0.8/3
+    assert colour[0] == 0 and colour[1] == pytest.approx((8 * 1.3 / 3 + 8 * 0.8 / 3) / 16)
+    # dim pixels (largest channel 0.1 or less) are background, in the truth and in the image
+    assert evaluate.object_iou(torch.full((1, 3, 4, 4), 0.1), torch.zeros(1, 3, 4, 4)) == 1
+
+
+def test_the_nll_floor_is_the_plateau_of_sigma_0_7():
+    # 12,288 values at sigma 0.7: no image scores below 6,909 nats (the loss other GQN codes sit on)
+    assert evaluate.nll_floor(0.7, (3, 64, 64)) == pytest.approx(12288 * (math.log(0.7) + 0.5 * math.log(2 * math.pi)))
+    assert round(evaluate.nll_floor(0.7, (3, 64, 64))) == 6909
+    x, mu = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)
+    exact = -torch.distributions.Normal(mu, 0.5).log_prob(x).flatten(1).sum(1)
+    assert torch.allclose(evaluate.nll_above_floor(mu, x, 0.5) + evaluate.nll_floor(0.5, (3, 4, 4)), exact)

@@ -101,3 +101,46 @@ def test_missing_data_folder_is_one_sentence_and_writes_nothing(tmp_path, capsys
         train.main(["--train_data_dir", str(tmp_path / "nope"), "--root_log_dir", str(tmp_path / "runs")])
     assert "does not exist" in str(e.value.code) and str(tmp_path / "nope") in str(e.value.code)
     assert not (tmp_path / "runs").exists()
+
+
+def test_min_and_max_context_bound_the_context_views_of_every_batch(tiny_data):
+    import gqn_dataset
+    loader = gqn_dataset.make_loader(tiny_data[0], 4, max_context=4, seed=1, workers=0, min_context=3)
+    batches = iter(loader)
+    counts = {next(batches)[0].shape[1] - 1 for _ in range(30)}
+    assert counts == {3, 4}                      # M ~ U{3..4}: both drawn, nothing else
+    # the paper's default M ~ U{1..K} draws exactly the batches it drew before min_context existed
+    paper = gqn_dataset.ContextBatchSampler(12, 6, 4, 5, seed=2)
+    assert {len(paper.batch(k)[0][1]) - 1 for k in range(60)} == {1, 2, 3, 4, 5}
+
+
+def test_min_context_above_max_context_is_a_usage_error(tiny_data, tmp_path):
+    with pytest.raises(train.UsageError, match="--min_context 5 is more than the most context views, 4"):
+        run(tiny_data, tmp_path, "ctx", "--gradient_steps", "1", "--min_context", "5", "--max_context", "4")
+
+
+def test_kl_weight_changes_the_update_not_the_logged_elbo(tiny_data):
+    """beta < 1 trains on nll + beta * KL (another gradient) but reports the true -ELBO = KL + NLL."""
+    import gqn_dataset
+    from model import GQN
+    frames, viewpoints, _ = next(iter(gqn_dataset.make_loader(tiny_data[0], 4, 3, seed=0, workers=0)))
+    results = []
+    for beta in (1.0, 0.05):
+        torch.manual_seed(0)
+        model = GQN(representation="pyramid", L=2, h_dim=8, r_dim=16, upsample="broadcast")
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+        torch.manual_seed(1)
+        loss, kl, nll = train.train_step(model, optimizer, frames, viewpoints, 1.0, torch.device("cpu"), beta=beta)
+        assert loss == pytest.approx(kl + nll, rel=1e-6) and kl > 0
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert not torch.allclose(results[0], results[1])
+
+
+def test_test_metrics_reach_their_own_log(tiny_data, tmp_path):
+    import json
+    run(tiny_data, tmp_path, "t", "--gradient_steps", "4")
+    with open(tmp_path / "t" / "test_metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["step"] for r in rows] == [2, 4]
+    for key in ("iou_generation", "colour_error_generation", "nll_above_floor_generation", "mse_mean_context"):
+        assert all(0 <= r[key] < float("inf") for r in rows)

@@ -1,0 +1,95 @@
+"""The demo sweep: which training recipe makes a small GQN render the built-in scenes on a CPU.
+
+Every configuration is `python train.py --preset demo` plus its own flags, trained in its own log folder;
+the table (README, "What makes it learn") comes from each run's final.json (200 held-out scenes, 3
+context views, generations sampled from the prior) and metrics.jsonl (wall-clock minutes of training).
+
+    python experiments/sweep.py --list                       # the configurations
+    python experiments/sweep.py --run tower32 tower32_s05     # train these (skips finished ones)
+    python experiments/sweep.py --table                      # the table of every finished run
+
+Runs go to runs/sweep/<name> (--root). Train one at a time: two at once share the cores, and the
+minutes in the table would not compare.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRAIN = os.path.join(os.path.dirname(HERE), "train.py")
+
+# name -> (flags added to --preset demo, what it tests). Each was run with the demo's seed (0).
+CONFIGS = {
+    "old_demo": (["--representation", "pyramid", "--r_dim", "128", "--gradient_steps", "1200", "--mu_i", "1e-3",
+                  "--mu_f", "3e-4", "--mu_n", "1200", "--sigma_f", "0.7", "--sigma_n", "800", "--min_context", "1",
+                  "--max_context", "15"],
+                 "the previous demo: pyramid, sigma 2.0 -> 0.7 over 800 steps, M ~ U{1..15}"),
+}
+
+
+def run(name, root, extra=()):
+    flags, _ = CONFIGS[name]
+    out = os.path.join(root, name)
+    if os.path.exists(os.path.join(out, "final.json")):
+        print(f"{name}: finished already ({out})")
+        return
+    cmd = [sys.executable, TRAIN, "--preset", "demo", *flags, "--root_log_dir", root, "--log_dir", name, *extra]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def summary(name, root):
+    """One table row from a finished run, or None."""
+    out = os.path.join(root, name)
+    try:
+        with open(os.path.join(out, "final.json")) as f:
+            final = json.load(f)
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return None
+    return dict(name=name, steps=rows[-1]["step"], minutes=rows[-1]["seconds"] / 60,
+                mse_ratio=final["mse_generation"] / final["mse_mean_context"],
+                mse=final["mse_generation"], iou=final["iou_generation"],
+                colour=final["colour_error_generation"], kl=final["kl"],
+                iou_rec=final["iou_reconstruction"], colour_rec=final["colour_error_reconstruction"])
+
+
+def table(root):
+    lines = ["| configuration | steps | minutes | generation MSE (x mean context) | IoU | colour error | KL (nats) "
+             "| reconstruction IoU / colour |", "|---|---|---|---|---|---|---|---|"]
+    for name in CONFIGS:
+        s = summary(name, root)
+        if s is None:
+            continue
+        lines.append(f"| `{name}`: {CONFIGS[name][1]} | {s['steps']} | {s['minutes']:.1f} | {s['mse']:.5f} "
+                     f"({s['mse_ratio']:.2f}x) | {s['iou']:.3f} | {s['colour']:.3f} | {s['kl']:.1f} "
+                     f"| {s['iou_rec']:.3f} / {s['colour_rec']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Train and tabulate the demo sweep's configurations.")
+    p.add_argument("--run", nargs="+", default=[], metavar="NAME", help="configurations to train (or 'all')")
+    p.add_argument("--table", action="store_true", help="print the table of the finished runs")
+    p.add_argument("--list", action="store_true", help="list the configurations")
+    p.add_argument("--root", default=os.path.join("runs", "sweep"), help="folder of the sweep's runs")
+    args, extra = p.parse_known_args(argv)
+    names = list(CONFIGS) if args.run == ["all"] else args.run
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        sys.exit(f"error: no configuration named {', '.join(unknown)}; see --list")
+    if args.list:
+        for name, (flags, what) in CONFIGS.items():
+            print(f"{name:20s} {what}\n{'':20s} {' '.join(flags)}")
+    for name in names:
+        run(name, args.root, extra)
+    if args.table or names:
+        print(table(args.root))
+
+
+if __name__ == "__main__":
+    main()
