@@ -119,3 +119,34 @@ def check_compatible(state, config, given_flags, path):
     if differ:
         raise CheckpointError(f"{path} was trained with another model configuration: {', '.join(differ)}; "
                               f"drop those flags to resume it, or start a new run with another --log_dir")
+
+
+def export(src, dst, data_root="data"):
+    """A checkpoint to share: the model, its config, the sigma its run reached, its step and flags, without
+    the optimizer's state (two thirds of the file); `data_root` replaces the run's folder of built-in
+    scenes, so evaluate.py and sample.py find (or render) them relative to where they are run."""
+    state = load(src)
+    keep = {k: state[k] for k in ("model", "config", "sigma_schedule", "viewpoint_order") if k in state}
+    args = dict(state.get("args", {}))
+    if not args.get("train_data_dir"):
+        args["data_root"] = data_root
+    out = dict(keep, args=args, step=state.get("step"), exported_from=os.path.basename(src))
+    tmp = f"{dst}.tmp-{os.getpid()}"
+    torch.save(out, tmp)
+    os.replace(tmp, dst)
+    return dst
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+    p = argparse.ArgumentParser(description="Export a training checkpoint for sharing: weights, config and "
+                                            "flags, without the optimizer state.")
+    p.add_argument("src", help="a checkpoint written by train.py")
+    p.add_argument("dst", help="the file to write")
+    p.add_argument("--data_root", default="data", help="folder of built-in scenes recorded in it (default: data)")
+    a = p.parse_args()
+    try:
+        print(f"wrote {export(a.src, a.dst, a.data_root)}")
+    except CheckpointError as e:
+        sys.exit(f"error: {e}")

@@ -44,6 +44,7 @@ import gqn_dataset
 from dataset.shepard_metzler import RenderError
 from gqn_dataset import DatasetError
 from model import GQN, bits_per_dim
+from representation import kaiming_init
 from scheduler import AnnealingStepLR, KLWeightSchedule, SigmaSchedule
 
 # Presets set the defaults of flags the user did not give. "paper" is the original's setting.
@@ -65,7 +66,7 @@ DEFAULTS = dict(
     sigma_i=2.0, sigma_f=0.7, sigma_n=2e5, dtype="float32", compile=False, keep=5,
     data_root="data", builtin_parts=7, builtin_train_scenes=20_000, builtin_test_scenes=1_000,
     test_context=3, eval_scenes=200, skip_nonfinite=False, skip_bad_scenes=False, min_context=1,
-    max_context=None, beta_i=1.0, beta_f=1.0, beta_n=1,
+    max_context=None, beta_i=1.0, beta_f=1.0, beta_n=1, init="torch",
 )
 
 
@@ -142,6 +143,9 @@ def build_parser():
     a("--sigma_i", type=positive_float, default=S, help="initial pixel standard deviation")
     a("--sigma_f", type=positive_float, default=S, help="final pixel standard deviation")
     a("--sigma_n", type=positive_float, default=S, help="steps over which sigma anneals")
+    a("--init", choices=["torch", "kaiming"], default=S,
+      help="initial weights of the representation network: PyTorch's defaults (torch-gqn's) or He-normal "
+           "with zero biases, which lets the image through at the start (the paper does not say)")
     a("--beta_i", type=positive_float, default=S,
       help="initial weight of the KL term in the training loss (paper: 1, no weight; departs from it when not 1)")
     a("--beta_f", type=positive_float, default=S, help="final KL weight (paper: 1)")
@@ -325,7 +329,10 @@ def train(args):
     if dist.main:
         ckpt_io.ensure_writable(run_dir)
 
-    model = GQN(**(state["config"] if state else model_config(args))).to(dist.device)
+    model = GQN(**(state["config"] if state else model_config(args)))
+    if args.init == "kaiming" and not state:
+        kaiming_init(model.phi)
+    model.to(dist.device)
     optimizer = make_optimizer(model, args.mu_i)
     lr_schedule = AnnealingStepLR(optimizer, args.mu_i, args.mu_f, args.mu_n)
     sigma_schedule = SigmaSchedule(args.sigma_i, args.sigma_f, args.sigma_n)

@@ -1,6 +1,6 @@
 """The demo sweep: which training recipe makes a small GQN render the built-in scenes on a CPU.
 
-Every configuration is `python train.py --preset demo` plus its own flags, trained in its own log folder;
+Every configuration is `python train.py` with the shared flags (BASE) and its own, in its own log folder;
 the table (README, "What makes it learn") comes from each run's final.json (200 held-out scenes, 3
 context views, generations sampled from the prior) and metrics.jsonl (wall-clock minutes of training).
 
@@ -21,14 +21,33 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRAIN = os.path.join(os.path.dirname(HERE), "train.py")
 
-# name -> (flags added to --preset demo, what it tests). Each was run with the demo's seed (0).
-CONFIGS = {
-    "old_demo": (["--representation", "pyramid", "--r_dim", "128", "--gradient_steps", "1200", "--mu_i", "1e-3",
-                  "--mu_f", "3e-4", "--mu_n", "1200", "--sigma_f", "0.7", "--sigma_n", "800", "--min_context", "1",
-                  "--max_context", "15"],
-                 "the previous demo: pyramid, sigma 2.0 -> 0.7 over 800 steps, M ~ U{1..15}"),
-}
+# What every configuration shares: the demo's data and model size (L 4, shared core, broadcast, h 32,
+# batch 16, 5-cube scenes, 4,000 training scenes, seed 0). The configurations add or override flags.
+BASE = ["--layers", "4", "--shared_core", "true", "--upsample", "broadcast", "--h_dim", "32", "--z_dim", "3",
+        "--batch_size", "16", "--builtin_parts", "5", "--builtin_train_scenes", "4000", "--builtin_test_scenes",
+        "200", "--seed", "0", "--workers", "1", "--mu_i", "1e-3", "--mu_f", "3e-4", "--sigma_i", "2.0",
+        "--save_interval", "400"]
+TOWER = ["--representation", "tower", "--r_dim", "32"]
+CTX = ["--min_context", "2", "--max_context", "5"]
 
+
+def steps(n, log=100):
+    return ["--gradient_steps", str(n), "--mu_n", str(n), "--log_interval", str(log)]
+
+
+# name -> (flags after BASE, what it tests)
+CONFIGS = {
+    "pyramid_s07": (["--representation", "pyramid", "--r_dim", "128", *CTX, *steps(600), "--sigma_f", "0.7",
+                     "--sigma_n", "400"], "pyramid r 128 (the old demo's model), sigma 2 -> 0.7 (paper's end) over 400"),
+    "tower_s03": ([*TOWER, *CTX, *steps(600), "--sigma_f", "0.3", "--sigma_n", "300", "--eval_scenes", "100"],
+                  "tower r 32, sigma 2 -> 0.3 over 300"),
+    "tower_s03_kaiming": ([*TOWER, *CTX, *steps(600), "--sigma_f", "0.3", "--sigma_n", "300", "--eval_scenes", "100",
+                           "--init", "kaiming"], "as tower_s03, He-normal init of the representation network"),
+    "tower_s03_800": ([*TOWER, *CTX, *steps(800, 200), "--sigma_f", "0.3", "--sigma_n", "300"],
+                      "tower r 32, sigma 2 -> 0.3 over 300, 800 steps"),
+    "tower_s1-03_800": ([*TOWER, *CTX, *steps(800, 200), "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"],
+                        "as tower_s03_800, sigma starting at 1.0, 0.3 after 200 steps"),
+}
 
 def run(name, root, extra=()):
     flags, _ = CONFIGS[name]
@@ -36,7 +55,7 @@ def run(name, root, extra=()):
     if os.path.exists(os.path.join(out, "final.json")):
         print(f"{name}: finished already ({out})")
         return
-    cmd = [sys.executable, TRAIN, "--preset", "demo", *flags, "--root_log_dir", root, "--log_dir", name, *extra]
+    cmd = [sys.executable, TRAIN, *BASE, *flags, "--root_log_dir", root, "--log_dir", name, *extra]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
 

@@ -135,3 +135,18 @@ def test_the_nll_floor_is_the_plateau_of_sigma_0_7():
     x, mu = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)
     exact = -torch.distributions.Normal(mu, 0.5).log_prob(x).flatten(1).sum(1)
     assert torch.allclose(evaluate.nll_above_floor(mu, x, 0.5) + evaluate.nll_floor(0.5, (3, 4, 4)), exact)
+
+
+def test_an_exported_checkpoint_holds_the_same_model_without_the_optimizer(tiny_checkpoint, tmp_path):
+    import checkpoint
+    out = checkpoint.export(tiny_checkpoint, str(tmp_path / "shared.pt"), data_root="somewhere")
+    full, shared = checkpoint.load(tiny_checkpoint), checkpoint.load(out)
+    assert "optimizer" not in shared and shared["step"] == full["step"] == 2
+    assert shared["args"] == full["args"]           # trained on --train_data_dir: its flags as they were
+    assert all(torch.equal(full["model"][k], shared["model"][k]) for k in full["model"])
+    assert evaluate.checkpoint_sigma(shared) == evaluate.checkpoint_sigma(full)
+    # a run on the built-in scenes records where to find (or render) them, relative to the user
+    state = {k: v for k, v in full.items() if k != "step"}
+    state["args"] = dict(full["args"], train_data_dir=None, data_root="/tmp/x")
+    builtin = checkpoint.save(str(tmp_path / "b"), 2, **state)
+    assert checkpoint.load(checkpoint.export(builtin, str(tmp_path / "b.pt")))["args"]["data_root"] == "data"
