@@ -1,6 +1,6 @@
 """Show what a trained GQN renders: a PNG grid of its views of held-out scenes, and an orbit GIF.
 
-    python sample.py --checkpoint runs/demo/checkpoints/ckpt-00001200.pt       # scenes 0-3, built-in test split
+    python sample.py --checkpoint runs/GQN/checkpoints/ckpt-00000750.pt       # scenes 0-3, built-in test split
     python sample.py --checkpoint CKPT --scenes 0 5 7 --context 5 --samples 6
     python sample.py --checkpoint CKPT --data_dir /path/to/dataset/test --random 8 --seed 1 --frames 72 --elevation 40
 

@@ -354,6 +354,9 @@ def train(args):
         model.noise_rows = (dist.rank * share, (dist.rank + 1) * share, args.batch_size)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"GQN {model.config}: {n_params:,} parameters on {dist.device}, dtype {args.dtype}")
+    if args.dtype == "bfloat16" and dist.device.type == "cpu" and model.h_dim < 128:
+        log(f"note: on a CPU, bfloat16 pays only for wide convs; with --h_dim {model.h_dim} it can be many times "
+            f"slower than float32 (the demo's model: 28x, README 'Speed')")
 
     net = model
     if dist.enabled:

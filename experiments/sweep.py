@@ -43,10 +43,8 @@ CONFIGS = {
                   "tower r 32, sigma 2 -> 0.3 over 300"),
     "tower_s03_kaiming": ([*TOWER, *CTX, *steps(600), "--sigma_f", "0.3", "--sigma_n", "300", "--eval_scenes", "100",
                            "--init", "kaiming"], "as tower_s03, He-normal init of the representation network"),
-    "tower_s03_800": ([*TOWER, *CTX, *steps(800, 200), "--sigma_f", "0.3", "--sigma_n", "300"],
-                      "tower r 32, sigma 2 -> 0.3 over 300, 800 steps"),
     "tower_s1-03_800": ([*TOWER, *CTX, *steps(800, 200), "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"],
-                        "as tower_s03_800, sigma starting at 1.0, 0.3 after 200 steps"),
+                        "tower r 32, sigma 1.0 -> 0.3 over 200, 800 steps"),
     "demo": ([*TOWER, *CTX, *steps(750, 250), "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"],
              "`--preset demo`: as tower_s1-03_800, 750 steps (under 10 minutes on 2 cores)"),
 }
@@ -72,7 +70,7 @@ def summary(name, root):
             rows = [json.loads(line) for line in f if line.strip()]
     except FileNotFoundError:
         return None
-    return dict(name=name, steps=rows[-1]["step"], minutes=rows[-1]["seconds"] / 60,
+    return dict(name=name, scenes=final["scenes"], steps=rows[-1]["step"], minutes=rows[-1]["seconds"] / 60,
                 mse_ratio=final["mse_generation"] / final["mse_mean_context"],
                 mse=final["mse_generation"], iou=final["iou_generation"],
                 colour=final["colour_error_generation"], kl=final["kl"],
@@ -80,13 +78,13 @@ def summary(name, root):
 
 
 def table(root):
-    lines = ["| configuration | steps | minutes | generation MSE (x mean context) | IoU | colour error | KL (nats) "
-             "| reconstruction IoU / colour |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| configuration | steps | minutes | held-out scenes | generation MSE (x mean context) | IoU | colour error "
+             "| KL (nats) | reconstruction IoU / colour |", "|---|---|---|---|---|---|---|---|---|"]
     for name in CONFIGS:
         s = summary(name, root)
         if s is None:
             continue
-        lines.append(f"| `{name}`: {CONFIGS[name][1]} | {s['steps']} | {s['minutes']:.1f} | {s['mse']:.5f} "
+        lines.append(f"| `{name}`: {CONFIGS[name][1]} | {s['steps']} | {s['minutes']:.1f} | {s['scenes']} | {s['mse']:.5f} "
                      f"({s['mse_ratio']:.2f}x) | {s['iou']:.3f} | {s['colour']:.3f} | {s['kl']:.1f} "
                      f"| {s['iou_rec']:.3f} / {s['colour_rec']:.3f} |")
     return "\n".join(lines)
