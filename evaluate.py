@@ -1,5 +1,6 @@
-"""Evaluate a GQN on held-out scenes: -ELBO, KL, NLL, bits per dim, and the MSE / PSNR of its
-generations and reconstructions next to three baselines that know nothing of 3D.
+"""Evaluate a GQN on held-out scenes: -ELBO, KL, NLL, bits per dim, and the MSE / PSNR, object IoU, object
+colour error and NLL above its sigma floor of its generations and reconstructions, next to three
+baselines that know nothing of 3D.
 
     python evaluate.py --checkpoint runs/demo/checkpoints/ckpt-00002500.pt            # built-in test scenes
     python evaluate.py --checkpoint CKPT --data_dir /path/to/dataset/test --scenes 1000 --context 3

@@ -45,6 +45,12 @@ CONFIGS = {
                            "--init", "kaiming"], "as tower_s03, He-normal init of the representation network"),
     "tower_s1-03_800": ([*TOWER, *CTX, *steps(800, 200), "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"],
                         "tower r 32, sigma 1.0 -> 0.3 over 200, 800 steps"),
+    # the long runs: one thread each, side by side, stopped (SIGTERM: a checkpoint, no final.json) when the
+    # session's time ran out; final.json then written by `evaluate.py --scenes 200 --out <run>/final.json`
+    "long_s03": ([*TOWER, *CTX, *steps(7000, 250), "--sigma_f", "0.3", "--sigma_n", "1000", "--save_interval", "500"],
+                 "tower r 32, sigma 2 -> 0.3 over 1,000, lr 1e-3 -> 3e-4 over 7,000 (stopped early)"),
+    "long_s05": ([*TOWER, *CTX, *steps(7000, 250), "--sigma_f", "0.5", "--sigma_n", "1000", "--save_interval", "500"],
+                 "as long_s03 with sigma 2 -> 0.5 (stopped early)"),
     "demo": ([*TOWER, *CTX, *steps(750, 250), "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"],
              "`--preset demo`: as tower_s1-03_800, 750 steps (under 10 minutes on 2 cores)"),
 }

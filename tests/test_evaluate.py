@@ -26,6 +26,7 @@ def test_cli_reports_every_metric_and_baseline_in_a_table_and_json(tiny_checkpoi
         assert name in table
     for name in evaluate.METRICS:
         assert math.isfinite(metrics[name])
+    assert {f"{m}_{method}" for m in evaluate.IMAGE_METRICS for method in evaluate.IMAGE_METHODS} <= set(metrics)
     for method in evaluate.IMAGE_METHODS:
         assert 0 <= metrics[f"mse_{method}"] <= 1 and math.isfinite(metrics[f"psnr_{method}"])
         assert 0 <= metrics[f"iou_{method}"] <= 1 and 0 <= metrics[f"colour_error_{method}"] <= 1
