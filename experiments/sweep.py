@@ -76,7 +76,9 @@ def summary(name, root):
             rows = [json.loads(line) for line in f if line.strip()]
     except FileNotFoundError:
         return None
-    return dict(name=name, scenes=final["scenes"], steps=rows[-1]["step"], minutes=rows[-1]["seconds"] / 60,
+    step = final.get("step") or rows[-1]["step"]               # evaluate.py's final.json names its checkpoint's step
+    seconds = max(r["seconds"] for r in rows if r["step"] <= step)
+    return dict(name=name, scenes=final["scenes"], steps=step, minutes=seconds / 60,
                 mse_ratio=final["mse_generation"] / final["mse_mean_context"],
                 mse=final["mse_generation"], iou=final["iou_generation"],
                 colour=final["colour_error_generation"], kl=final["kl"],
