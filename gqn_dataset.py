@@ -1016,10 +1016,13 @@ def collate_pairs(items):
 
 
 def _quiet_worker(worker_id):
-    """Ctrl-C reaches every process of the terminal; the workers leave it to the main process, which
-    saves a checkpoint and shuts them down."""
+    """Ctrl-C reaches every process of the terminal, and SIGTERM every process of a job when Slurm's time
+    is up or `pkill -f train.py` runs; the workers leave both to the main process, which saves a
+    checkpoint and shuts them down (a worker killed first would crash the main process mid-save).
+    They still stop with their parent: DataLoader workers exit when the main process is gone."""
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_loader(root_dir, batch_size, max_context, seed, workers, start_batch=0, rank=0, world_size=1,

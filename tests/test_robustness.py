@@ -96,6 +96,24 @@ def test_a_signal_saves_a_checkpoint_and_exits_cleanly(tiny_data, tmp_path, sig)
     assert checkpoint.load(path)["step"] >= 2
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_whole_process_group_saves_too(tiny_data, tmp_path, sig):
+    """Slurm at its time limit, `pkill -f train.py` and Ctrl-C signal every process of the job, the
+    DataLoader's workers included: the workers must leave it to the main process, which saves."""
+    args = argv(tiny_data, tmp_path, "group", "--gradient_steps", "100000", "--save_interval", "100000")
+    args[args.index("--workers") + 1] = "1"
+    run = start(args, start_new_session=True)
+    metrics = tmp_path / "group" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.1)
+    os.killpg(run.pid, sig)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err[-2000:]
+    assert f"stopped by {sig.name}" in out
+    assert checkpoint.load(checkpoint.latest(tmp_path / "group" / "checkpoints"))["step"] >= 2
+
+
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
     real = train.GQN.forward
     calls = {"n": 0}
