@@ -204,10 +204,8 @@ def train_step(model, optimizer, frames, viewpoints, sigma, device, dtype="float
     x, v, x_q, v_q = split_batch(frames, viewpoints, device)
     with autocast(device, dtype):
         elbo, kl, nll = model(x, v, v_q, x_q, sigma, terms=True)
-    loss = -elbo.float().mean()
-    values = torch.stack([loss.detach(), kl.detach().float().mean(), nll.detach().float().mean()])
-    if beta != 1:
-        loss = (nll.float() + beta * kl.float()).mean()
+    values = torch.stack([-elbo.detach().float().mean(), kl.detach().float().mean(), nll.detach().float().mean()])
+    loss = (nll.float() + beta * kl.float()).mean()                  # -ELBO when beta = 1
     if torch.distributed.is_initialized():  # the global batch's means, so every process decides alike
         torch.distributed.all_reduce(values)
         values /= torch.distributed.get_world_size()
@@ -356,7 +354,7 @@ def train(args):
     log(f"GQN {model.config}: {n_params:,} parameters on {dist.device}, dtype {args.dtype}")
     if args.dtype == "bfloat16" and dist.device.type == "cpu" and model.h_dim < 128:
         log(f"note: on a CPU, bfloat16 pays only for wide convs; with --h_dim {model.h_dim} it can be many times "
-            f"slower than float32 (the demo's model: 28x, README 'Speed')")
+            f"slower than float32 (README, 'Speed')")
 
     net = model
     if dist.enabled:

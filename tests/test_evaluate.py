@@ -2,6 +2,7 @@
 numbers, the baselines are what they say, and user mistakes end in one sentence."""
 
 import json
+import os
 import math
 
 import pytest
@@ -151,3 +152,25 @@ def test_an_exported_checkpoint_holds_the_same_model_without_the_optimizer(tiny_
     state["args"] = dict(full["args"], train_data_dir=None, data_root="/tmp/x")
     builtin = checkpoint.save(str(tmp_path / "b"), 2, **state)
     assert checkpoint.load(checkpoint.export(builtin, str(tmp_path / "b.pt")))["args"]["data_root"] == "data"
+
+
+def test_exporting_a_missing_checkpoint_is_one_sentence_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, os.path.join(root, "checkpoint.py"), str(tmp_path / "nope.pt"),
+                          str(tmp_path / "out.pt")], capture_output=True, text=True)
+    assert run.returncode == 1
+    assert run.stderr.strip() == f"error: no checkpoint file at {tmp_path / 'nope.pt'}; check the path"
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_the_sweep_refuses_an_unknown_configuration_in_one_sentence(capsys):
+    import importlib.util
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("sweep", os.path.join(root, "experiments", "sweep.py"))
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["--run", "no_such_recipe"])
+    assert str(e.value.code) == "error: no configuration named no_such_recipe; see --list"
