@@ -1,0 +1,92 @@
+"""How live explore.py feels: the time from a drag on the rendering to the new image on the page.
+
+    python benchmarks/explore_latency.py --checkpoint assets/gqn-sm5.pt             # 30 drags
+    python benchmarks/explore_latency.py --checkpoint CKPT --samples 8           # the page's "mean of 8"
+    python benchmarks/explore_latency.py --checkpoint CKPT --screenshot assets/explorer.png
+
+Starts explore.py's server on a free port, opens the page in headless Chromium (Debian's package, driven
+by Playwright: pip install playwright; apt install chromium), waits for the first image, then drags the
+rendering --drags times, 12 px each, waiting for each new image. The page itself records, for each image,
+the milliseconds from the input event to the image being shown (window.gqn.latencies), and the server
+the model's own time (X-Render-Ms). Prints the median and the 90th percentile. Nothing is asserted.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import explore  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def start_server(checkpoint, data_dir=None, device=None):
+    """explore.py's server on a free port of 127.0.0.1, serving in a thread: (server, url)."""
+    args = explore.parse_args(["--checkpoint", checkpoint, "--port", "0"] +
+                              (["--data_dir", data_dir] if data_dir else []) + (["--device", device] if device else []))
+    server, _ = explore.build(args)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+def open_page(playwright, url):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    page.goto(url)
+    page.wait_for_function("window.gqn && window.gqn.renders >= 1", timeout=60_000)
+    return browser, page
+
+
+def drag_once(page, box, dx):
+    """Drag the rendering by dx pixels and wait for the image that follows."""
+    before = page.evaluate("window.gqn.renders")
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + dx, y + dx / 3)
+    page.mouse.up()
+    page.wait_for_function(f"window.gqn.renders > {before}", timeout=30_000)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data_dir", default=None)
+    p.add_argument("--drags", type=int, default=30)
+    p.add_argument("--samples", type=int, default=1, help="render the mean of this many samples (the page's 'mean of N')")
+    p.add_argument("--screenshot", default=None, help="also write a PNG of the page as it opens (camera at the query view)")
+    args = p.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+    server, url = start_server(args.checkpoint, args.data_dir)
+    with sync_playwright() as playwright:
+        browser, page = open_page(playwright, url)
+        if args.screenshot:
+            page.screenshot(path=args.screenshot)
+            print(f"wrote {args.screenshot}")
+        if args.samples > 1:
+            page.fill("#samples", str(args.samples))
+            page.check("#mean")
+        box = page.locator("#render").bounding_box()
+        drag_once(page, box, 12)                              # warm-up
+        start = page.evaluate("window.gqn.latencies.length")
+        for k in range(args.drags):
+            drag_once(page, box, 12 if k % 2 == 0 else -8)
+        latencies = page.evaluate("window.gqn.latencies")[start:]
+        browser.close()
+    server.shutdown()
+    latencies.sort()
+    p90 = latencies[int(0.9 * (len(latencies) - 1))]
+    what = f"mean of {args.samples} samples" if args.samples > 1 else "one sample"
+    print(f"{args.checkpoint} ({what}): drag to new image, {len(latencies)} drags: median {statistics.median(latencies):.0f} ms, "
+          f"90th percentile {p90:.0f} ms (torch threads {__import__('torch').get_num_threads()})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""Walk around a scene: a local web page that renders a trained GQN from a camera you move.
+
+    python explore.py --checkpoint assets/gqn-sm5.pt                 # built-in test scenes, port 8000
+    python explore.py --checkpoint CKPT --data_dir /path/to/split --port 8080 --context 5
+
+It prints the address (http://127.0.0.1:8000/); open it in a browser. For the chosen scene the page shows
+its views (the context views marked; click a view to add or remove it), the model's rendering from the
+current camera, large, and the ground-truth view whose camera is nearest. Drag on the rendering to orbit
+(yaw, pitch), scroll or use the slider for the distance, or the arrow keys (+/- for the distance);
+double-click a view to move the camera to it: the rendering from a view's own camera is the model's
+guess at that view. "Sample again" draws a new z from the prior: a rendering is one sample (the noise is
+seeded, so dragging keeps the same hypothesis of the scene); "mean of N" shows the mean of N samples.
+
+Cameras follow the dataset's convention (spec section 4): raw (x, y, z, yaw, pitch), the camera at
+distance d looking at the origin, pitch = asin(-z / d) (negative: above the object), yaw = -atan2(-y, -x).
+The page and the API speak degrees.
+
+The server (Python's http.server, no other dependency) binds 127.0.0.1 unless --host says otherwise and
+answers only these paths; nothing in a request names a file:
+    GET /                          the page
+    GET /api/scene?scene=I         JSON: number of scenes and views, each view's camera, the view order
+    GET /api/view.png?scene=I&view=J                         a ground-truth view, as stored
+    GET /api/render.png?scene=I&context=J,K,..&yaw=&pitch=&distance=[&seed=][&samples=N][&client=ID]
+        the model's rendering (PNG, the model's image size); headers X-Nearest-View (the view whose
+        camera is nearest), X-Render-Ms (the time the model took)
+A bad value gets a 400 with a one-sentence message. Renders run one at a time; when newer requests of
+the same client arrive while one waits, only the newest is rendered, the others get 204 (the page also
+keeps one request in flight and sends only the newest camera when it returns).
+"""
+
+import argparse
+import errno
+import io
+import json
+import math
+import os
+import re
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import torch
+from PIL import Image
+
+import checkpoint
+import evaluate
+import gqn_dataset
+from dataset.shepard_metzler import camera_from_position, position_from_yaw_pitch
+from images import to_uint8_image
+
+PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "explore.html")
+MAX_SAMPLES = 32          # "mean of N samples": N at most this
+MAX_DISTANCE = 100.0      # cameras farther than this are refused (the data's sit at 3.3)
+MAX_CLIENTS = 1000        # the coalescer forgets every client past this many
+
+
+class BadRequest(ValueError):
+    """A request value that is out of range or not a number, said in one sentence (sent as a 400)."""
+
+
+def png_bytes(image):
+    """(3, H, W) floats in [0, 1], or (H, W, 3) uint8 -> PNG bytes."""
+    if isinstance(image, torch.Tensor):
+        image = to_uint8_image(image)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def viewpoint(yaw_deg, pitch_deg, distance):
+    """The dataset's camera at (yaw, pitch, distance) looking at the origin -> viewpoint (7,) float32."""
+    yaw, pitch = math.radians(yaw_deg % 360.0), math.radians(pitch_deg)
+    position = position_from_yaw_pitch(yaw, pitch, distance)
+    raw = np.array([*position, yaw, pitch])
+    return torch.from_numpy(gqn_dataset.raw_to_viewpoint(raw).astype(np.float32))
+
+
+class Coalescer:
+    """Runs one render at a time. A request that is still waiting for its turn when a newer request of the
+    same client arrives is dropped (run returns None): only the newest camera of each client is rendered."""
+
+    def __init__(self):
+        self._turn = threading.Lock()
+        self._guard = threading.Lock()
+        self._latest = {}
+
+    def run(self, client, work):
+        with self._guard:
+            if len(self._latest) > MAX_CLIENTS:
+                self._latest.clear()
+            ticket = self._latest.get(client, 0) + 1
+            self._latest[client] = ticket
+        with self._turn:
+            with self._guard:
+                if self._latest.get(client, ticket) != ticket:
+                    return None
+            return work()
+
+
+class Explorer:
+    """A checkpoint's model and a split folder: the answers of the API, without HTTP."""
+
+    def __init__(self, model, dataset, device, seed=0, context=3):
+        self.model, self.dataset, self.device = model, dataset, device
+        self.num_scenes, self.num_views = len(dataset), dataset.num_views
+        self.order_sampler = gqn_dataset.FixedContextSampler(self.num_scenes, self.num_views, 1,
+                                                             self.num_views - 1, seed)
+        self.context = context
+        self.coalescer = Coalescer()
+        self._cache_lock = threading.Lock()
+        self._cache = {}                      # scene -> (frames (S, 3, H, W) uint8, viewpoints (S, 7), raw (S, 5))
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def scene(self, index):
+        """(frames (S, 3, H, W) uint8, viewpoints (S, 7), raw cameras (S, 5) numpy) of one scene, cached."""
+        with self._cache_lock:
+            if index not in self._cache:
+                frames, viewpoints = self.dataset[(index, tuple(range(self.num_views)))]
+                raw = camera_from_position(viewpoints[:, :3].double().numpy())   # (S, 5): x, y, z, yaw, pitch
+                if len(self._cache) >= 8:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[index] = (frames, viewpoints, raw)
+            return self._cache[index]
+
+    def scene_info(self, index):
+        _, viewpoints, raw = self.scene(index)
+        order = [int(j) for j in self.order_sampler.views(index)]   # evaluate.py's views: context = order[:M]
+        cameras = [dict(yaw=math.degrees(r[3]), pitch=math.degrees(r[4]), distance=float(np.linalg.norm(r[:3])))
+                   for r in raw]
+        return dict(scene=index, scenes=self.num_scenes, views=self.num_views, cameras=cameras, order=order,
+                    context=order[:self.context], query=order[self.context])
+
+    def view_png(self, index, view):
+        frames, _, _ = self.scene(index)
+        return png_bytes(frames[view].permute(1, 2, 0).numpy())
+
+    def nearest_view(self, index, v_q):
+        """The view whose camera position is nearest the query camera's."""
+        _, viewpoints, _ = self.scene(index)
+        return int((viewpoints[:, :3] - v_q[:3]).norm(dim=1).argmin())
+
+    # -- rendering --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def render(self, index, context, yaw, pitch, distance, seed=0, samples=1):
+        """The model's image from the camera (yaw, pitch in degrees, distance) given the context views:
+        (3, H, W) floats, one prior sample (samples=1) or the mean of `samples` samples. torch's generator
+        is seeded with `seed` first, so this is model.generate's image for that seed."""
+        frames, viewpoints, _ = self.scene(index)
+        x = (frames[context].float() / 255)[None].to(self.device)             # (1, M, 3, H, W)
+        v = viewpoints[context][None].to(self.device)                         # (1, M, 7)
+        v_q = viewpoint(yaw, pitch, distance)[None].to(self.device)           # (1, 7)
+        if samples > 1:                                                       # N samples in one batch
+            x, v, v_q = x.expand(samples, *x.shape[1:]), v.expand(samples, *v.shape[1:]), v_q.expand(samples, 7)
+        torch.manual_seed(seed)
+        images = self.model.generate(x, v, v_q)                               # (N, 3, H, W)
+        return images.mean(dim=0).clamp(0, 1).cpu()
+
+    # -- the API ----------------------------------------------------------------------------------
+
+    def _int(self, query, name, low, high, default=None):
+        text = query.get(name, [None])[-1]
+        if text is None:
+            if default is None:
+                raise BadRequest(f"'{name}' is missing; pass {name}= a whole number from {low} to {high}")
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise BadRequest(f"{name}={text[:40]!r} is not a whole number; pass one from {low} to {high}") from None
+        if not low <= value <= high:
+            raise BadRequest(f"{name}={value} is out of range; pass a whole number from {low} to {high}")
+        return value
+
+    def _float(self, query, name, low=-math.inf, high=math.inf, strict=False):
+        text = query.get(name, [None])[-1]
+        if text is None:
+            raise BadRequest(f"'{name}' is missing; pass {name}= a number")
+        try:
+            value = float(text)
+        except ValueError:
+            raise BadRequest(f"{name}={text[:40]!r} is not a number") from None
+        inside = (low < value < high) if strict else (low <= value <= high)
+        if not math.isfinite(value) or not inside:
+            where = f"strictly between {low:g} and {high:g}" if strict else f"from {low:g} to {high:g}"
+            raise BadRequest(f"{name}={text[:40]} is out of range; pass a number {where}")
+        return value
+
+    def _scene(self, query):
+        return self._int(query, "scene", 0, self.num_scenes - 1)
+
+    def _context(self, query):
+        text = query.get("context", [None])[-1]
+        last = self.num_views - 1
+        if not text:
+            raise BadRequest(f"'context' is missing; pass context= view numbers from 0 to {last}, comma-separated")
+        try:
+            views = [int(t) for t in text.split(",")]
+        except ValueError:
+            raise BadRequest(f"context={text[:40]!r} is not a list of view numbers; pass e.g. context=0,4,7") from None
+        if any(not 0 <= j <= last for j in views) or len(set(views)) != len(views):
+            raise BadRequest(f"context={text[:40]} must name distinct views from 0 to {last}")
+        return views
+
+    def handle(self, path, query):
+        """(status, content type, body bytes, extra headers) for one GET; BadRequest becomes a 400."""
+        try:
+            if path == "/api/scene":
+                return 200, "application/json", json.dumps(self.scene_info(self._scene(query))).encode(), {}
+            if path == "/api/view.png":
+                index = self._scene(query)
+                view = self._int(query, "view", 0, self.num_views - 1)
+                return 200, "image/png", self.view_png(index, view), {}
+            if path == "/api/render.png":
+                index, context = self._scene(query), self._context(query)
+                yaw = self._float(query, "yaw")
+                pitch = self._float(query, "pitch", -90, 90, strict=True)
+                distance = self._float(query, "distance", 0, MAX_DISTANCE, strict=True)
+                seed = self._int(query, "seed", 0, 2 ** 31 - 1, default=0)
+                samples = self._int(query, "samples", 1, MAX_SAMPLES, default=1)
+                client = query.get("client", [""])[-1]
+                if not re.fullmatch(r"[A-Za-z0-9_-]{0,32}", client):
+                    raise BadRequest("client= may hold up to 32 letters, digits, '-' and '_'")
+
+                def work():
+                    start = time.perf_counter()
+                    image = self.render(index, context, yaw, pitch, distance, seed, samples)
+                    ms = (time.perf_counter() - start) * 1e3
+                    nearest = self.nearest_view(index, viewpoint(yaw, pitch, distance))
+                    return png_bytes(image), {"X-Nearest-View": str(nearest), "X-Render-Ms": f"{ms:.1f}"}
+
+                done = self.coalescer.run(client, work)
+                if done is None:
+                    return 204, "text/plain", b"", {}
+                return 200, "image/png", done[0], done[1]
+        except BadRequest as e:
+            return 400, "text/plain; charset=utf-8", f"{e}\n".encode(), {}
+        return 404, "text/plain; charset=utf-8", f"no such page: {path[:80]}; this server has / and /api/...\n".encode(), {}
+
+
+def make_handler(explorer, page):
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "GQNExplorer"
+
+        def do_GET(self):
+            url = urlsplit(self.path)
+            if url.path in ("/", "/index.html"):
+                return self._send(200, "text/html; charset=utf-8", page, {})
+            try:
+                self._send(*explorer.handle(url.path, parse_qs(url.query)))
+            except Exception as e:                      # the server answers and goes on
+                self._send(500, "text/plain; charset=utf-8", f"the render failed: {type(e).__name__}: {e}\n".encode(), {})
+
+        def do_POST(self):
+            self._send(405, "text/plain; charset=utf-8", b"this server answers GET only\n", {})
+
+        def _send(self, status, content_type, body, headers):
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):   # the page went away (closed, or moved on)
+                pass
+
+        do_HEAD = do_GET
+
+        def log_message(self, format, *args):   # quiet: the terminal shows the address and errors only
+            pass
+
+    return Handler
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Serve a web page to move a camera around a scene and see what a "
+                                            "trained GQN renders from it.")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by train.py (or checkpoint.py)")
+    p.add_argument("--data_dir", default=None, help="a split folder: built-in scenes, converted DeepMind data or "
+                                                    "torch-gqn's files (default: the checkpoint's built-in test split)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--context", type=int, default=3, help="context views a scene starts with (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="chooses each scene's starting views as evaluate.py does (default 0)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
+    args = p.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        p.exit(2, f"error: --port {args.port} is not a port; pass one from 1 to 65535 (0: any free one)\n")
+    if args.seed < 0:
+        p.exit(2, f"error: --seed must be at least 0, not {args.seed}\n")
+    return args
+
+
+def build(args):
+    """Load the checkpoint and the data and bind the port: (server, explorer). Raises the project's
+    one-sentence errors (checkpoint, data, usage) before anything is served."""
+    device = evaluate.pick_device(args.device)
+    state = checkpoint.load(args.checkpoint)
+    model = checkpoint.build_model(state).to(device).eval()
+    data_dir = evaluate.resolve_test_dir(state, args.data_dir)
+    if not os.path.isdir(data_dir):
+        raise gqn_dataset.DatasetError(f"--data_dir {data_dir} is not a folder; pass a split folder such as data/.../test")
+    dataset = gqn_dataset.SceneViews(data_dir)
+    evaluate.check_context(args.context, dataset.num_views, data_dir)
+    explorer = Explorer(model, dataset, device, seed=args.seed, context=args.context)
+    with open(PAGE, "rb") as f:
+        page = f.read()
+    try:
+        server = ThreadingHTTPServer((args.host, args.port), make_handler(explorer, page))
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise evaluate.UsageError(f"port {args.port} on {args.host} is in use; pass another --port "
+                                      f"(or --port 0 for any free one)") from None
+        raise evaluate.UsageError(f"cannot listen on {args.host}:{args.port} ({e.strerror}); pass another "
+                                  f"--host or --port") from None
+    server.daemon_threads = True
+    explorer.data_dir = data_dir
+    return server, explorer
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        server, explorer = build(args)
+    except (checkpoint.CheckpointError, gqn_dataset.DatasetError, evaluate.UsageError) as e:
+        sys.exit(f"error: {e}")
+    host, port = server.server_address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"{args.checkpoint}: {explorer.num_scenes} scenes of {explorer.data_dir}, {explorer.num_views} views each")
+    print(f"explore at http://{shown}:{port}/  (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""explore.py: the render API answers like model.generate, refuses bad requests with a 400, serves
+nothing else, starts only on good input, and the page orbits the camera in a real browser."""
+
+import io
+import os
+import shutil
+import socket
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import explore
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint, tiny_data):
+    """explore.py serving the tiny checkpoint on the tiny test split, on a free port: (explorer, base url)."""
+    args = explore.parse_args(["--checkpoint", str(tiny_checkpoint), "--data_dir", tiny_data[1], "--port", "0",
+                               "--device", "cpu"])
+    srv, explorer = explore.build(args)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield explorer, f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def get(url):
+    """(status, headers, body) of a GET, for any status."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def png(body):
+    return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+
+
+def render_url(base, scene=0, context="0,1,2", yaw=30, pitch=-20, distance=3.333, **extra):
+    query = "&".join(f"{k}={v}" for k, v in dict(scene=scene, context=context, yaw=yaw, pitch=pitch,
+                                                    distance=distance, **extra).items())
+    return f"{base}/api/render.png?{query}"
+
+
+def test_render_is_a_png_of_the_model_size_and_matches_model_generate_for_the_same_seed(server):
+    explorer, base = server
+    status, headers, body = get(render_url(base, seed=5))
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    image = png(body)
+    assert image.shape == (64, 64, 3)
+    # the same camera and seed through model.generate directly
+    frames, viewpoints = explorer.dataset[(0, tuple(range(explorer.num_views)))]
+    x = (frames[[0, 1, 2]].float() / 255)[None]
+    v = viewpoints[[0, 1, 2]][None]
+    torch.manual_seed(5)
+    with torch.no_grad():
+        expected = explorer.model.generate(x, v, explore.viewpoint(30, -20, 3.333)[None])[0]
+    expected = (expected.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(image, expected)
+    assert 0 <= int(headers["X-Nearest-View"]) < explorer.num_views and float(headers["X-Render-Ms"]) > 0
+
+
+def test_the_image_changes_with_the_camera_and_the_seed_but_not_otherwise(server):
+    _, base = server
+    first = png(get(render_url(base, yaw=30))[2])
+    assert np.array_equal(first, png(get(render_url(base, yaw=30))[2]))          # same request, same image
+    assert not np.array_equal(first, png(get(render_url(base, yaw=120, pitch=10))[2]))
+    assert not np.array_equal(first, png(get(render_url(base, yaw=30, seed=1))[2]))
+    mean = png(get(render_url(base, yaw=30, samples=4))[2])                     # mean of 4 samples
+    assert mean.shape == (64, 64, 3) and not np.array_equal(first, mean)
+
+
+def test_a_camera_at_a_views_pose_is_that_views_camera_and_the_nearest_view_is_that_view(server):
+    explorer, base = server
+    info = explorer.scene_info(1)
+    _, viewpoints, _ = explorer.scene(1)
+    for j, c in enumerate(info["cameras"]):
+        v = explore.viewpoint(c["yaw"], c["pitch"], c["distance"])
+        np.testing.assert_allclose(v.numpy(), viewpoints[j].numpy(), atol=1e-4)
+        c = info["cameras"][j]
+        headers = get(render_url(base, scene=1, yaw=c["yaw"], pitch=c["pitch"], distance=c["distance"]))[1]
+        assert int(headers["X-Nearest-View"]) == j
+    # the starting views are evaluate.py's: context = order[:M], then the query
+    assert info["context"] == info["order"][:3] and info["query"] == info["order"][3]
+    assert sorted(info["order"]) == list(range(explorer.num_views))
+
+
+@pytest.mark.parametrize("query, says", [
+    (dict(scene=99), "scene=99 is out of range"),
+    (dict(scene="x"), "scene='x' is not a whole number"),
+    (dict(yaw="north"), "yaw='north' is not a number"),
+    (dict(yaw="nan"), "yaw=nan is out of range"),
+    (dict(pitch=90), "pitch=90 is out of range"),
+    (dict(distance=-1), "distance=-1 is out of range"),
+    (dict(context="0,0"), "must name distinct views"),
+    (dict(context="0,77"), "must name distinct views"),
+    (dict(context="a,b"), "is not a list of view numbers"),
+    (dict(samples=1000), "samples=1000 is out of range"),
+    (dict(client="../etc"), "client= may hold"),
+])
+def test_a_bad_request_gets_a_400_that_says_what_is_wrong_and_the_server_goes_on(server, query, says):
+    _, base = server
+    status, _, body = get(render_url(base, **query))
+    assert status == 400
+    assert says in body.decode() and body.decode().count("\n") == 1
+    assert get(render_url(base))[0] == 200
+
+
+def test_only_the_page_and_the_api_are_served(server):
+    _, base = server
+    status, headers, body = get(base + "/")
+    assert status == 200 and b"GQN explorer" in body and headers["Content-Type"].startswith("text/html")
+    for path in ["/explore.py", "/../explore.py", "/%2e%2e/checkpoint.py", "/etc/passwd", "/api/../explore.html",
+                 "/api/view.png/../../README.md"]:
+        status, _, body = get(base + path)
+        assert status == 404 and b"no such page" in body, path
+    status, _, body = get(f"{base}/api/view.png?scene=0&view=3")
+    assert status == 200 and png(body).shape == (64, 64, 3)
+    request = urllib.request.Request(base + "/api/render.png", data=b"x", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(request, timeout=10)
+    assert e.value.code == 405
+
+
+def test_waiting_requests_of_one_client_are_coalesced_to_the_newest():
+    coalescer = explore.Coalescer()
+    inside, release, results = threading.Event(), threading.Event(), {}
+
+    def slow():
+        inside.set()
+        release.wait(10)
+        return "first"
+
+    def call(name, client, work):
+        results[name] = coalescer.run(client, work)
+
+    first = threading.Thread(target=call, args=("first", "a", slow))
+    first.start()
+    assert inside.wait(10)                            # the first render holds the turn
+    waiting = [threading.Thread(target=call, args=(f"a{k}", "a", lambda k=k: f"a{k}")) for k in range(3)]
+    other = threading.Thread(target=call, args=("b", "b", lambda: "b"))
+    for t in waiting:
+        t.start()
+        t.join(0.2)                                   # in order: a0, a1, a2 (each has taken its ticket)
+    other.start()
+    other.join(0.2)
+    release.set()
+    for t in [first, *waiting, other]:
+        t.join(10)
+    assert results == {"first": "first", "a0": None, "a1": None, "a2": "a2", "b": "b"}
+
+
+def test_bad_input_ends_in_one_sentence_before_the_server_starts(tiny_checkpoint, tiny_data, tmp_path, capsys):
+    cases = [
+        (["--checkpoint", str(tmp_path / "missing.pt"), "--data_dir", tiny_data[1]], "missing.pt"),
+        (["--checkpoint", str(tiny_checkpoint), "--data_dir", str(tmp_path / "nowhere")], "nowhere"),
+        (["--checkpoint", str(tiny_checkpoint), "--data_dir", tiny_data[1], "--context", "40"], "--context 40"),
+    ]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cases.append((["--checkpoint", str(tiny_checkpoint), "--data_dir", tiny_data[1], "--port", str(port)],
+                      f"port {port} on 127.0.0.1 is in use"))
+        for argv, says in cases:
+            with pytest.raises(SystemExit) as e:
+                explore.main(argv + ["--device", "cpu"])
+            message = str(e.value.code)
+            assert message.startswith("error: ") and says in message and "\n" not in message, message
+            assert "explore at" not in capsys.readouterr().out
+
+
+def browser_missing():
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -r requirements-dev.txt)"
+    if not os.path.exists(CHROMIUM) and not shutil.which("chromium"):
+        return f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium; .ci/run installs it)"
+    return None
+
+
+def test_in_a_real_browser_dragging_the_rendering_changes_the_image(tiny_checkpoint, tiny_data):
+    missing = browser_missing()
+    if missing and os.environ.get("GQN_REQUIRE_BROWSER"):    # .ci/run installs Chromium: there it must run
+        pytest.fail(f"GQN_REQUIRE_BROWSER is set but {missing}")
+    if missing:
+        pytest.skip(missing)
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from explore_latency import drag_once, open_page, start_server
+    from playwright.sync_api import sync_playwright
+    srv, url = start_server(str(tiny_checkpoint), tiny_data[1], device="cpu")
+    try:
+        with sync_playwright() as playwright:
+            browser, page = open_page(playwright, url)
+            render = page.locator("#render")
+            yaw = page.evaluate("window.gqn.state.yaw")
+            before = render.screenshot()
+            drag_once(page, render.bounding_box(), 40)
+            assert page.evaluate("window.gqn.state.yaw") != yaw
+            assert render.screenshot() != before
+            page.keyboard.press("ArrowUp")                      # arrow keys turn the camera too
+            page.wait_for_function("window.gqn.renders >= 3", timeout=30_000)
+            assert page.locator("#error").inner_text() == ""
+            assert "sample" in page.locator("#render-caption").inner_text()
+            browser.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
