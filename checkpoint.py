@@ -94,14 +94,15 @@ def load(path, map_location="cpu"):
                               f"use a checkpoint written by train.py") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path} holds no model and config; use a checkpoint written by train.py "
-                              f"(a torch-gqn state dict loads with model.load_torch_gqn_state_dict)")
+                              f"(a torch-gqn state dict loads with torch_gqn.load_torch_gqn_state_dict)")
     return state
 
 
 def build_model(state):
     """Rebuild the GQN a checkpoint holds, weights loaded, on the CPU. A checkpoint whose
     "viewpoint_order" is "deepmind" (written elsewhere) has its weights converted to this project's order."""
-    from model import GQN, convert_viewpoint_order
+    from model import GQN
+    from torch_gqn import convert_viewpoint_order
     model = GQN(**state["config"])
     weights = state["model"]
     if state.get("viewpoint_order", "torch-gqn") == "deepmind":

@@ -3,7 +3,7 @@
 The four gates (forget, input, output, candidate) of the original are four 5x5 convolutions over
 the concatenation [hidden, input]. Here they are one convolution with 4*hidden output channels,
 stacked in the order forget, input, output, state: the same function, one kernel launch, and the
-same FLOPs. `model.load_torch_gqn_state_dict` splits and stacks the weights exactly.
+same FLOPs. `torch_gqn.load_torch_gqn_state_dict` splits and stacks the weights exactly.
 
 Besides the plain `forward`, the cell can add up the gate pre-activations from parts of its input
 (`partial_gates`, `constant_gates`): a core whose inputs partly stay the same over the L steps

@@ -26,21 +26,16 @@ import sys
 import torch
 
 import gqn_dataset
+from dataset.shepard_metzler import builtin_root
+from images import comparison_grid
 from model import bits_per_dim
+from runtime import UsageError, autocast, noise_seed, pick_device, split_batch
 
 METRICS = ("neg_elbo", "kl", "nll", "bits_per_dim")
 IMAGE_METHODS = ("generation", "reconstruction", "black", "mean_context", "nearest_context")
 # per image method: what a person sees (is the object there, in its shape, in its colours?)
 IMAGE_METRICS = ("mse", "psnr", "iou", "colour_error", "nll_above_floor")
 OBJECT_THRESHOLD = 0.1  # a pixel is the object's when its largest channel exceeds this (the background is black)
-
-
-def split_batch(frames, viewpoints, device):
-    """(B, M+1, 3, H, W) uint8 frames, (B, M+1, 7) viewpoints -> x, v, x_q, v_q on device (last view = query)."""
-    frames = frames.to(device, non_blocking=True)
-    viewpoints = viewpoints.to(device, non_blocking=True).float()
-    images = frames.float().div_(255) if frames.dtype == torch.uint8 else frames.float()
-    return images[:, :-1], viewpoints[:, :-1], images[:, -1], viewpoints[:, -1]
 
 
 def baselines(x, v, v_q):
@@ -95,7 +90,6 @@ def nll_above_floor(image, truth, sigma):
 @torch.no_grad()
 def evaluate_batch(model, x, v, x_q, v_q, sigma, dtype="float32"):
     """Per-scene metrics of one batch, each (B,), plus the images: one ELBO pass and one generation."""
-    from train import autocast
     with autocast(x.device, dtype):
         t = model.elbo_terms(x, v, v_q, x_q, sigma)
         generation = model.generate(x, v, v_q).float()
@@ -117,12 +111,10 @@ def evaluate_batch(model, x, v, x_q, v_q, sigma, dtype="float32"):
 def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=True):
     """Mean of every metric over all the loader's scenes. Deterministic for a given model and seed."""
     from tqdm import tqdm
-
-    from train import step_seed
     model.eval()
     sums, count = {}, 0
     for i, (frames, viewpoints) in enumerate(tqdm(loader, desc="evaluating", disable=not progress, leave=False)):
-        torch.manual_seed(step_seed(seed, i))                             # the noise of batch i
+        torch.manual_seed(noise_seed(seed, i))                            # the noise of batch i
         x, v, x_q, v_q = split_batch(frames, viewpoints, device)
         out, _ = evaluate_batch(model, x, v, x_q, v_q, sigma, dtype)
         for k, value in out.items():
@@ -137,16 +129,6 @@ def fixed_batch(test_dir, batch_size, context, seed):
     batch_size = min(batch_size, len(dataset))
     context = min(context, dataset.num_views - 1)
     return next(iter(gqn_dataset.make_eval_loader(test_dir, batch_size, batch_size, context, seed)))
-
-
-def comparison_grid(x, x_q, images, rows=8, samples=()):
-    """Rows of: context views | ground truth | reconstruction | generation(s)."""
-    from images import make_grid
-    rows = min(rows, x.shape[0])
-    columns = [x[:rows, k] for k in range(x.shape[1])] + [x_q[:rows], images["reconstruction"][:rows],
-                                                          images["generation"][:rows]] + [s[:rows] for s in samples]
-    grid = torch.stack(columns, dim=1).flatten(0, 1)                 # (rows * columns, 3, H, W), row-major
-    return make_grid(grid, nrow=len(columns))
 
 
 def format_table(metrics):
@@ -174,10 +156,11 @@ def final_report(model, test_dir, run_dir, scenes, context, seed, device, sigma,
     loader = gqn_dataset.make_eval_loader(test_dir, scenes, 32, context, seed)
     metrics = evaluate(model, loader, sigma, device, seed, dtype)
     frames, viewpoints = next(iter(loader))
-    torch.manual_seed(seed)
-    x, v, x_q, v_q = split_batch(frames, viewpoints, device)
+    torch.manual_seed(noise_seed(seed, 0))                               # batch 0's noise, as evaluated
+    x, v, x_q, v_q = split_batch(frames[:8], viewpoints[:8], device)
     _, images = evaluate_batch(model, x, v, x_q, v_q, sigma, dtype)
-    save_png(comparison_grid(x, x_q, images), os.path.join(run_dir, "final.png"))
+    columns = [x[:, k] for k in range(x.shape[1])] + [x_q, images["reconstruction"], images["generation"]]
+    save_png(comparison_grid(columns), os.path.join(run_dir, "final.png"))
     with open(os.path.join(run_dir, "final.json"), "w") as f:
         json.dump(dict(metrics, context=context, seed=seed, sigma=sigma), f, indent=2)
     log(f"held-out scenes: {scenes}, context views: {context}, sigma {sigma:.3g}; the query view "
@@ -247,22 +230,6 @@ def main(argv=None):
     print(f"wrote {out}")
 
 
-class UsageError(Exception):
-    """A command-line value that does not fit the checkpoint or the data, said in one sentence."""
-
-
-def pick_device(name):
-    """--device -> torch.device; None picks cuda when there is one."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name} is not a device; pass cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: this machine has no CUDA GPU; pass --device cpu")
-    return device
-
 
 def check_context(context, num_views, data_dir):
     """M context views and a query must be distinct views of a scene: 1 <= context <= S - 1."""
@@ -287,7 +254,7 @@ def builtin_test_dir(state):
     args = state.get("args", {})
     if args.get("train_data_dir"):
         raise gqn_dataset.DatasetError("this checkpoint was trained on --train_data_dir data; pass --data_dir with its test split")
-    root = os.path.join(args.get("data_root", "data"), f"shepard_metzler_{args.get('builtin_parts', 7)}_parts")
+    root = builtin_root(args.get("data_root", "data"), args.get("builtin_parts", 7))
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), root)
     if not os.path.isabs(root) and not os.path.isdir(root) and os.path.isdir(here):
         root = here

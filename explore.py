@@ -48,8 +48,10 @@ from PIL import Image
 import checkpoint
 import evaluate
 import gqn_dataset
+from dataset.viewpoints import raw_to_viewpoint
 from dataset.shepard_metzler import camera_from_position, position_from_yaw_pitch
 from images import to_uint8_image
+from runtime import UsageError, pick_device
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "explore.html")
 MAX_SAMPLES = 32          # "mean of N samples": N at most this
@@ -75,7 +77,7 @@ def viewpoint(yaw_deg, pitch_deg, distance):
     yaw, pitch = math.radians(yaw_deg % 360.0), math.radians(pitch_deg)
     position = position_from_yaw_pitch(yaw, pitch, distance)
     raw = np.array([*position, yaw, pitch])
-    return torch.from_numpy(gqn_dataset.raw_to_viewpoint(raw).astype(np.float32))
+    return torch.from_numpy(raw_to_viewpoint(raw).astype(np.float32))
 
 
 class Coalescer:
@@ -302,7 +304,7 @@ def parse_args(argv=None):
 def build(args):
     """Load the checkpoint and the data and bind the port: (server, explorer). Raises the project's
     one-sentence errors (checkpoint, data, usage) before anything is served."""
-    device = evaluate.pick_device(args.device)
+    device = pick_device(args.device)
     state = checkpoint.load(args.checkpoint)
     model = checkpoint.build_model(state).to(device).eval()
     data_dir = evaluate.resolve_test_dir(state, args.data_dir)
@@ -317,9 +319,9 @@ def build(args):
         server = ThreadingHTTPServer((args.host, args.port), make_handler(explorer, page))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            raise evaluate.UsageError(f"port {args.port} on {args.host} is in use; pass another --port "
+            raise UsageError(f"port {args.port} on {args.host} is in use; pass another --port "
                                       f"(or --port 0 for any free one)") from None
-        raise evaluate.UsageError(f"cannot listen on {args.host}:{args.port} ({e.strerror}); pass another "
+        raise UsageError(f"cannot listen on {args.host}:{args.port} ({e.strerror}); pass another "
                                   f"--host or --port") from None
     server.daemon_threads = True
     explorer.data_dir = data_dir
@@ -330,7 +332,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         server, explorer = build(args)
-    except (checkpoint.CheckpointError, gqn_dataset.DatasetError, evaluate.UsageError) as e:
+    except (checkpoint.CheckpointError, gqn_dataset.DatasetError, UsageError) as e:
         sys.exit(f"error: {e}")
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in host else host

@@ -19,6 +19,20 @@ def make_grid(images, nrow, pad=2):
     return grid
 
 
+PAD_GREY = 0.5    # the gaps between the tiles of a comparison grid, so black backgrounds do not run together
+
+
+def comparison_grid(columns):
+    """The one comparison grid (final.png, sample.py's grid and orbit frames): columns, a list of images
+    (B, 3, H, W) in [0, 1] (context views, truth, reconstruction, samples, ...) -> one (3, H', W') image
+    with one row per scene and grey gaps between the tiles."""
+    tiles = torch.stack([c.detach().float().cpu() for c in columns], dim=1)     # (B, columns, 3, H, W)
+    flat = tiles.flatten(0, 1)
+    grid = make_grid(flat, nrow=len(columns))
+    inside = make_grid(torch.ones_like(flat), nrow=len(columns))            # 1 on tiles, 0 in the gaps
+    return grid + (1 - inside) * PAD_GREY
+
+
 def to_uint8_image(chw):
     """(3, H, W) floats in [0, 1] -> (H, W, 3) uint8."""
     return (chw.detach().float().clamp(0, 1).cpu().permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)

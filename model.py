@@ -11,7 +11,7 @@ with x (B, M, 3, 64, 64), v (B, M, 7), x_q (B, 3, 64, 64), v_q (B, 7), sigma a f
 
 The scene encoding (`encode`) and the L-step unroll (`unroll`) are written once. `model.config`
 holds every constructor argument, so `GQN(**config)` rebuilds a model from a checkpoint.
-A state dict saved by torch-gqn loads with `load_torch_gqn_state_dict` (exact; see the function).
+A state dict saved by torch-gqn loads with `torch_gqn.load_torch_gqn_state_dict` (exact; see there).
 """
 
 import math
@@ -178,92 +178,3 @@ def bits_per_dim(nats, image_shape):
     so the 8-bit density is 256 times smaller per dimension: + log2(256) = 8 bits. (Without it a sharp
     model on [0, 1] would report negative bits.)"""
     return nats / (math.prod(image_shape) * math.log(2)) + 8
-
-
-# -- torch-gqn's state dict ----------------------------------------------------------------------
-
-GATES = ("forget", "input", "output", "state")  # torch-gqn's four gate convs, stacked in this order
-
-
-def from_torch_gqn_state_dict(state):
-    """torch-gqn names -> this GQN's: each core's four gate convs become one stacked conv."""
-    out = {}
-    for name, t in state.items():
-        name = name.replace("module.", "", 1) if name.startswith("module.") else name
-        head, _, tail = name.rpartition(".core.")
-        if head and tail.split(".")[0] in GATES:
-            gate, kind = tail.split(".")
-            if gate == GATES[0]:
-                out[f"{head}.core.gates.{kind}"] = torch.cat(
-                    [state_get(state, f"{head}.core.{g}.{kind}") for g in GATES], dim=0)
-            continue
-        out[name] = t
-    return out
-
-
-def to_torch_gqn_state_dict(state):
-    """This GQN's names -> torch-gqn's (the inverse of from_torch_gqn_state_dict)."""
-    out = {}
-    for name, t in state.items():
-        head, _, tail = name.rpartition(".core.gates.")
-        if head:
-            for g, part in zip(GATES, torch.chunk(t, len(GATES), dim=0)):
-                out[f"{head}.core.{g}.{tail}"] = part.clone()
-        else:
-            out[name] = t
-    return out
-
-
-def state_get(state, name):
-    """Look a torch-gqn parameter up with or without DataParallel's 'module.' prefix."""
-    return state[name] if name in state else state["module." + name]
-
-
-def load_torch_gqn_state_dict(model, state, viewpoint_order="torch-gqn"):
-    """Load a state dict saved by torch-gqn's GQN (same representation, L and shared_core) into `model`.
-    viewpoint_order="deepmind": its weights were trained on DeepMind's 7-d order; they are converted."""
-    state = from_torch_gqn_state_dict(state)
-    if viewpoint_order == "deepmind":
-        state = convert_viewpoint_order(state, model.config)
-    elif viewpoint_order != "torch-gqn":
-        raise ValueError(f"viewpoint_order is 'torch-gqn' or 'deepmind', not {viewpoint_order!r}")
-    model.load_state_dict(state)
-    return model
-
-
-# -- checkpoints trained with DeepMind's viewpoint order -------------------------------------------
-
-# DeepMind's reader gives (x, y, z, sin yaw, cos yaw, sin pitch, cos pitch); this project, as torch-gqn,
-# (x, y, z, cos yaw, sin yaw, cos pitch, sin pitch). Input j in one order is input VIEWPOINT_SWAP[j]
-# in the other (the swap is its own inverse).
-VIEWPOINT_SWAP = [0, 1, 2, 4, 3, 6, 5]
-
-
-def convert_viewpoint_order(state, config):
-    """A GQN state dict trained on viewpoints in the other 7-d order -> one for this project's order
-    (or back: the swap is its own inverse). Every weight that reads v or v_q directly has its
-    viewpoint input channels reordered; the model then computes the same function of the same camera."""
-    c = {"x_dim": 3, "v_dim": 7, "r_dim": 256, "h_dim": 128, "upsample": "learned", **config}
-    if c["v_dim"] != 7:
-        raise ValueError("viewpoint order conversion needs 7-d viewpoints")
-    h, x_dim, r_dim = c["h_dim"], c["x_dim"], c["r_dim"]
-    swap = torch.tensor(VIEWPOINT_SWAP)
-
-    def reorder(t, dim, start):
-        index = torch.arange(t.shape[dim])
-        index[start:start + 7] = start + swap
-        return t.index_select(dim, index)
-
-    out = {}
-    for name, t in state.items():
-        if name in ("phi.conv5.weight", "phi.conv6.weight"):        # input [r, v] (Figure S1)
-            t = reorder(t, 1, r_dim)
-        elif name == "phi.net.0.weight":                              # pyramid input [v, x]
-            t = reorder(t, 1, 0)
-        elif name.endswith("upsample_v.weight"):                      # (7 in, 7 out, k, k)
-            t = reorder(t, 0, 0)
-        elif name.endswith("core.gates.weight") and c["upsample"] == "broadcast":
-            start = h + x_dim if name.startswith("inference_core") else h   # [h | x, v, r | ...], [h | v, r | z]
-            t = reorder(t, 1, start)
-        out[name] = t
-    return out

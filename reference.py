@@ -1,4 +1,4 @@
-"""The original torch-gqn formulation, written plainly: the yardstick for tests and bench.py.
+"""The original torch-gqn formulation, written plainly: the yardstick for tests and benchmarks/bench.py.
 
 Same mathematics and the same parameter names as torch-gqn (its state dicts load here directly),
 computed the way it computes them: four gate convs per conv-LSTM, the k16 s16 transposed convs run

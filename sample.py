@@ -21,8 +21,8 @@ dataset has, rendered by model.generate from the same context views as the grid.
 GIF holds one row per scene: its context views, then the orbit view.
 
 Noise: z is sampled, so each rendering needs noise. The global torch generator is seeded before each
-rendering: with noise_seed(seed, 0) for the reconstruction, noise_seed(seed, k) for sample column k
-(1-based), and, before EVERY orbit frame, noise_seed(seed, 1) again. All frames of the orbit therefore
+rendering (runtime.noise_seed): with noise_seed(seed, 0) for the reconstruction, noise_seed(seed, k)
+for sample column k (1-based), and, before EVERY orbit frame, noise_seed(seed, 1) again. All frames of the orbit therefore
 use the same z noise (the noise of the first sample column), so the orbit shows one hypothesis of the
 scene turning, rather than a new guess in each frame. Same checkpoint, data, flags and seed: the same
 bytes, on the same machine and torch build.
@@ -42,19 +42,12 @@ import checkpoint
 import evaluate
 import gqn_dataset
 from dataset.shepard_metzler import position_from_yaw_pitch
-from images import make_grid, save_gif, save_png
-from train import step_seed
+from dataset.viewpoints import raw_to_viewpoint
+from images import comparison_grid, save_gif, save_png
+from runtime import SCENE_STREAM, UsageError, generator, noise_seed, pick_device
 
 DEFAULT_SCENES = 4              # scenes 0..3 when neither --scenes nor --random is given
 DEFAULT_ELEVATION = 25.0        # degrees above the object; the dataset's pitch is its negative
-PAD_GREY = 0.5                  # the gaps between tiles, so black backgrounds do not run together
-_SCENE_STREAM = 3               # --random's stream under --seed (0-2 are gqn_dataset's)
-
-
-def noise_seed(seed, k):
-    """The torch seed of rendering k of a run seeded `seed` (0: reconstruction, k >= 1: sample column k);
-    the same function of (seed, k) as train.step_seed."""
-    return step_seed(seed, k)
 
 
 def parse_args(argv=None):
@@ -101,15 +94,14 @@ def choose_scenes(args, num_scenes, data_dir):
     """--scenes (checked), --random N (distinct, from --seed) or the first DEFAULT_SCENES scenes."""
     if args.random is not None:
         if args.random > num_scenes:
-            raise evaluate.UsageError(f"--random {args.random} asks for more scenes than the {num_scenes} of "
+            raise UsageError(f"--random {args.random} asks for more scenes than the {num_scenes} of "
                                       f"{data_dir}; pass at most {num_scenes}")
-        rng = np.random.default_rng([args.seed, _SCENE_STREAM])
-        return [int(i) for i in rng.choice(num_scenes, size=args.random, replace=False)]
+        return [int(i) for i in generator(args.seed, SCENE_STREAM).choice(num_scenes, size=args.random, replace=False)]
     if args.scenes is None:
         return list(range(min(DEFAULT_SCENES, num_scenes)))
     for i in args.scenes:
         if not 0 <= i < num_scenes:
-            raise evaluate.UsageError(f"scene {i} does not exist: {data_dir} holds {num_scenes} scenes, "
+            raise UsageError(f"scene {i} does not exist: {data_dir} holds {num_scenes} scenes, "
                                       f"so pass --scenes between 0 and {num_scenes - 1}")
     return list(args.scenes)
 
@@ -135,7 +127,7 @@ def orbit_viewpoints(frames, pitch, distance):
     yaw = 2 * np.pi * np.arange(frames) / frames                            # (T,)
     position = position_from_yaw_pitch(yaw, np.full(frames, pitch), np.full(frames, distance))   # (T, 3)
     raw = np.concatenate([position, yaw[:, None], np.full((frames, 1), pitch)], axis=1)          # (T, 5)
-    return torch.from_numpy(gqn_dataset.raw_to_viewpoint(raw).astype(np.float32))               # (T, 7)
+    return torch.from_numpy(raw_to_viewpoint(raw).astype(np.float32))               # (T, 7)
 
 
 @torch.no_grad()
@@ -160,29 +152,19 @@ def render_orbit(model, x, v, orbit, seed):
     return torch.stack(frames)
 
 
-def tiled(tiles):
-    """tiles (rows, columns, 3, H, W) -> one (3, H', W') image, grey gaps between tiles (images.make_grid sizes)."""
-    rows, columns = tiles.shape[:2]
-    flat = tiles.flatten(0, 1).cpu()                                          # (rows * columns, 3, H, W)
-    grid = make_grid(flat, nrow=columns)
-    inside = make_grid(torch.ones_like(flat), nrow=columns)                   # 1 on tiles, 0 in the gaps
-    return grid + (1 - inside) * PAD_GREY
-
-
 def grid_image(x, x_q, reconstruction, generated):
     """Rows of: context views | ground truth | reconstruction | samples -> (3, H', W')."""
-    columns = [x[:, k] for k in range(x.shape[1])] + [x_q, reconstruction] + list(generated)
-    return tiled(torch.stack(columns, dim=1))                                 # (B, M + 2 + K, 3, 64, 64)
+    return comparison_grid([x[:, k] for k in range(x.shape[1])] + [x_q, reconstruction] + list(generated))
 
 
 def orbit_images(x, frames):
     """Each GIF frame: rows of the scene's context views, then its orbit view -> list of (3, H', W')."""
-    return [tiled(torch.cat([x, frame[:, None]], dim=1)) for frame in frames]   # (B, M + 1, 3, 64, 64) each
+    return [comparison_grid([x[:, k] for k in range(x.shape[1])] + [frame]) for frame in frames]
 
 
 def sample(args):
     """Write the grid PNG and the orbit GIF; returns their paths."""
-    device = evaluate.pick_device(args.device)
+    device = pick_device(args.device)
     state = checkpoint.load(args.checkpoint)
     model = checkpoint.build_model(state).to(device).eval()
     data_dir = evaluate.resolve_test_dir(state, args.data_dir)
@@ -217,7 +199,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         return sample(args)
-    except (checkpoint.CheckpointError, gqn_dataset.DatasetError, evaluate.UsageError) as e:
+    except (checkpoint.CheckpointError, gqn_dataset.DatasetError, UsageError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -1,4 +1,4 @@
-"""Convert DeepMind's gqn-datasets TFRecords into the project's shard format (gqn_dataset.py).
+"""Convert DeepMind's gqn-datasets TFRecords into the project's shard format (dataset/shards.py).
 
 Input: `<root>/<dataset>/{train,test}/<i>-of-<n>.tfrecord`, each record a tf.train.Example with
 `frames` (S JPEG byte strings) and `cameras` (S*5 floats, per view x, y, z, yaw, pitch).
@@ -19,7 +19,7 @@ What it does and does not do:
   * always: the file reads (TFRecord framing and CRC-32C of every record: a truncated or damaged
     download stops here), the record is a tf.train.Example with S frames and S*5 finite cameras
     (S from the dataset table), and every frame is a well-formed JPEG of the table's frame size
-    with 3 components. The frame check is gqn_dataset.jpeg_info, a walk over the JPEG's markers
+    with 3 components. The frame check is jpeg_info, a walk over the JPEG's markers
     without decoding (under 1 us a frame): it catches truncated frames (the end marker is gone),
     data that is not a JPEG, damaged headers and frames of another size or colour format.
   * with --full_check also: every frame decodes with PIL, the loader's decoder (about 75 us a
@@ -29,15 +29,15 @@ What it does and does not do:
     one sentence naming the shard, scene and view, or leaves the scene out with --skip_bad_scenes.
     Damage that still decodes (to wrong pixels) is caught by neither; the TFRecords' CRCs guard
     the download against it.
-- Resumable: shards are written atomically (gqn_dataset.write_shard), so a shard that exists is
+- Resumable: shards are written atomically (write_shard), so a shard that exists is
   complete and a rerun skips it; a file whose conversion was interrupted is converted again.
 - The input files are converted by --workers processes in parallel, one file per process at a
   time. In each, TensorFlow reads the records (checking their CRCs) and parses them in batches;
   the checks run on whole batches (numpy for counts and cameras, jpeg_info over the frames).
-  Each worker first starts (imports TensorFlow and torch, reads a one-record file: a few
+  Each worker first starts (imports TensorFlow, reads a one-record file: a few
   seconds); the workers wait for each other and then convert. A progress bar shows scenes/s, and
   the summary shows the start, the conversion with its rate, and the workers' exit apart.
-  Speed (bench_data.py: 8000 Shepard-Metzler scenes in 8 files, a 2-core machine shared with other
+  Speed (benchmarks/bench_data.py: 8000 Shepard-Metzler scenes in 8 files, a 2-core machine shared with other
   jobs; medians of 5 runs): --workers 2 about 16000-18000 scenes/s, 0.7-0.8 of the rate of merely
   reading and parsing the files with tf.data (23000-24000 scenes/s), after 7.5 s of start and
   before 2.5 s of exit; --workers 1 (in this process) 11000-13000 scenes/s; --full_check about
@@ -73,7 +73,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-import gqn_dataset
+from dataset.errors import DatasetError
+from dataset.jpeg import jpeg_info
+from dataset.shards import SHARD_NAME, read_shard_header, write_shard
 
 DatasetInfo = namedtuple("DatasetInfo", "train_files test_files image_size views")
 
@@ -96,7 +98,7 @@ START_TIMEOUT = 600        # seconds a started worker waits for the others to st
 
 Job = namedtuple("Job", "split tfrecord shard")
 # convert()'s clock, seconds: the whole run, then the part before the first file started (the workers
-# start: they import TensorFlow and torch) and the part after the last file ended (the workers exit)
+# start: they import TensorFlow) and the part after the last file ended (the workers exit)
 Timing = namedtuple("Timing", "seconds start_up shut_down")
 FileResult = namedtuple("FileResult", "scenes bytes_in bytes_out cpu_seconds")   # cpu: of its process, all threads
 
@@ -139,7 +141,7 @@ def shard_name(tfrecord):
     if not m or int(m.group(1)) < 1:
         raise ConversionError(f"{tfrecord} is not named <i>-of-<n>.tfrecord (i from 1) as DeepMind's "
                               f"gqn-datasets files are; rename it so, e.g. 001-of-100.tfrecord.")
-    return gqn_dataset.SHARD_NAME.format(int(m.group(1)) - 1)
+    return SHARD_NAME.format(int(m.group(1)) - 1)
 
 
 def shard_is_complete(path, dataset, tfrecord):
@@ -148,8 +150,8 @@ def shard_is_complete(path, dataset, tfrecord):
     is complete. Raises when the shard holds other scenes (another dataset, another input file or
     another program's shard): overwriting or keeping it would mix data."""
     try:
-        header = gqn_dataset.read_shard_header(path)
-    except gqn_dataset.DatasetError:
+        header = read_shard_header(path)
+    except DatasetError:
         return False                                        # damaged: convert again
     source = (header.get("dataset"), header.get("source"))
     if source != (dataset, Path(tfrecord).name):
@@ -231,7 +233,7 @@ def _init_worker(progress_queue, stop_event, started):
 
 
 def _start_worker():
-    """A worker's first task: import TensorFlow (this module's import brought torch) and warm it up,
+    """A worker's first task: import TensorFlow and warm it up,
     then wait until every worker has got that far, so that all of them start converting together and
     the parent can tell start-up time from conversion time. Returns the process id."""
     _warm_up()
@@ -246,12 +248,12 @@ def _start_worker():
 
 def check_frame(jpeg, image_size, where, full_check=False):
     """Raise ConversionError (one sentence starting with `where`) unless `jpeg` is a well-formed JPEG of
-    image_size x image_size pixels and 3 components, by gqn_dataset.jpeg_info's walk over its markers
+    image_size x image_size pixels and 3 components, by jpeg_info's walk over its markers
     (truncation, other formats, damaged headers); with full_check it must also decode with PIL, the
     loader's decoder (damage inside the entropy-coded image data that the decoder refuses)."""
     try:
-        height, width, components = gqn_dataset.jpeg_info(jpeg, where)
-    except gqn_dataset.DatasetError as err:
+        height, width, components = jpeg_info(jpeg, where)
+    except DatasetError as err:
         raise ConversionError(str(err)) from None
     if (height, width) != (image_size, image_size):
         raise ConversionError(f"{where} is {width}x{height} pixels but this dataset's frames are "
@@ -296,8 +298,8 @@ def _batch_is_good(frames, frame_splits, cameras, camera_splits, info, full_chec
             or not np.isfinite(cameras).all()):
         return False
     try:
-        shapes = set(map(gqn_dataset.jpeg_info, frames))    # {(height, width, components)}
-    except gqn_dataset.DatasetError:
+        shapes = set(map(jpeg_info, frames))    # {(height, width, components)}
+    except DatasetError:
         return False
     if shapes != {(info.image_size, info.image_size, 3)}:
         return False
@@ -370,7 +372,7 @@ def read_scenes(path, dataset, full_check=False):
     bytes (unchanged), cameras float32 (n, S, 5). Raises ConversionError at the first bad record.
 
     Records are read (CRC-checked) and parsed by TensorFlow in batches of PARSE_BATCH; the checks run
-    on whole batches (numpy for counts and cameras, gqn_dataset.jpeg_info over the batch's frames),
+    on whole batches (numpy for counts and cameras, jpeg_info over the batch's frames),
     record by record only for a batch with a bad record, to name the first."""
     tf = _import_tensorflow()
     info = DATASETS[dataset]
@@ -424,7 +426,7 @@ def read_scenes(path, dataset, full_check=False):
 
 
 def read_and_parse(paths, batch=PARSE_BATCH):
-    """The baseline that bench_data.py compares the converter with: read and parse TFRecord files with
+    """The baseline that benchmarks/bench_data.py compares the converter with: read and parse TFRecord files with
     tf.data alone (files read in parallel, records parsed in batches on TF's threads, frames and
     cameras handed to Python as numpy), no checks, nothing written. Returns the number of records."""
     tf = _import_tensorflow()
@@ -447,12 +449,12 @@ def convert_file(tfrecord, shard, dataset, full_check=False):
     frames, cameras = read_scenes(tfrecord, dataset, full_check)
     # write_shard records the stored frame size itself as "image_size" (84 or 128 stay as they are)
     try:
-        gqn_dataset.write_shard(shard, frames, cameras,
+        write_shard(shard, frames, cameras,
                                 extra_header={"dataset": dataset, "source": Path(tfrecord).name})
     except OSError as err:
         raise ConversionError(f"cannot write {shard} ({err.strerror}); free disk space or pass "
                               f"another --out.") from None
-    except gqn_dataset.DatasetError as err:
+    except DatasetError as err:
         raise ConversionError(f"{tfrecord}: {err}") from None
     return FileResult(len(frames), os.path.getsize(tfrecord), os.path.getsize(shard), time.process_time() - cpu)
 
@@ -573,7 +575,7 @@ def _run_here(jobs, dataset, tally, full_check):
 
 def _run_pool(jobs, dataset, workers, tally, full_check):
     """Convert the jobs' files in `workers` processes, one file per process at a time. The workers first
-    start (import TensorFlow and torch, a few seconds each) and wait for each other; then the files go."""
+    start (import TensorFlow, a few seconds) and wait for each other; then the files go."""
     # spawn, not fork: a fork of a process whose TensorFlow threads run can deadlock in the child
     context = multiprocessing.get_context("spawn")
     progress_queue, stop_event, started = context.Queue(), context.Event(), context.Barrier(workers)
@@ -629,7 +631,7 @@ def _summary_line(dataset, s):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Convert DeepMind gqn-datasets TFRecords into the project's "
-                                            "shard format (see gqn_dataset.py).")
+                                            "shard format (see dataset/shards.py).")
     p.add_argument("dataset", help="one of: " + ", ".join(DATASETS))
     p.add_argument("--root", default=".", help="folder holding <dataset>/{train,test}/*.tfrecord (default .)")
     p.add_argument("--out", default=None, help="output folder, gets train/ and test/ (default <dataset>-torch)")

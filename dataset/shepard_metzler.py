@@ -42,7 +42,7 @@ page-faulting the ray arrays' memory on every batch; --workers 2 renders in two 
 Command line:
     python dataset/shepard_metzler.py --out data/sm7 --parts 7 --train_scenes 20000 --test_scenes 2000 --seed 0
         [--views 15] [--workers 2] [--scenes_per_shard 1000] [--tfrecord --files_per_split 10]
-writes data/sm7/train and data/sm7/test in the project's format (gqn_dataset.write_split), and with
+writes data/sm7/train and data/sm7/test in the project's format (write_split), and with
 --tfrecord also DeepMind-format files data/sm7/tfrecord/shepard_metzler_7_parts/{train,test}/<i>-of-<n>.tfrecord.
 """
 import os
@@ -451,6 +451,11 @@ def dataset_name(parts):
     return f"shepard_metzler_{parts}_parts"
 
 
+def builtin_root(data_root, parts):
+    """The folder of the built-in scenes of `parts` cubes under data_root (train/ and test/ inside)."""
+    return os.path.join(data_root, dataset_name(parts))
+
+
 def render_parameters(parts, train_scenes, test_scenes, seed, views=VIEWS):
     """Everything that decides the rendered bytes (what DONE.json records and compares)."""
     return {"generator": "dataset/shepard_metzler.py", "renderer_version": RENDERER_VERSION,
@@ -478,11 +483,11 @@ def _check_arguments(parts, views, workers, scenes_per_shard, counts, seed=0):
 
 def render_split(split_dir, split, n_scenes, parts, seed, views=VIEWS, workers=1, scenes_per_shard=1000,
                  tfrecord_dir=None, files_per_split=10, progress=None):
-    """Render one split into split_dir (gqn_dataset.write_split) and, when tfrecord_dir is given, also as
+    """Render one split into split_dir (write_split) and, when tfrecord_dir is given, also as
     DeepMind TFRecord files tfrecord_dir/<i>-of-<n>.tfrecord (n = files_per_split, at most n_scenes).
 
     progress: a tqdm bar to advance by one per scene, or None. Returns the number of scenes written."""
-    from gqn_dataset import write_split
+    from dataset.shards import write_split
     from dataset.tfrecord import TFRecordWriter, encode_gqn_example, tfrecord_name
 
     files = max(1, min(files_per_split, n_scenes))
@@ -523,7 +528,7 @@ def _progress_bar(total, enabled):
 
 def _holds_only_shards(folder):
     """True when a folder holds nothing but shard files (and temporary files of interrupted writes)."""
-    from gqn_dataset import SHARD_PATTERN
+    from dataset.shards import SHARD_PATTERN
     return all(SHARD_PATTERN.fullmatch(name) or (name.startswith(".") and ".tmp-" in name)
                for name in os.listdir(folder))
 
@@ -642,7 +647,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import gqn_dataset  # noqa: F401  (imports torch: done before the clock starts)
     tune_malloc()       # this process is ours: with --workers 1 it renders
     try:
         _check_arguments(args.parts, args.views, args.workers, args.scenes_per_shard,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import gqn_dataset
+from dataset.shards import write_split
 
 
 def write_random_split(folder, scenes=12, views=6, size=64, seed=0, scenes_per_shard=5):
@@ -32,7 +32,7 @@ def write_random_split(folder, scenes=12, views=6, size=64, seed=0, scenes_per_s
         cameras = np.concatenate([position, yaw[:, None], pitch[:, None]], axis=1).astype(np.float32)
         return frames, cameras
 
-    gqn_dataset.write_split(str(folder), (scene() for _ in range(scenes)), scenes_per_shard=scenes_per_shard)
+    write_split(str(folder), (scene() for _ in range(scenes)), scenes_per_shard=scenes_per_shard)
     return str(folder)
 
 

@@ -13,6 +13,9 @@ from PIL import Image
 tf = pytest.importorskip("tensorflow")
 
 import gqn_dataset                                   # noqa: E402
+from dataset.jpeg import jpeg_info
+from dataset.shards import read_shard_header, write_shard
+from dataset.viewpoints import raw_to_viewpoint
 from dataset import convert2torch                    # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,7 +99,7 @@ def assert_split_matches(split_dir, scenes, dataset):
     """Every shard header, JPEG byte string, decoded frame and camera of a converted split against the source."""
     info = convert2torch.DATASETS[dataset]
     for name in os.listdir(split_dir):
-        header = gqn_dataset.read_shard_header(os.path.join(split_dir, name))
+        header = read_shard_header(os.path.join(split_dir, name))
         assert (header["dataset"], header["image_size"], header["views"]) == (dataset, info.image_size, info.views)
         assert header["source"] == f"{int(name[6:11]) + 1:02d}-of-{len(os.listdir(split_dir)):02d}.tfrecord"
     data = gqn_dataset.GQNDataset(split_dir)
@@ -106,7 +109,7 @@ def assert_split_matches(split_dir, scenes, dataset):
         images, viewpoints = data[i]
         assert tuple(images.shape) == (info.views, 3, 64, 64)         # view axis kept, frames at 64
         np.testing.assert_allclose(images.numpy(), expected_images(frames), atol=1e-6)
-        np.testing.assert_allclose(viewpoints.numpy(), gqn_dataset.raw_to_viewpoint(cameras), rtol=1e-6)
+        np.testing.assert_allclose(viewpoints.numpy(), raw_to_viewpoint(cameras), rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -216,7 +219,7 @@ def test_output_folder_of_another_dataset_is_refused(tmp_path):
     # a shard of the same name written by another program (the renderer, say) is neither kept nor overwritten
     frames, cameras = make_scene(np.random.default_rng(1), 10, 64)
     os.makedirs(tmp_path / "other" / "train")
-    gqn_dataset.write_shard(tmp_path / "other" / "train" / "shard-00000.gqn", [frames], cameras[None],
+    write_shard(tmp_path / "other" / "train" / "shard-00000.gqn", [frames], cameras[None],
                             extra_header={"dataset": "rooms_ring_camera"})
     with pytest.raises(SystemExit, match="shard-00000.gqn holds scenes not converted by this script"):
         convert(tmp_path / "in", "rooms_ring_camera", tmp_path / "other", "--splits", "train")
@@ -263,7 +266,7 @@ BAD_RECORDS = {
     "too few cameras": (rewrite_record(2, lambda f, c: (f, c.ravel()[:-1])), "record 2 has 74 camera values, expected 75"),
     "nan camera": (rewrite_record(3, lambda f, c: (f, np.where(np.arange(c.size).reshape(c.shape) == 7, np.nan, c))),
                    "record 3 has a camera value that is not finite"),
-    # frames: the default structural check (gqn_dataset.jpeg_info) catches each of these
+    # frames: the default structural check (jpeg_info) catches each of these
     "truncated jpeg": (rewrite_record(2, lambda f, c: (f[:3] + [f[3][:len(f[3]) // 2]] + f[4:], c)),
                        "record 2: frame 3 is not a well-formed JPEG: it does not end with the end-of-image marker"),
     "not a jpeg": (rewrite_record(0, lambda f, c: ([b"\x89PNG not a jpeg"] + f[1:], c)),
@@ -328,7 +331,7 @@ def test_structural_check_reads_tensorflow_encoded_frames():
         pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
         for progressive in (False, True):
             data = tf.io.encode_jpeg(pixels, quality=90, progressive=progressive).numpy()
-            assert gqn_dataset.jpeg_info(data, "frame") == (size, size, 3)
+            assert jpeg_info(data, "frame") == (size, size, 3)
             convert2torch.check_frame(data, size, "frame", full_check=True)
             with pytest.raises(convert2torch.ConversionError, match="frame is not a well-formed JPEG"):
                 convert2torch.check_frame(data[:-1], size, "frame")

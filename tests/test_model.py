@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from model import (VIEWPOINT_SWAP, GQN, convert_viewpoint_order, from_torch_gqn_state_dict,
-                   load_torch_gqn_state_dict, to_torch_gqn_state_dict)
+from dataset.viewpoints import SWAP_SIN_COS
+from model import GQN
+from torch_gqn import convert_viewpoint_order, from_torch_gqn_state_dict, load_torch_gqn_state_dict, to_torch_gqn_state_dict
 from reference import PlainGQN
 
 TINY = dict(L=2, r_dim=16, h_dim=8, z_dim=2)
@@ -127,8 +128,20 @@ def test_fast_path_equals_plain_formulation(shared_core, upsample):
 def test_config_rebuilds_the_same_model():
     model = GQN("tower", shared_core=True, upsample="broadcast", **TINY)
     clone = GQN(**model.config)
+    x, v, v_q, x_q = batch()
+
+    def outputs(m, seed):
+        """The ELBO and a generated image, with the noise of `seed`."""
+        torch.manual_seed(seed)
+        elbo = m(x, v, v_q, x_q, 0.7)
+        return elbo, m.generate(x, v, v_q)
+
+    fresh = outputs(clone, 4)                          # before loading: its own random weights
     clone.load_state_dict(model.state_dict())
-    assert clone.config == model.config
+    for seed in (4, 5):
+        (elbo, image), (elbo_clone, image_clone) = outputs(model, seed), outputs(clone, seed)
+        assert torch.equal(elbo_clone, elbo) and torch.equal(image_clone, image)   # same ELBO, same image
+    assert not torch.allclose(fresh[0], outputs(model, 4)[0])   # the comparison tells two models apart
 
 
 def test_bad_configuration_is_refused_in_one_sentence():
@@ -147,6 +160,6 @@ def test_checkpoint_of_the_other_viewpoint_order_converts_exactly(representation
     ours.load_state_dict(convert_viewpoint_order(deepmind.state_dict(), ours.config))
     x, v, v_q, x_q = batch()                   # viewpoints in this project's order
     torch.manual_seed(9)
-    expected = deepmind(x, v[..., VIEWPOINT_SWAP], v_q[..., VIEWPOINT_SWAP], x_q, 0.8)
+    expected = deepmind(x, v[..., SWAP_SIN_COS], v_q[..., SWAP_SIN_COS], x_q, 0.8)
     torch.manual_seed(9)
     assert torch.allclose(ours(x, v, v_q, x_q, 0.8), expected, rtol=1e-5, atol=0)

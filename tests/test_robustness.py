@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import checkpoint
-import gqn_dataset
+from dataset.shards import read_shard_header
 import train
 from conftest import write_random_split
 
@@ -157,7 +157,7 @@ def corrupt_one_frame(split_dir, scene=0, view=0):
     """Overwrite the start (the JPEG SOI marker) of one frame inside a shard."""
     shard = sorted(p for p in os.listdir(split_dir) if p.endswith(".gqn"))[0]
     path = os.path.join(split_dir, shard)
-    header = gqn_dataset.read_shard_header(path)
+    header = read_shard_header(path)
     with open(path, "r+b") as f:
         f.seek(header["offsets_offset"] + 8 * (scene * header["views"] + view))
         offset = int.from_bytes(f.read(8), "little")

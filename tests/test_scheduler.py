@@ -28,10 +28,42 @@ def test_learning_rate_reaches_the_optimizer_with_the_papers_values():
 
 
 def test_paper_defaults():
-    sched = AnnealingStepLR(optimizer())
-    assert (sched.mu_i, sched.mu_f, sched.n) == (5e-4, 5e-5, 1.6e6)
-    sigma = SigmaSchedule()
-    assert (sigma.sigma_i, sigma.sigma_f, sigma.n) == (2.0, 0.7, 2e5)
+    """The schedules train.py builds for its default (paper) preset follow the paper (Algorithm S1):
+    mu 5e-4 -> 5e-5 over 1.6e6 steps, sigma 2.0 -> 0.7 over 2e5 steps, linear, then constant."""
+    import train
+    args = train.parse_args([])
+    assert args.preset == "paper"
+    assert (args.mu_i, args.mu_f, args.mu_n) == (5e-4, 5e-5, 1.6e6)
+    assert (args.sigma_i, args.sigma_f, args.sigma_n) == (2.0, 0.7, 2e5)
+    # built as train.py builds them
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=args.mu_i)
+    lr_schedule = AnnealingStepLR(opt, args.mu_i, args.mu_f, args.mu_n)
+    sigma_schedule = SigmaSchedule(args.sigma_i, args.sigma_f, args.sigma_n)
+
+    def lr_at(t):
+        """The optimizer's learning rate after step t (the resume path jumps to step t - 1)."""
+        lr_schedule.load_state_dict({**lr_schedule.state_dict(), "last_epoch": t - 1})
+        opt.step()
+        lr_schedule.step()
+        return opt.param_groups[0]["lr"]
+
+    # mu_t = mu_f + (mu_i - mu_f) (1 - t / 1.6e6), at least mu_f
+    assert opt.param_groups[0]["lr"] == pytest.approx(5e-4, rel=1e-12)
+    assert lr_at(400_000) == pytest.approx(5e-5 + 4.5e-4 * 0.75, rel=1e-12)      # 3.875e-4
+    assert lr_at(800_000) == pytest.approx(2.75e-4, rel=1e-12)                   # half-way
+    assert lr_at(1_600_000) == pytest.approx(5e-5, rel=1e-12)
+    assert lr_at(2_000_000) == pytest.approx(5e-5, rel=1e-12)                    # the last of 2e6 steps
+    # sigma_t = 0.7 + 1.3 (1 - t / 2e5), at least 0.7: stepped one by one, as training does
+    sigmas = {}
+    for t in range(250_001):
+        if t % 50_000 == 0:
+            sigmas[t] = sigma_schedule.sigma
+        sigma_schedule.step()
+    assert sigmas[0] == pytest.approx(2.0, rel=1e-12)
+    assert sigmas[50_000] == pytest.approx(0.7 + 1.3 * 0.75, rel=1e-12)           # 1.675
+    assert sigmas[100_000] == pytest.approx(1.35, rel=1e-12)                      # half-way
+    assert sigmas[200_000] == pytest.approx(0.7, rel=1e-12)
+    assert sigmas[250_000] == pytest.approx(0.7, rel=1e-12)
 
 
 def test_sigma_values():

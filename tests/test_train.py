@@ -55,7 +55,24 @@ def test_three_steps_write_events_and_a_checkpoint_that_rebuilds_its_model(tiny_
     state = checkpoint.load(path)
     assert state["step"] == 3 and state["config"]["L"] == 2 and state["config"]["h_dim"] == 8
     model = checkpoint.build_model(state)   # from the file alone
-    assert sum(p.numel() for p in model.parameters()) > 0
+    # the model the flags ask for (pool, L 2, h 8, r 16, z 3, learned upsampling, a core per step), its
+    # parameters counted from the layer shapes (paper, Figures S1-S2; the k16 upsampling is torch-gqn's);
+    # the same count gives torch-gqn's 571,619,279 for the paper's L 12, h 128, r 256
+    x, v, r, h, z, L = 3, 7, 16, 8, 3, 2
+
+    def conv(cin, cout, k, bias=True):
+        return cin * cout * k * k + (cout if bias else 0)
+    tower = (conv(x, r, 2) + conv(r, r, 2) + conv(r, r // 2, 3) + conv(r // 2, r, 2)
+             + conv(r + v, r, 3) + conv(r + v, r // 2, 3) + conv(r // 2, r, 3) + conv(r, r, 1))
+    upsample = conv(v, v, 16, bias=False) + conv(r, r, 16, bias=False)          # v_q and r to the 16x16 grid
+    inference = upsample + conv(h + (x + v + r) + (h + h), 4 * h, 5) + conv(x, x, 4, False) + conv(h, h, 4, False)
+    generation = upsample + conv(h + (v + r) + z, 4 * h, 5) + conv(h, h, 4, False)
+    heads = conv(h, 2 * z, 5) + conv(h, 2 * z, 5) + conv(h, x, 1)              # prior, posterior, observation
+    assert sum(p.numel() for p in model.parameters()) == tower + L * (inference + generation) + heads
+    # and it holds the trained weights the file holds, every one of them
+    weights = model.state_dict()
+    assert set(weights) == set(state["model"])
+    assert all(torch.equal(weights[k], state["model"][k]) for k in weights)
     assert state["sigma_schedule"]["t"] == 3 and state["lr_schedule"]["last_epoch"] == 3
 
 

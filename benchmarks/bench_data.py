@@ -16,10 +16,10 @@
     views sliced out). Two kinds of scene: 16 views of 64x64 (all views loaded) and mazes-like
     300 views of 84x84 (16 views loaded, resized to 64).
 
-    python bench_data.py                      # both parts, data cached under data/bench_data
-    python bench_data.py --part loader --loader_workers 0 2 --batches 8
+    python benchmarks/bench_data.py                      # both parts, data cached under data/bench_data
+    python benchmarks/bench_data.py --part loader --loader_workers 0 2 --batches 8
 
-The original's scene files are read here with gqn_dataset.load_legacy_scene (gzip + the restricted
+The original's scene files are read here with load_legacy_scene (gzip + the restricted
 unpickler), which does the original's work (gzip, unpickle) without running arbitrary pickles.
 """
 import argparse
@@ -38,7 +38,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-import gqn_dataset
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the project's modules
+
+import gqn_dataset  # noqa: E402
+from dataset.legacy import load_legacy_scene
+from dataset.shards import write_shard, write_split
+from dataset.viewpoints import raw_to_viewpoint
 from dataset import convert2torch, tfrecord
 
 REPO = Path(__file__).resolve().parent
@@ -105,7 +110,7 @@ def loader_data(folder, name, scenes, views, size, workers):
     else:                                        # mazes-like: random boxes, PIL JPEGs
         rng = np.random.default_rng(0)
         cameras = lambda: rng.uniform(-1, 1, (views, 5)).astype(np.float32)   # noqa: E731
-        gqn_dataset.write_split(shards, (([random_jpeg(rng, size) for _ in range(views)], cameras())
+        write_split(shards, (([random_jpeg(rng, size) for _ in range(views)], cameras())
                                          for _ in range(scenes)), scenes_per_shard=max(1, scenes // 4))
     reader = gqn_dataset.open_split(shards)
     original.mkdir(parents=True)
@@ -176,8 +181,8 @@ def bench_converter(args):
                  (f"converter --workers {workers} --full_check", converter(workers, True))]
     runs += [("  part: structural check of every frame (jpeg_info)", part(lambda: check_all(False))),
              ("  part: PIL decode of every frame (--full_check)", part(lambda: check_all(True))),
-             ("  part: gqn_dataset.write_shard (checks, writes, fsync)",
-              part(lambda: gqn_dataset.write_shard(shard, probe_frames, probe_cameras)))]
+             ("  part: write_shard (checks, writes, fsync)",
+              part(lambda: write_shard(shard, probe_frames, probe_cameras)))]
     results = {what: [] for what, _ in runs}          # [(scenes/s, CPU s per scene, (start, end) s or None)]
     for repeat in range(args.repeats):                  # interleaved, so that load changes hit every row
         for what, run in runs:
@@ -226,14 +231,14 @@ class OriginalScenes(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index):
-        frames, cameras = gqn_dataset.load_legacy_scene(self.paths[index])
+        frames, cameras = load_legacy_scene(self.paths[index])
         images = []
         for data in frames:
             image = Image.open(io.BytesIO(data))
             if image.size != (64, 64):
                 image = image.resize((64, 64), Image.BILINEAR)
             images.append(torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1))
-        return torch.stack(images), torch.from_numpy(gqn_dataset.raw_to_viewpoint(cameras))
+        return torch.stack(images), torch.from_numpy(raw_to_viewpoint(cameras))
 
 
 def time_batches(loader, batches, take):

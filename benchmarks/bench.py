@@ -1,12 +1,12 @@
 """Time the training step of a GQN configuration: this project's against the original formulation.
 
-    python bench.py                                   # default model, batch 4, 5 context views, fp32
-    python bench.py --dtype bfloat16                  # autocast bf16 (this project only; the original is fp32)
-    python bench.py --shared_core true --steps 5
-    python bench.py --batch_size 36 --device cuda --dtype bfloat16 --compile true
+    python benchmarks/bench.py                                   # default model, batch 4, 5 context views, fp32
+    python benchmarks/bench.py --dtype bfloat16                  # autocast bf16 (this project only; the original is fp32)
+    python benchmarks/bench.py --shared_core true --steps 5
+    python benchmarks/bench.py --batch_size 36 --device cuda --dtype bfloat16 --compile true
 
 Each formulation runs in its own process (so peak memory is its own): after --warmup steps it times
---steps real training steps (forward, backward, Adam step: train.train_step, the code train.py runs)
+--steps real training steps (forward, backward, Adam step: training.train_step, the code train.py runs)
 and reports the median ms/step, scenes/s and peak memory (RSS on CPU, max allocated on CUDA).
 Utilisation = FLOPs of the ORIGINAL formulation for this configuration (counted once with
 torch.utils.flop_counter on reference.PlainGQN, forward + backward) / time / the rate this machine
@@ -27,6 +27,9 @@ import time
 
 import torch
 from torch.nn import functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)                                   # the project's modules, from any working directory
 
 
 def make_model(impl, cfg, device):
@@ -63,7 +66,7 @@ def sync(device):
 
 def time_steps(impl, cfg, batch_size, context, steps, warmup, device, dtype, compile_):
     """Run in a child process: median seconds per training step and peak memory in bytes."""
-    from train import keep_freed_memory, make_optimizer, train_step
+    from training import keep_freed_memory, make_optimizer, train_step
     if impl == "this":
         keep_freed_memory()  # as train.py does
     torch.manual_seed(0)
@@ -145,7 +148,7 @@ def loader_rate(batch_size, context, data_dir, batches=20, workers=2):
 
 
 def parse_args(argv=None):
-    from train import str2bool
+    from options import str2bool
     p = argparse.ArgumentParser(description="Time GQN training steps against the original formulation.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--representation", default="pool", choices=["pool", "tower", "pyramid"])
@@ -179,17 +182,16 @@ def config(args):
 
 def elbo_check(steps):
     """Same run in float32 and bfloat16: does bf16 training reach the same held-out ELBO?"""
-    import train
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for dtype in ("float32", "bfloat16"):
             # the demo's size with the pyramid's wider convs (r 128): bf16 is many times slower than
             # float32 on the 32-channel tower's convs on a CPU, and this check is about accuracy
-            args = train.parse_args(["--preset", "demo", "--representation", "pyramid", "--r_dim", "128",
-                                     "--gradient_steps", str(steps), "--dtype", dtype,
-                                     "--root_log_dir", tmp, "--log_dir", dtype, "--save_interval", str(steps)])
+            argv = ["--preset", "demo", "--representation", "pyramid", "--r_dim", "128",
+                    "--gradient_steps", str(steps), "--dtype", dtype,
+                    "--root_log_dir", tmp, "--log_dir", dtype, "--save_interval", str(steps)]
             t = time.perf_counter()
-            train.train(args)
+            subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *argv], check=True)
             with open(os.path.join(tmp, dtype, "final.json")) as f:
                 results[dtype] = (json.load(f), time.perf_counter() - t)
     print(f"\n{'dtype':9s} {'-ELBO':>10s} {'KL':>8s} {'MSE gen':>9s} {'seconds':>8s}")
@@ -251,8 +253,9 @@ def main(argv=None):
 
 
 def builtin_train_dir():
+    from dataset.shepard_metzler import builtin_root
     for parts in (5, 7):
-        d = os.path.join("data", f"shepard_metzler_{parts}_parts", "train")
+        d = os.path.join(builtin_root("data", parts), "train")
         if os.path.isdir(d):
             return d
     return None

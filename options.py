@@ -1,0 +1,151 @@
+"""train.py's command line: its flags, the presets and the defaults.
+
+parse_args(argv) gives the flags merged over the preset's values over DEFAULTS (the original's, which
+are the paper's), with args.given naming the flags the user gave (a resumed run checks those against
+its checkpoint). Every flag is listed in README.md, "Every flag of train.py".
+"""
+
+import argparse
+import math
+
+# Presets set the defaults of flags the user did not give. "paper" is the original's setting.
+PRESETS = {
+    "paper": dict(),
+    "demo": dict(  # a small GQN that learns the built-in scenes on 2 CPU cores in under 10 minutes
+        # (experiments/sweep.py: the tower's 16x16 r, and sigma brought to 0.3 after 200 steps, are
+        # what get shapes into its generations this soon; at the paper's sigma 0.7 it stays a blob)
+        representation="tower", layers=4, shared_core=True, upsample="broadcast", h_dim=32,
+        r_dim=32, z_dim=3, batch_size=16, gradient_steps=750, mu_i=1e-3, mu_f=3e-4, mu_n=750,
+        sigma_i=1.0, sigma_f=0.3, sigma_n=200, min_context=2, max_context=5, log_interval=250,
+        save_interval=250, workers=1, builtin_parts=5, builtin_train_scenes=4000, builtin_test_scenes=200,
+        seed=0,
+    ),
+}
+
+DEFAULTS = dict(
+    gradient_steps=2_000_000, batch_size=36, dataset="Shepard-Metzler", train_data_dir=None,
+    test_data_dir=None, root_log_dir="runs", log_dir="GQN", log_interval=100, save_interval=10_000,
+    workers=None, device_ids=[0], representation="pool", layers=12, shared_core=False,
+    upsample="learned", h_dim=128, r_dim=256, z_dim=3, seed=None, mu_i=5e-4, mu_f=5e-5, mu_n=1.6e6,
+    sigma_i=2.0, sigma_f=0.7, sigma_n=2e5, dtype="float32", compile=False, keep=5,
+    data_root="data", builtin_parts=7, builtin_train_scenes=20_000, builtin_test_scenes=1_000,
+    test_context=3, eval_scenes=200, skip_nonfinite=False, skip_bad_scenes=False, min_context=1,
+    max_context=None, beta_i=1.0, beta_f=1.0, beta_n=1, init="torch",
+)
+
+
+def str2bool(s):
+    """'true'/'false' (and yes/no, 1/0, on/off) -> bool; torch-gqn's type=bool read 'False' as True."""
+    value = str(s).strip().lower()
+    if value in ("true", "t", "yes", "y", "1", "on"):
+        return True
+    if value in ("false", "f", "no", "n", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
+
+
+def positive_int(s):
+    value = int(float(s))  # accepts 2e6 as the original's defaults are written
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {s!r}")
+    return value
+
+
+def nonnegative_int(s):
+    value = int(s)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {s!r}")
+    return value
+
+
+def positive_float(s):
+    value = float(s)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {s!r}")
+    return value
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="Train a Generative Query Network (Eslami et al. 2018).")
+    S = argparse.SUPPRESS  # defaults are applied after the preset, so we can tell what was given
+    a = p.add_argument
+    a("--preset", choices=sorted(PRESETS), default="paper",
+      help="default values for the flags not given: 'paper' (the original's) or 'demo' (small, CPU)")
+    # the original's flags
+    a("--gradient_steps", type=positive_int, default=S, help="number of training steps (paper: 2e6)")
+    a("--batch_size", type=positive_int, default=S, help="scenes per step, over all GPUs/processes (paper: 36)")
+    a("--dataset", default=S, help="Shepard-Metzler, Room, Jaco or Labyrinth: sets the most context views K")
+    a("--train_data_dir", default=S, help="training split folder; absent: the built-in rendered scenes")
+    a("--test_data_dir", default=S, help="test split folder; absent: the built-in scenes' test split")
+    a("--root_log_dir", default=S, help="folder of all runs")
+    a("--log_dir", default=S, help="this run's folder under --root_log_dir")
+    a("--log_interval", type=positive_int, default=S, help="steps between test metrics and images")
+    a("--save_interval", type=positive_int, default=S, help="steps between checkpoints")
+    a("--workers", type=nonnegative_int, default=S,
+      help="DataLoader worker processes per training process (default: 1 on CPU, up to 8 per GPU)")
+    a("--device_ids", type=int, nargs="+", default=S, help="CUDA devices; several wrap DataParallel")
+    a("--representation", choices=["pool", "tower", "pyramid"], default=S, help="representation network")
+    a("--layers", type=positive_int, default=S, help="number of generative layers L (paper: 12)")
+    a("--shared_core", type=str2bool, nargs="?", const=True, default=S,
+      help="one core for all L steps (true/false; the flag alone means true)")
+    a("--seed", type=int, default=S, help="random seed: the same seed gives the same run (default: drawn and logged)")
+    # this project's flags
+    a("--min_context", type=positive_int, default=S,
+      help="least context views M per training batch; the paper draws M ~ Uniform{1..K} (departs from it when > 1)")
+    a("--max_context", type=positive_int, default=S,
+      help="most context views K per training batch (default: set by --dataset, as the paper; departs from it when given)")
+    a("--resume", nargs="?", const="latest", default=None,
+      help="continue from the newest checkpoint in the log folder, or from the given file")
+    a("--upsample", choices=["learned", "broadcast"], default=S,
+      help="how v_q and r reach the 16x16 core: learned transposed convs (original) or broadcasting")
+    a("--h_dim", type=positive_int, default=S, help="conv-LSTM hidden channels (paper: 128)")
+    a("--r_dim", type=positive_int, default=S, help="representation channels (paper: 256)")
+    a("--z_dim", type=positive_int, default=S, help="latent channels (paper: 3)")
+    a("--mu_i", type=positive_float, default=S, help="initial learning rate")
+    a("--mu_f", type=positive_float, default=S, help="final learning rate")
+    a("--mu_n", type=positive_float, default=S, help="steps over which the learning rate anneals")
+    a("--sigma_i", type=positive_float, default=S, help="initial pixel standard deviation")
+    a("--sigma_f", type=positive_float, default=S, help="final pixel standard deviation")
+    a("--sigma_n", type=positive_float, default=S, help="steps over which sigma anneals")
+    a("--init", choices=["torch", "kaiming"], default=S,
+      help="initial weights of the representation network: PyTorch's defaults (torch-gqn's) or He-normal "
+           "with zero biases, which lets the image through at the start (the paper does not say)")
+    a("--beta_i", type=positive_float, default=S,
+      help="initial weight of the KL term in the training loss (paper: 1, no weight; departs from it when not 1)")
+    a("--beta_f", type=positive_float, default=S, help="final KL weight (paper: 1)")
+    a("--beta_n", type=positive_float, default=S, help="steps over which the KL weight anneals from --beta_i to --beta_f")
+    a("--dtype", choices=["float32", "bfloat16"], default=S, help="compute type (bfloat16: autocast)")
+    a("--compile", type=str2bool, nargs="?", const=True, default=S, help="torch.compile the model")
+    a("--keep", type=positive_int, default=S, help="how many newest checkpoints to keep")
+    a("--data_root", default=S, help="where the built-in scenes are rendered and cached")
+    a("--builtin_parts", type=int, choices=[5, 7], default=S, help="cubes per built-in object")
+    a("--builtin_train_scenes", type=positive_int, default=S, help="built-in training scenes")
+    a("--builtin_test_scenes", type=positive_int, default=S, help="built-in test scenes")
+    a("--test_context", type=positive_int, default=S, help="context views in test metrics and the final evaluation")
+    a("--eval_scenes", type=nonnegative_int, default=S, help="held-out scenes in the final evaluation (0: none)")
+    a("--skip_nonfinite", type=str2bool, nargs="?", const=True, default=S,
+      help="skip a step whose loss is not finite (counted in the logs) instead of stopping")
+    a("--skip_bad_scenes", type=str2bool, nargs="?", const=True, default=S,
+      help="leave out (and count in the logs) scenes that fail their checks instead of stopping")
+    for action in p._actions:  # say each default (and the demo's) in --help
+        if action.dest in DEFAULTS:
+            demo = PRESETS["demo"].get(action.dest)
+            if DEFAULTS[action.dest] is not None:
+                action.help += f" (default: {DEFAULTS[action.dest]}" + (f"; demo: {demo})" if demo is not None else ")")
+            elif demo is not None:
+                action.help += f" (demo: {demo})"
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    given = set(vars(args))
+    merged = {**DEFAULTS, **PRESETS[args.preset], **{k: v for k, v in vars(args).items() if k in given}}
+    args = argparse.Namespace(**merged)
+    args.given = sorted(given - {"preset", "resume"})
+    return args
+
+
+def model_config(args):
+    return dict(representation=args.representation, L=args.layers, shared_core=args.shared_core,
+                upsample=args.upsample, r_dim=args.r_dim, h_dim=args.h_dim, z_dim=args.z_dim)

@@ -1,0 +1,216 @@
+"""The parts of a training run that train.py puts together (and benchmarks/bench.py times): the step, the optimizer,
+the processes, stopping on a signal, saving, and logging a step.
+"""
+
+import json
+import math
+import os
+import signal
+import time
+
+import torch
+
+import checkpoint as ckpt_io
+import evaluate
+from model import bits_per_dim
+from runtime import autocast, split_batch
+
+
+class TrainingError(Exception):
+    """Training cannot go on; the message says why and what to do."""
+
+
+def train_step(model, optimizer, frames, viewpoints, sigma, device, dtype="float32", skip_nonfinite=False, beta=1.0):
+    """Forward, backward and optimizer step on one batch; returns (-ELBO, kl, nll) as floats. The gradient
+    is that of mean(nll + beta * kl): -ELBO for the paper's beta = 1."""
+    optimizer.zero_grad(set_to_none=True)  # before the forward: last step's gradients need no memory now
+    x, v, x_q, v_q = split_batch(frames, viewpoints, device)
+    with autocast(device, dtype):
+        elbo, kl, nll = model(x, v, v_q, x_q, sigma, terms=True)
+    values = torch.stack([-elbo.detach().float().mean(), kl.detach().float().mean(), nll.detach().float().mean()])
+    loss = (nll.float() + beta * kl.float()).mean()                  # -ELBO when beta = 1
+    if torch.distributed.is_initialized():  # the global batch's means, so every process decides alike
+        torch.distributed.all_reduce(values)
+        values /= torch.distributed.get_world_size()
+    values = values.tolist()
+    if not math.isfinite(values[0]):
+        if skip_nonfinite:
+            return None
+        raise NonFiniteLoss(f"the loss is {values[0]}")
+    loss.backward()
+    optimizer.step()
+    return values
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def keep_freed_memory():
+    """Ask glibc to serve every block from its heap and keep freed memory there.
+
+    By default blocks over 32 MiB (gradients, optimizer buffers, large activations) are mapped fresh
+    and handed back to the system when freed, so every training step page-faults gigabytes in again:
+    on a CPU that cost about 17 % of the default model's step (benchmarks/bench.py). Elsewhere than glibc: nothing."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
+        libc.mallopt(-4, 0)        # M_MMAP_MAX = 0: no block gets its own mapping
+    except (OSError, AttributeError):
+        pass
+
+
+def make_optimizer(model, lr):
+    """Adam as in the paper (beta 0.9, 0.999; eps 1e-8); fused where this build of torch has it."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8, foreach=True)
+
+
+class Distributed:
+    """torchrun's environment: rank, world size and this process's device."""
+
+    def __init__(self, device_ids):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world_size > 1
+        if torch.cuda.is_available():
+            index = self.local_rank if self.enabled else device_ids[0]
+            self.device = torch.device("cuda", index)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        if self.enabled:
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.main = self.rank == 0
+
+    def close(self):
+        if self.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def save(ckpt_dir, args, model, optimizer, lr_schedule, sigma_schedule, beta_schedule, step, dist):
+    """Every process calls this at the same steps; rank 0 writes the checkpoint. Under DDP the ranks'
+    parameters are compared first (a checksum each), and a divergence stops the run."""
+    if dist.enabled:
+        checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+        sums = [torch.zeros_like(checksum) for _ in range(dist.world_size)]
+        torch.distributed.all_gather(sums, checksum.to(dist.device) if dist.device.type == "cuda" else checksum)
+        if len({s.item() for s in sums}) != 1:
+            raise TrainingError(f"step {step}: the processes' parameters differ ({[s.item() for s in sums]}); "
+                                f"resume from the last checkpoint in {ckpt_dir}")
+    if not dist.main:
+        return None
+    return ckpt_io.save(ckpt_dir, step, keep=args.keep, model=model.state_dict(), config=model.config,
+                        world_size=dist.world_size,
+                        optimizer=optimizer.state_dict(), lr_schedule=lr_schedule.state_dict(),
+                        sigma_schedule=sigma_schedule.state_dict(), beta_schedule=beta_schedule.state_dict(),
+                        args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))})
+
+
+@torch.no_grad()
+def log_test(writer, model, batch, step, sigma, device, dtype):
+    """Test -ELBO, KL, NLL, bits per dim, and the MSE, object IoU, object colour error and NLL above its
+    floor of generations and reconstructions, to TensorBoard with image grids, from
+    evaluate.evaluate_batch (one ELBO pass plus one generation); returns the scalars by name."""
+    from images import make_grid
+    model.eval()
+    frames, viewpoints = batch
+    x, v, x_q, v_q = split_batch(frames, viewpoints, device)
+    metrics, images = evaluate.evaluate_batch(model, x, v, x_q, v_q, sigma, dtype)
+    names = ["neg_elbo", "kl", "nll", "bits_per_dim"] + [
+        f"{name}_{method}" for method in ("generation", "reconstruction", "mean_context")
+        for name in ("mse", "iou", "colour_error", "nll_above_floor")]
+    scalars = {name: metrics[name].mean().item() for name in names}
+    for name, value in scalars.items():
+        writer.add_scalar(f"test/{name}", value, step)
+    nrow = min(8, x_q.shape[0])
+    writer.add_image("test/ground_truth", make_grid(x_q[:nrow], nrow), step)
+    writer.add_image("test/reconstruction", make_grid(images["reconstruction"][:nrow], nrow), step)
+    writer.add_image("test/generation", make_grid(images["generation"][:nrow], nrow), step)
+    return scalars
+
+
+class StopFlag:
+    """SIGINT / SIGTERM ask the loop to stop after the current step and save a checkpoint."""
+
+    def __init__(self):
+        self.requested = None
+        self.previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second signal: stop at once
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def restore(self):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+class RunLog:
+    """Where a run's progress goes, from one call per step: the tqdm bar (its rate at most once a second),
+    TensorBoard (train/..., test/... and image grids) and, as JSON lines, <run>/metrics.jsonl (every step)
+    and <run>/test_metrics.jsonl (every test). Only the main process writes; elsewhere each call does nothing."""
+
+    def __init__(self, run_dir, total_steps, step, enabled):
+        self.enabled, self.run_dir = enabled, run_dir
+        self.writer = self.metrics = None
+        from tqdm import tqdm
+        self.bar = tqdm(total=total_steps, initial=step, disable=not enabled, dynamic_ncols=True)
+        self.start = self.last_time = time.time()
+        self.last_step = step
+        if enabled:
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(run_dir)
+            self.metrics = open(os.path.join(run_dir, "metrics.jsonl"), "a")
+
+    def step(self, step, loss, kl, nll, sigma, lr, beta, image_shape):
+        if not self.enabled:
+            return
+        now = time.time()
+        self.bar.update(1)
+        if now - self.last_time > 1 or step == self.bar.total:
+            rate = (step - self.last_step) / (now - self.last_time)
+            self.last_time, self.last_step = now, step
+            self.bar.set_postfix_str(f"loss {loss:.1f} kl {kl:.1f} sigma {sigma:.3f} lr {lr:.2e} {rate:.2f} steps/s")
+        scalars = dict(neg_elbo=loss, kl=kl, nll=nll, bits_per_dim=bits_per_dim(loss, image_shape),
+                       sigma=sigma, lr=lr, beta=beta)
+        for name, value in scalars.items():
+            self.writer.add_scalar(f"train/{name}", value, step)
+        self.metrics.write(json.dumps(dict(step=step, loss=loss, kl=kl, nll=nll, sigma=sigma, lr=lr, beta=beta,
+                                           seconds=round(now - self.start, 3))) + "\n")
+        self.metrics.flush()
+
+    def count(self, name, value, step):
+        """A running count (skipped steps, bad scenes) to TensorBoard as train/<name>."""
+        if self.enabled:
+            self.writer.add_scalar(f"train/{name}", value, step)
+
+    def test(self, model, batch, step, sigma, device, dtype):
+        if not self.enabled:
+            return None
+        scalars = log_test(self.writer, model, batch, step, sigma, device, dtype)
+        with open(os.path.join(self.run_dir, "test_metrics.jsonl"), "a") as f:
+            f.write(json.dumps(dict(step=step, seconds=round(time.time() - self.start, 3), **scalars)) + "\n")
+        return scalars
+
+    def seconds(self):
+        return time.time() - self.start
+
+    def close(self):
+        self.bar.close()
+        if self.writer:
+            self.writer.close()
+            self.writer = None
+        if self.metrics:
+            self.metrics.close()
+            self.metrics = None
