@@ -118,6 +118,8 @@ def train(args):
         # -- the end: a last checkpoint, and the held-out evaluation unless stopped early
         path = checkpoint_now() if step else None
         run_log.close()
+        if bad_scenes:
+            log(f"left out {bad_scenes} scenes that failed their checks (--skip_bad_scenes; train/skipped_bad_scenes)")
         if dist.main and step > 0:
             if stop.requested:
                 log(f"stopped by {stop.requested} at step {step}; saved {path}; continue with --resume")

@@ -46,7 +46,7 @@ from dataset.shards import write_shard, write_split
 from dataset.viewpoints import raw_to_viewpoint
 from dataset import convert2torch, tfrecord
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parent.parent      # the project, one folder up
 BATCH = 36                  # scenes per batch (the paper's B)
 VIEWS_LOADED = 16           # views per scene in a loader batch
 Scene = namedtuple("Scene", ["frames", "cameras"])      # the original converter's record, pickled as __main__.Scene

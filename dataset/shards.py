@@ -7,7 +7,7 @@ split's scenes are the shards' scenes in shard-number order. A shard holds n sce
 each, is read without pickle, and any one scene can be read without reading the others.
 All numbers are little-endian:
 
-    bytes 0..7  magic b"GQNSHRD1"
+    bytes 0..7  magic b"GQNSHRD2"
     uint64      H, the length of the header in bytes
     H bytes     UTF-8 JSON header with at least
                 {"scenes": n, "views": S, "image_size": P, "camera": "x y z yaw pitch"}
@@ -15,13 +15,21 @@ All numbers are little-endian:
                 data); more keys may follow (e.g. "dataset"), readers ignore them
     float32     cameras, shape (n, S, 5): DeepMind's raw cameras (x, y, z, yaw, pitch), radians
     int64       offsets, n*S + 1 entries, offsets[0] = 0, never decreasing
+    uint32      checksums, n*S entries: view j of scene i's is the CRC32 (zlib's) of its camera's 20
+                bytes followed by its JPEG bytes
     bytes       blob: all JPEG frames concatenated, exactly as the source encoded them;
                 frame j of scene i is blob[offsets[i*S + j] : offsets[i*S + j + 1]]
 
-So the cameras start at byte 16 + H, the offsets 20*n*S bytes later, the blob 8*(n*S + 1) bytes
-after that, and the file ends where the last frame ends (read_shard_header checks this, so a
-truncated shard is refused when the split is opened). write_shard writes a hidden temporary file
-in the same folder and renames it into place: a shard exists whole or not at all. All shards of a
+So the cameras start at byte 16 + H, the offsets 20*n*S bytes later, the checksums 8*(n*S + 1) bytes
+after that and the blob 4*n*S bytes later, and the file ends where the last frame ends
+(read_shard_header checks this, so a truncated shard is refused when the split is opened). Every
+view read is checked against its checksum: a damaged frame or camera is refused, naming the shard,
+scene and view, instead of training on it (DeepMind's TFRecords carry CRCs; this keeps that promise
+after conversion). write_shard writes a hidden temporary file in the same folder and renames it into
+place: a shard exists whole or not at all. All shards of a split have the same S.
+
+Shards of the first version (magic b"GQNSHRD1", written before checksums) are told apart by their
+magic and still read: the same layout without the checksums, so their views are not checked.
 """
 
 import bisect
@@ -31,19 +39,22 @@ import json
 import os
 import re
 import struct
+import zlib
 
 import numpy as np
 
 from dataset.errors import DatasetError
 from dataset.jpeg import _JPEG_TYPES, IMAGE_SIZE, RawViews, jpeg_info
 
-MAGIC = b"GQNSHRD1"
+MAGIC = b"GQNSHRD2"                  # with a CRC32 per view
+MAGIC_V1 = b"GQNSHRD1"               # the first version, without checksums: still read
 CAMERA_LAYOUT = "x y z yaw pitch"
 SHARD_NAME = "shard-{:05d}.gqn"
 SHARD_PATTERN = re.compile(r"shard-(\d+)\.gqn")
 MAX_OPEN_SHARDS = 64                  # open file descriptors kept per process (least recently used closed)
 _CAMERA_BYTES = 5 * 4                 # one view's raw camera: 5 float32
 _OFFSET_BYTES = 8                     # one int64 offset
+_CHECKSUM_BYTES = 4                   # one uint32 CRC32
 _WRITE_BUFFER = 1 << 20               # bytes write_shard buffers per write call
 
 
@@ -98,6 +109,9 @@ def write_shard(path, frames, cameras, extra_header=None):
     header_bytes = json.dumps(header).encode("utf-8")
     offsets = np.zeros(n * views + 1, dtype="<i8")
     offsets[1:] = np.cumsum(np.fromiter(map(len, blobs), np.int64, n * views))
+    camera_bytes = cameras.astype("<f4").tobytes()
+    checksums = np.fromiter((view_checksum(camera_bytes[k * _CAMERA_BYTES:(k + 1) * _CAMERA_BYTES], frame)
+                             for k, frame in enumerate(blobs)), "<u4", n * views)
 
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
@@ -106,8 +120,9 @@ def write_shard(path, frames, cameras, extra_header=None):
             f.write(MAGIC)
             f.write(struct.pack("<Q", len(header_bytes)))
             f.write(header_bytes)
-            f.write(cameras.astype("<f4").tobytes())
+            f.write(camera_bytes)
             f.write(offsets.tobytes())
+            f.write(checksums.tobytes())
             f.writelines(blobs)
             f.flush()
             os.fsync(f.fileno())
@@ -155,20 +170,26 @@ def write_split(split_dir, scenes, scenes_per_shard=1000, start_shard=0, extra_h
     return written
 
 
+def view_checksum(camera_bytes, frame):
+    """The CRC32 of one view: its camera's 20 bytes (5 little-endian float32), then its JPEG bytes."""
+    return zlib.crc32(frame, zlib.crc32(camera_bytes))
+
+
 def _corrupt_shard(path, reason):
     return DatasetError(f"{path} is not a valid GQN shard: {reason}; delete it and convert its source again.")
 
 
 def read_shard_header(path):
     """Read and check a shard's header. Returns the JSON keys plus the byte positions
-    "cameras_offset", "offsets_offset", "blob_offset" and "file_size"."""
+    "cameras_offset", "offsets_offset", "checksums_offset" (None in a first-version shard), "blob_offset"
+    and "file_size"."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
             file_size = os.fstat(f.fileno()).st_size
             start = f.read(16)
-            if len(start) < 16 or start[:8] != MAGIC:
-                raise _corrupt_shard(path, f"it does not start with the magic {MAGIC!r}")
+            if len(start) < 16 or start[:8] not in (MAGIC, MAGIC_V1):
+                raise _corrupt_shard(path, f"it does not start with the magic {MAGIC!r} (or {MAGIC_V1!r})")
             (length,) = struct.unpack("<Q", start[8:])
             if 16 + length > file_size:
                 raise _corrupt_shard(path, f"its header length {length} runs past the end of the file")
@@ -188,11 +209,16 @@ def read_shard_header(path):
             frames = header["scenes"] * header["views"]
             header["cameras_offset"] = 16 + length
             header["offsets_offset"] = header["cameras_offset"] + frames * _CAMERA_BYTES
-            header["blob_offset"] = header["offsets_offset"] + (frames + 1) * _OFFSET_BYTES
+            after_offsets = header["offsets_offset"] + (frames + 1) * _OFFSET_BYTES
+            if start[:8] == MAGIC:
+                header["checksums_offset"] = after_offsets
+                header["blob_offset"] = after_offsets + frames * _CHECKSUM_BYTES
+            else:
+                header["checksums_offset"], header["blob_offset"] = None, after_offsets
             header["file_size"] = file_size
             if header["blob_offset"] > file_size:
                 raise _corrupt_shard(path, "it is shorter than its header says (truncated?)")
-            f.seek(header["blob_offset"] - _OFFSET_BYTES)
+            f.seek(after_offsets - _OFFSET_BYTES)
             (blob_size,) = struct.unpack("<q", f.read(_OFFSET_BYTES))
             if header["blob_offset"] + blob_size != file_size:
                 raise _corrupt_shard(path, f"its frames should end at byte {header['blob_offset'] + blob_size} "
@@ -280,6 +306,13 @@ class ShardFolder:
                 raise IndexError(f"views {views} are out of range for {where} with {views_per_scene} views")
             jpegs = [self._pread(shard, int(offsets[v + 1] - offsets[v]), header["blob_offset"] + int(offsets[v]))
                      for v in views]
+        if header["checksums_offset"] is not None:
+            checksums = np.frombuffer(self._pread(shard, views_per_scene * _CHECKSUM_BYTES, header["checksums_offset"]
+                                                  + local * views_per_scene * _CHECKSUM_BYTES), dtype="<u4")
+            for v, frame in zip(views, jpegs):
+                if view_checksum(cameras[v].tobytes(), frame) != checksums[v]:
+                    raise DatasetError(f"{where} view {v} does not match its checksum (CRC32): the shard is "
+                                       f"damaged; delete it and convert its source again.")
         return RawViews(jpegs, cameras[list(views)], list(views), where, header["image_size"])
 
     def close(self):

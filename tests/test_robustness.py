@@ -181,6 +181,31 @@ def test_a_bad_scene_stops_the_run_in_one_sentence_or_is_skipped_and_counted(tmp
     assert steps == 30
 
 
+def test_zeroed_bytes_in_a_shards_image_data_stop_the_run_or_are_skipped_and_counted(tmp_path, capsys):
+    """3 KB of zeros in the middle of the frames (a disk's damage; the JPEGs still parse): once trained
+    on without a word, now refused by the views' checksums, or left out and counted."""
+    train_dir = write_random_split(tmp_path / "train", scenes=8, views=6, seed=5, scenes_per_shard=8)
+    test_dir = write_random_split(tmp_path / "test", scenes=4, views=6, seed=6)
+    shard = os.path.join(train_dir, "shard-00000.gqn")
+    header = read_shard_header(shard)
+    middle = (header["blob_offset"] + header["file_size"]) // 2
+    with open(shard, "r+b") as f:
+        f.seek(middle)
+        f.write(bytes(3072))
+    data = ["--train_data_dir", train_dir, "--test_data_dir", test_dir, "--root_log_dir", str(tmp_path / "runs")]
+    with pytest.raises(SystemExit) as e:
+        train.main([*data, "--log_dir", "stop", *TINY, "--gradient_steps", "30", "--dataset", "Room"])
+    message = str(e.value.code)
+    assert "\n" not in message and shard in message and "does not match its checksum" in message
+    assert "--skip_bad_scenes" in message
+    # left out and counted, also when the scenes come from a worker process
+    steps = train.train(train.parse_args([*data, "--log_dir", "skip", *TINY, "--gradient_steps", "30",
+                                          "--dataset", "Room", "--skip_bad_scenes", "--workers", "1"]))
+    assert steps == 30
+    left_out = [line for line in capsys.readouterr().out.splitlines() if "scenes that failed their checks" in line]
+    assert left_out and int(left_out[-1].split()[2]) > 0
+
+
 def test_an_unwritable_log_folder_is_one_sentence(tiny_data, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

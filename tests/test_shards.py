@@ -3,12 +3,13 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import gqn_dataset as gd
 from dataset.errors import DatasetError
 from dataset.jpeg import decode_views
-from dataset.shards import read_shard_header, write_shard, write_split
+from dataset.shards import read_shard_header, view_checksum, write_shard, write_split
 from scene_files import encode, make_scenes, noise, one_sentence, pil_decode
 
 
@@ -109,13 +110,55 @@ def test_corrupt_jpeg_names_shard_scene_and_view(tmp_path):
     shard = tmp_path / "shard-00000.gqn"
     header = read_shard_header(shard)
     start = header["blob_offset"] + sum(len(f) for f in scenes[0][0]) + sum(len(f) for f in scenes[1][0][:2])
-    patch(shard, start, bytes(len(scenes[1][0][2])))                     # scene 1 view 2 -> zeros
+    zeros = bytes(len(scenes[1][0][2]))
+    patch(shard, start, zeros)                                           # scene 1 view 2 -> zeros
+    # ... as if written so (the checksum agrees): the decoder, not the checksum, finds it
+    view = 1 * 5 + 2
+    camera = np.asarray(scenes[1][1][2], "<f4").tobytes()
+    patch(shard, header["checksums_offset"] + 4 * view, np.array([view_checksum(camera, zeros)], "<u4").tobytes())
     dataset = gd.GQNDataset(tmp_path)
     dataset[0]
     with pytest.raises(DatasetError) as error:
         dataset[1]
     assert "scene 1 view 2 is not a readable JPEG" in one_sentence(error, shard)
     gd.SceneViews(tmp_path)[(1, (0, 1))]                                 # other views still decode
+
+
+def test_damaged_frames_and_cameras_are_refused_by_their_checksums_naming_shard_scene_and_view(tmp_path):
+    scenes = make_scenes(4, views=5)
+    write_split(tmp_path, scenes)
+    shard = tmp_path / "shard-00000.gqn"
+    header = read_shard_header(shard)
+    assert header["checksums_offset"] is not None
+    # a run of zeros in the middle of the image data (a disk's damage): the frame still parses as a JPEG
+    lengths = [len(f) for frames, _ in scenes for f in frames]
+    view = 2 * 5 + 3                                                     # scene 2 view 3
+    start = header["blob_offset"] + sum(lengths[:view]) + lengths[view] // 2
+    patch(shard, start, bytes(min(64, lengths[view] // 4)))
+    with pytest.raises(DatasetError) as error:
+        gd.SceneViews(tmp_path)[(2, (0, 3))]
+    assert "scene 2 view 3 does not match its checksum (CRC32)" in one_sentence(error, shard)
+    gd.SceneViews(tmp_path)[(2, (0, 1, 2, 4))]                           # its other views still read
+    # one camera number changed (still finite): refused too
+    patch(shard, header["cameras_offset"] + (1 * 5 + 4) * 20, np.array([9.5], "<f4").tobytes())
+    with pytest.raises(DatasetError) as error:
+        gd.GQNDataset(tmp_path)[1]
+    assert "scene 1 view 4 does not match its checksum" in one_sentence(error, shard)
+
+
+def test_first_version_shards_without_checksums_still_read(tmp_path):
+    """A shard written before checksums (magic GQNSHRD1: the same layout without the checksum table)."""
+    scenes = make_scenes(3, views=4)
+    write_split(tmp_path / "new", scenes)
+    new = (tmp_path / "new" / "shard-00000.gqn").read_bytes()
+    header = read_shard_header(tmp_path / "new" / "shard-00000.gqn")
+    old = b"GQNSHRD1" + new[8:header["checksums_offset"]] + new[header["blob_offset"]:]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "shard-00000.gqn").write_bytes(old)
+    assert read_shard_header(tmp_path / "old" / "shard-00000.gqn")["checksums_offset"] is None
+    for i in range(3):
+        a, b = gd.GQNDataset(tmp_path / "old")[i], gd.GQNDataset(tmp_path / "new")[i]
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
 def test_nan_cameras_are_refused_on_write_and_on_read(tmp_path):
