@@ -50,8 +50,8 @@ def keep_freed_memory():
     """Ask glibc to serve every block from its heap and keep freed memory there.
 
     By default blocks over 32 MiB (gradients, optimizer buffers, large activations) are mapped fresh
-    and handed back to the system when freed, so every training step page-faults gigabytes in again:
-    on a CPU that cost about 17 % of the default model's step (benchmarks/bench.py). Elsewhere than glibc: nothing."""
+    and handed back to the system when freed, so every training step page-faults gigabytes in again
+    (on a CPU a sizeable share of the default model's step: README, "Speed"). Elsewhere than glibc: nothing."""
     try:
         import ctypes
         libc = ctypes.CDLL("libc.so.6")

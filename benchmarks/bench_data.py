@@ -202,7 +202,7 @@ def bench_converter(args):
           f"files, {megabytes:.0f} MB; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end. "
           f"{args.repeats} runs each, interleaved: median and range of scenes/s, median CPU time per scene (all "
           f"threads of the processes doing the work; on a shared machine the fairer comparison). The converter's "
-          f"scenes/s leave out its worker processes' start (TensorFlow and torch imported and warmed up) and end "
+          f"scenes/s leave out its worker processes' start (TensorFlow imported and warmed up) and end "
           f"(their exit), shown apart; with --workers 1 it runs in this process, already started. The parts run in "
           f"this process, on 500 scenes.")
     _table(["what", "scenes/s", "range", "of read rate", "CPU us/scene", "read CPU / CPU", "start + end s"], rows)

@@ -20,15 +20,15 @@ What it does and does not do:
     download stops here), the record is a tf.train.Example with S frames and S*5 finite cameras
     (S from the dataset table), and every frame is a well-formed JPEG of the table's frame size
     with 3 components. The frame check is jpeg_info, a walk over the JPEG's markers
-    without decoding (under 1 us a frame): it catches truncated frames (the end marker is gone),
+    without decoding (far cheaper than decoding): it catches truncated frames (the end marker is gone),
     data that is not a JPEG, damaged headers and frames of another size or colour format.
-  * with --full_check also: every frame decodes with PIL, the loader's decoder (about 75 us a
-    frame, some 15 times slower in all). That adds damage INSIDE a frame's compressed image data
+  * with --full_check also: every frame decodes with PIL, the loader's decoder (many times
+    slower in all). That adds damage INSIDE a frame's compressed image data
     (after its headers) that the decoder refuses, e.g. a stray marker; the default check cannot
     see it. Without --full_check such a frame is found only at training time: train.py stops with
     one sentence naming the shard, scene and view, or leaves the scene out with --skip_bad_scenes.
     Damage that still decodes (to wrong pixels) is caught by neither; the TFRecords' CRCs guard
-    the download against it.
+    the download against it, and the shards' own checksums (dataset/shards.py) the shards after.
 - Resumable: shards are written atomically (write_shard), so a shard that exists is
   complete and a rerun skips it; a file whose conversion was interrupted is converted again.
 - The input files are converted by --workers processes in parallel, one file per process at a
@@ -37,12 +37,8 @@ What it does and does not do:
   Each worker first starts (imports TensorFlow, reads a one-record file: a few
   seconds); the workers wait for each other and then convert. A progress bar shows scenes/s, and
   the summary shows the start, the conversion with its rate, and the workers' exit apart.
-  Speed (benchmarks/bench_data.py: 8000 Shepard-Metzler scenes in 8 files, a 2-core machine shared with other
-  jobs; medians of 5 runs): --workers 2 about 16000-18000 scenes/s, 0.7-0.8 of the rate of merely
-  reading and parsing the files with tf.data (23000-24000 scenes/s), after 7.5 s of start and
-  before 2.5 s of exit; --workers 1 (in this process) 11000-13000 scenes/s; --full_check about
-  900 scenes/s, the PIL decode being 95 % of its time. CPU per scene: 65-70 us (read and parse
-  about 35, checks 10, write_shard 20 with its fsync), against 40 us for tf.data's read and parse.
+  Its speed against merely reading the files with tf.data: `python benchmarks/bench_data.py`
+  (README, "Data").
 
 TensorFlow (`pip install tensorflow-cpu`) is needed only here, and only when converting; the rest
 of the project never imports it.

@@ -35,9 +35,8 @@ numpy.random.default_rng([seed, crc32(split), i]) only, so the bytes of a scene 
 number of workers or on which other scenes are rendered. JPEG quality JPEG_QUALITY = 90 (PIL, 4:2:0).
 
 Speed: rays are cast only inside each view's projected bounding box of the object, 16 scenes per
-vectorised call. Rendering plus JPEG encoding costs about 2 ms of CPU per 15-view scene of 5 cubes
-(about 500 scenes/s per core; 7 cubes about 460) once tune_malloc() stops glibc from returning and
-page-faulting the ray arrays' memory on every batch; --workers 2 renders in two processes.
+vectorised call, and tune_malloc() stops glibc from returning and page-faulting the ray arrays'
+memory on every batch; --workers 2 renders in two processes (its rate: README, "Data").
 
 Command line:
     python dataset/shepard_metzler.py --out data/sm7 --parts 7 --train_scenes 20000 --test_scenes 2000 --seed 0
