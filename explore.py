@@ -51,7 +51,7 @@ import gqn_dataset
 from dataset.viewpoints import raw_to_viewpoint
 from dataset.shepard_metzler import camera_from_position, position_from_yaw_pitch
 from images import to_uint8_image
-from runtime import UsageError, pick_device
+from runtime import UsageError, noise_seed, pick_device
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "explore.html")
 MAX_SAMPLES = 32          # "mean of N samples": N at most this
@@ -110,7 +110,7 @@ class Explorer:
         self.num_scenes, self.num_views = len(dataset), dataset.num_views
         self.order_sampler = gqn_dataset.FixedContextSampler(self.num_scenes, self.num_views, 1,
                                                              self.num_views - 1, seed)
-        self.context = context
+        self.context, self.seed = context, seed
         self.coalescer = Coalescer()
         self._cache_lock = threading.Lock()
         self._cache = {}                      # scene -> (frames (S, 3, H, W) uint8, viewpoints (S, 7), raw (S, 5))
@@ -151,14 +151,15 @@ class Explorer:
     def render(self, index, context, yaw, pitch, distance, seed=0, samples=1):
         """The model's image from the camera (yaw, pitch in degrees, distance) given the context views:
         (3, H, W) floats, one prior sample (samples=1) or the mean of `samples` samples. torch's generator
-        is seeded with `seed` first, so this is model.generate's image for that seed."""
+        is seeded with runtime.noise_seed(--seed, seed) first, so this is model.generate's image for that
+        noise (seed counts the page's "Sample again")."""
         frames, viewpoints, _ = self.scene(index)
         x = (frames[context].float() / 255)[None].to(self.device)             # (1, M, 3, H, W)
         v = viewpoints[context][None].to(self.device)                         # (1, M, 7)
         v_q = viewpoint(yaw, pitch, distance)[None].to(self.device)           # (1, 7)
         if samples > 1:                                                       # N samples in one batch
             x, v, v_q = x.expand(samples, *x.shape[1:]), v.expand(samples, *v.shape[1:]), v_q.expand(samples, 7)
-        torch.manual_seed(seed)
+        torch.manual_seed(noise_seed(self.seed, seed))
         images = self.model.generate(x, v, v_q)                               # (N, 3, H, W)
         return images.mean(dim=0).clamp(0, 1).cpu()
 
@@ -291,7 +292,8 @@ def parse_args(argv=None):
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--context", type=int, default=3, help="context views a scene starts with (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="chooses each scene's starting views as evaluate.py does (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="chooses each scene's starting views as evaluate.py does, "
+                                                       "and the noise of the samples (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:

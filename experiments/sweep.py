@@ -53,6 +53,14 @@ CONFIGS = {
                  "as long_s03 with sigma 2 -> 0.5 (stopped early)"),
     "demo": ([*TOWER, *CTX, *steps(750, 250), "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"],
              "`--preset demo`: as tower_s1-03_800, 750 steps (under 10 minutes on 2 cores)"),
+    # single levers on the demo, each alone on the 2 cores (minutes comparable with demo's)
+    "demo_lr2e-3": ([*TOWER, *CTX, *steps(750, 250), "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200",
+                     "--mu_i", "2e-3", "--mu_f", "6e-4"], "as demo, learning rate 2e-3 -> 6e-4"),
+    "demo_s05": ([*TOWER, *CTX, *steps(750, 250), "--sigma_i", "1.0", "--sigma_f", "0.5", "--sigma_n", "200"],
+                 "as demo, sigma 1.0 -> 0.5"),
+    "demo_beta2": ([*TOWER, *CTX, *steps(750, 250), "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200",
+                    "--beta_i", "2", "--beta_f", "2", "--beta_n", "1"],
+                   "as demo, KL weight 2 (more pressure on the posterior to stay near the prior)"),
 }
 
 def run(name, root, extra=()):

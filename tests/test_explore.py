@@ -60,7 +60,7 @@ def test_render_is_a_png_of_the_model_size_and_matches_model_generate_for_the_sa
     frames, viewpoints = explorer.dataset[(0, tuple(range(explorer.num_views)))]
     x = (frames[[0, 1, 2]].float() / 255)[None]
     v = viewpoints[[0, 1, 2]][None]
-    torch.manual_seed(5)
+    torch.manual_seed(explore.noise_seed(0, 5))                               # --seed 0, the 5th sample
     with torch.no_grad():
         expected = explorer.model.generate(x, v, explore.viewpoint(30, -20, 3.333)[None])[0]
     expected = (expected.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
