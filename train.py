@@ -72,8 +72,9 @@ def train(args):
     batches = iter(gqn_dataset.make_loader(
         train_dir, args.batch_size, max_context, args.seed, args.workers, start_batch=step, rank=dist.rank,
         world_size=dist.world_size, pin_memory=dist.device.type == "cuda", min_context=args.min_context))
-    test_batch = evaluate.fixed_batch(test_dir, min(args.batch_size, 16), args.test_context, args.seed) if dist.main else None
+    test_batch = None
     if dist.main:
+        test_batch = evaluate.fixed_batch(test_dir, min(args.batch_size, 16), args.test_context, args.seed)
         write_args(run_dir, args)
     run_log = RunLog(run_dir, args.gradient_steps, step, dist.main)
     stop = StopFlag()
@@ -106,8 +107,9 @@ def train(args):
             for schedule in schedules.values():
                 schedule.step()
             if values is None:
-                skipped += 1
-                run_log.count("skipped_nonfinite_steps", skipped, step)
+                if frames is not None:                           # a non-finite loss (not a batch of bad scenes)
+                    skipped += 1
+                    run_log.count("skipped_nonfinite_steps", skipped, step)
                 continue
             run_log.step(step, *values, sigma, lr, beta, frames.shape[-3:])
             if step % args.log_interval == 0 or step == args.gradient_steps:
