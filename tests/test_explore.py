@@ -216,3 +216,24 @@ def test_in_a_real_browser_dragging_the_rendering_changes_the_image(tiny_checkpo
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_the_explorer_reads_a_folder_converted_by_torch_gqn(tiny_checkpoint, tmp_path, monkeypatch):
+    import sys
+    from scene_files import make_scenes
+    from test_legacy import Scene, save_like_torch_gqn
+    monkeypatch.setattr(sys.modules["__main__"], "Scene", Scene, raising=False)
+    for i, (frames, cameras) in enumerate(make_scenes(3, views=6)):
+        save_like_torch_gqn(tmp_path / f"{i}.pt.gz", frames, cameras[None], gz=True)
+    args = explore.parse_args(["--checkpoint", str(tiny_checkpoint), "--data_dir", str(tmp_path), "--port", "0",
+                               "--device", "cpu"])
+    srv, explorer = explore.build(args)
+    try:
+        assert explorer.num_scenes == 3 and explorer.num_views == 6
+        status, kind, body, headers = explorer.handle("/api/render.png", {
+            "scene": ["2"], "context": ["0,1"], "yaw": ["10"], "pitch": ["-30"], "distance": ["3"]})
+        assert status == 200 and kind == "image/png" and png(body).shape == (64, 64, 3)
+        status, kind, body, _ = explorer.handle("/api/view.png", {"scene": ["1"], "view": ["5"]})
+        assert status == 200 and png(body).shape == (64, 64, 3)
+    finally:
+        srv.server_close()
