@@ -36,7 +36,7 @@ def decode_jpeg(data, where="frame"):
     return np.frombuffer(pixels, dtype=np.uint8).reshape(height, width, 3).copy()
 
 
-_JPEG_TYPES = (bytes, bytearray, memoryview)            # np.bytes_ is a bytes subclass
+JPEG_TYPES = (bytes, bytearray, memoryview)            # np.bytes_ is a bytes subclass
 _SEGMENT = struct.Struct(">BBH")                       # FF, marker, segment length (counting its 2 bytes)
 _FRAME_HEADER = struct.Struct(">BHHB")                 # sample precision, height, width, components
 _READ_SOF = frozenset((0xC0, 0xC1, 0xC2))              # baseline, extended sequential, progressive
@@ -62,7 +62,7 @@ def jpeg_info(data, where="frame"):
     few headers that passed the walk are kept: data that starts with one of them would walk the same
     way, and only its end is checked (much cheaper than the walk, which is much cheaper than PIL's
     reading of the size, let alone its decoding)."""
-    if not isinstance(data, _JPEG_TYPES):
+    if not isinstance(data, JPEG_TYPES):
         raise DatasetError(f"{where} is a {type(data).__name__}, not JPEG bytes; pass each frame as "
                            f"the JPEG bytes of the source data.")
     if type(data) is memoryview:

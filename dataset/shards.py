@@ -44,7 +44,7 @@ import zlib
 import numpy as np
 
 from dataset.errors import DatasetError
-from dataset.jpeg import _JPEG_TYPES, IMAGE_SIZE, RawViews, jpeg_info
+from dataset.jpeg import JPEG_TYPES, IMAGE_SIZE, RawViews, jpeg_info
 
 MAGIC = b"GQNSHRD2"                  # with a CRC32 per view
 MAGIC_V1 = b"GQNSHRD1"               # the first version, without checksums: still read
@@ -84,7 +84,7 @@ def write_shard(path, frames, cameras, extra_header=None):
                            f"drop that scene or fix its cameras.")
     blobs = [frame for scene in frames for frame in scene]                  # (n*S,) JPEG bytes
     if not set(map(type, blobs)) <= {bytes}:                                 # bytearray, memoryview: their bytes
-        blobs = [bytes(frame) if isinstance(frame, _JPEG_TYPES) else frame for frame in blobs]
+        blobs = [bytes(frame) if isinstance(frame, JPEG_TYPES) else frame for frame in blobs]
     try:                                        # the frames' sizes from their markers, no decoding
         sizes = set(map(jpeg_info, blobs, itertools.repeat(path)))           # {(height, width, components)}
     except DatasetError:                        # again, one by one, to name the scene and view

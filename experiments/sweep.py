@@ -53,6 +53,9 @@ CONFIGS = {
                  "as long_s03 with sigma 2 -> 0.5 (stopped early)"),
     "demo": ([*TOWER, *CTX, *steps(750, 250), "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"],
              "`--preset demo`: as tower_s1-03_800, 750 steps (under 10 minutes on 2 cores)"),
+    "long_r64_s04": (["--representation", "tower", "--r_dim", "64", *CTX, *steps(3000, 250), "--sigma_i", "1.0",
+                      "--sigma_f", "0.4", "--sigma_n", "300", "--save_interval", "500"],
+                     "tower r 64, sigma 1.0 -> 0.4 over 300, 3,000 steps, alone on the 2 cores"),
     # single levers on the demo, each alone on the 2 cores (minutes comparable with demo's)
     "demo_lr2e-3": ([*TOWER, *CTX, *steps(750, 250), "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200",
                      "--mu_i", "2e-3", "--mu_f", "6e-4"], "as demo, learning rate 2e-3 -> 6e-4"),
