@@ -148,15 +148,15 @@ class Explorer:
     # -- rendering --------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def render(self, index, context, yaw, pitch, distance, seed=0, samples=1):
-        """The model's image from the camera (yaw, pitch in degrees, distance) given the context views:
+    def render(self, index, context, v_q, seed=0, samples=1):
+        """The model's image from the camera v_q (7,) (see viewpoint) given the context views:
         (3, H, W) floats, one prior sample (samples=1) or the mean of `samples` samples. torch's generator
         is seeded with runtime.noise_seed(--seed, seed) first, so this is model.generate's image for that
         noise (seed counts the page's "Sample again")."""
         frames, viewpoints, _ = self.scene(index)
         x = (frames[context].float() / 255)[None].to(self.device)             # (1, M, 3, H, W)
         v = viewpoints[context][None].to(self.device)                         # (1, M, 7)
-        v_q = viewpoint(yaw, pitch, distance)[None].to(self.device)           # (1, 7)
+        v_q = v_q[None].to(self.device)                                       # (1, 7)
         if samples > 1:                                                       # N samples in one batch
             x, v, v_q = x.expand(samples, *x.shape[1:]), v.expand(samples, *v.shape[1:]), v_q.expand(samples, 7)
         torch.manual_seed(noise_seed(self.seed, seed))
@@ -230,10 +230,11 @@ class Explorer:
                     raise BadRequest("client= may hold up to 32 letters, digits, '-' and '_'")
 
                 def work():
+                    camera = viewpoint(yaw, pitch, distance)
                     start = time.perf_counter()
-                    image = self.render(index, context, yaw, pitch, distance, seed, samples)
+                    image = self.render(index, context, camera, seed, samples)
                     ms = (time.perf_counter() - start) * 1e3
-                    nearest = self.nearest_view(index, viewpoint(yaw, pitch, distance))
+                    nearest = self.nearest_view(index, camera)
                     return png_bytes(image), {"X-Nearest-View": str(nearest), "X-Render-Ms": f"{ms:.1f}"}
 
                 done = self.coalescer.run(client, work)

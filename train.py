@@ -69,6 +69,9 @@ def train(args):
                      beta_schedule=KLWeightSchedule(args.beta_i, args.beta_f, args.beta_n))
     step = restore(state, optimizer, schedules)
     lr_schedule, sigma_schedule, beta_schedule = schedules.values()
+    if args.workers is None:  # enough that a GPU never waits; on a CPU the workers would take its cores
+        gpus = torch.cuda.device_count() if dist.device.type == "cuda" else 0
+        args.workers = max(1, min(8, (os.cpu_count() or 2) // max(1, gpus))) if gpus else 1
     batches = iter(gqn_dataset.make_loader(
         train_dir, args.batch_size, max_context, args.seed, args.workers, start_batch=step, rank=dist.rank,
         world_size=dist.world_size, pin_memory=dist.device.type == "cuda", min_context=args.min_context))
@@ -185,8 +188,7 @@ def resolve_data(args, log):
 
 def build_model(args, state, dist, log):
     """The GQN (the checkpoint's configuration when resuming) on this process's device, and what the loop
-    calls: the model itself, or its DistributedDataParallel / DataParallel / compiled wrapper. Also picks
-    the number of DataLoader workers when --workers is not given."""
+    calls: the model itself, or its DistributedDataParallel / DataParallel / compiled wrapper."""
     model = GQN(**(state["config"] if state else model_config(args)))
     if args.init == "kaiming" and not state:
         kaiming_init(model.phi)
@@ -210,9 +212,6 @@ def build_model(args, state, dist, log):
         net = nn.DataParallel(model, device_ids=args.device_ids)
     if args.compile:
         net = torch.compile(net)
-    if args.workers is None:  # enough that a GPU never waits; on a CPU the workers would take its cores
-        gpus = torch.cuda.device_count() if dist.device.type == "cuda" else 0
-        args.workers = max(1, min(8, (os.cpu_count() or 2) // max(1, gpus))) if gpus else 1
     return model, net
 
 

@@ -50,7 +50,7 @@ def synthetic_batch(batch_size, context, device, seed=0):
 
 def plain_step(model, optimizer, frames, viewpoints, sigma, device):
     """The original's training step: its forward returns only the ELBO."""
-    from evaluate import split_batch
+    from runtime import split_batch
     x, v, x_q, v_q = split_batch(frames, viewpoints, device)
     loss = -model(x, v, v_q, x_q, sigma).mean()
     optimizer.zero_grad(set_to_none=True)

@@ -438,11 +438,6 @@ def frame_statistics(images, threshold=OBJECT_THRESHOLD):
                 span_px=float(spans.mean()) if len(spans) else 0.0)
 
 
-def decode_jpeg(data):
-    """JPEG bytes -> uint8 (H, W, 3)."""
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
 # ----------------------------------------------------------------------------- writing datasets
 
 def dataset_name(parts):

@@ -8,6 +8,7 @@ import pytest
 
 from dataset import shepard_metzler as sm
 from dataset import tfrecord as tfr
+from dataset.jpeg import decode_jpeg
 
 R = sm.CAMERA_DISTANCE
 
@@ -182,7 +183,7 @@ def test_frame_statistics_on_a_known_frame_and_both_dtypes_and_layouts():
 def test_built_in_five_cube_frames_look_like_deepminds_real_ones():
     # a user would notice if the built-in scenes stopped resembling shepard_metzler_5_parts: the object's
     # coverage, brightness and size on the decoded JPEG frames stay within 10 % of the real data's
-    frames = np.stack([sm.decode_jpeg(jpeg) for scene, _ in sm.render_scenes(0, "train", 0, 100, 5)
+    frames = np.stack([decode_jpeg(jpeg) for scene, _ in sm.render_scenes(0, "train", 0, 100, 5)
                        for jpeg in scene])
     assert frames.shape == (1500, 64, 64, 3)
     stats = sm.frame_statistics(frames)
