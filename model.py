@@ -73,8 +73,11 @@ class GQN(nn.Module):
 
     # -- Algorithm S2/S3, the pieces --------------------------------------------------------------
 
-    def encode(self, x, v):
-        """Scene representation r = sum_k psi(x_k, v_k): x (B, M, 3, H, W), v (B, M, 7) -> (B, r_dim, *, *)."""
+    def encode(self, x, v, v_q=None):
+        """Scene representation r = sum_k psi(x_k, v_k): x (B, M, 3, H, W), v (B, M, 7) -> (B, r_dim, *, *).
+        A query-conditioned network (representation="geometric") also takes the query cameras v_q (B, 7)."""
+        if getattr(self.phi, "query_conditioned", False):
+            return self.phi(x, v, v_q)
         B, M = x.shape[:2]
         r = self.phi(x.flatten(0, 1), v.flatten(0, 1))        # (B*M, r_dim, h, w)
         return r.view(B, M, *r.shape[1:]).sum(dim=1)          # (B, r_dim, h, w)
@@ -130,7 +133,7 @@ class GQN(nn.Module):
 
     def elbo_terms(self, x, v, v_q, x_q, sigma):
         """One pass: dict of elbo, kl, nll (each (B,), nats per scene) and x_mu, the reconstruction mean."""
-        r = self.encode(x, v)
+        r = self.encode(x, v, v_q)
         u, kl = self.unroll(r, v_q, x_q)
         x_mu = self.eta_g(u)                                     # (B, 3, 64, 64)
         nll = -gaussian_log_prob(x_q.float(), x_mu.float(), sigma).sum(dim=(1, 2, 3))
@@ -143,17 +146,17 @@ class GQN(nn.Module):
 
     def generate(self, x, v, v_q):
         """Render the query views by sampling z from the prior: (B, 3, 64, 64) in [0, 1]."""
-        u, _ = self.unroll(self.encode(x, v), v_q)
+        u, _ = self.unroll(self.encode(x, v, v_q), v_q)
         return torch.clamp(self.eta_g(u), 0, 1)
 
     def reconstruct(self, x, v, v_q, x_q):
         """Render the query views by sampling z from the posterior given x_q: (B, 3, 64, 64) in [0, 1]."""
-        u, _ = self.unroll(self.encode(x, v), v_q, x_q)
+        u, _ = self.unroll(self.encode(x, v, v_q), v_q, x_q)
         return torch.clamp(self.eta_g(u), 0, 1)
 
     def kl_divergence(self, x, v, v_q, x_q):
         """KL(q || pi) summed over the L steps and z's dimensions: (B,)."""
-        return self.unroll(self.encode(x, v), v_q, x_q)[1]
+        return self.unroll(self.encode(x, v, v_q), v_q, x_q)[1]
 
 
 def sample_normal(mu, logvar, eps=None):

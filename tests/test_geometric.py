@@ -1,0 +1,70 @@
+"""The geometric representation's camera model: it must agree with the renderer, or every ray reads the
+wrong pixels and the model learns nothing from the cameras (representation.py, Geometric)."""
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from dataset import shepard_metzler as sm
+from dataset.viewpoints import raw_to_viewpoint
+from evaluate import object_iou
+from model import GQN
+from representation import Geometric, project
+
+
+def viewpoints(positions):
+    return torch.from_numpy(raw_to_viewpoint(sm.camera_from_position(positions))).float()
+
+
+def test_projection_matches_the_renderer():
+    centres, _, positions = sm.random_scene(seed=3, split="train", index=7, parts=5)
+    cols, rows, depth = sm.project_points(centres, positions)                     # (V, P) each
+    v = viewpoints(positions)
+    pts = torch.from_numpy(centres).float()[None].expand(len(v), -1, -1)
+    grid, d = project(pts, v)
+    np.testing.assert_allclose((grid[..., 0].numpy() + 1) * 32, cols, atol=1e-3)
+    np.testing.assert_allclose((grid[..., 1].numpy() + 1) * 32, rows, atol=1e-3)
+    np.testing.assert_allclose(d.numpy(), depth, atol=1e-4)
+
+
+def test_query_rays_pass_through_their_pixel_centres():
+    _, _, positions = sm.random_scene(seed=0, split="test", index=1, parts=5)
+    v = viewpoints(positions[:2])
+    g = Geometric(r_dim=24, rays=8, depths=5)
+    pts, _ = g.query_points(v)                                                    # (2, 8 * 8 * 5, 3)
+    grid, depth = project(pts, v)
+    centres = (torch.arange(8) + 0.5) / 4 - 1
+    expected = torch.stack(torch.broadcast_tensors(centres[None, :, None], centres[:, None, None]), -1)  # (row, col, D)
+    np.testing.assert_allclose(grid.view(2, 8, 8, 5, 2).numpy(), expected.expand(2, 8, 8, 5, 2).numpy(), atol=1e-5)
+    assert (depth > 0).all()
+
+
+def test_views_carve_the_query_views_silhouette():
+    """Space carving with the module's rays and projection: with the query view among the views, the
+    carved object seen from the query camera is the query view's own silhouette."""
+    centres, colours, positions = sm.random_scene(seed=1, split="test", index=4, parts=5)
+    images = torch.from_numpy(sm.render_views(centres, colours, positions[:4])).permute(0, 3, 1, 2).float() / 255
+    v = viewpoints(positions[:4])
+    g = Geometric(r_dim=24, rays=64, depths=64)
+    pts, _ = g.query_points(v[3:4])
+    grid, _ = project(pts.expand(4, -1, -1), v)
+    seen = F.grid_sample(images, grid[:, :, None], align_corners=False)[..., 0]    # (4, 3, P)
+    solid = (seen.amax(1) > 0.1).all(0).view(64, 64, 64).float()                  # (row, col, depth)
+    silhouette = solid.amax(-1)[None, None].expand(1, 3, 64, 64)
+    assert object_iou(silhouette, images[3:4]).item() > 0.98
+
+
+def test_a_geometric_gqn_renders_for_the_query_camera():
+    torch.manual_seed(0)
+    model = GQN(representation="geometric", L=2, shared_core=True, upsample="broadcast", r_dim=24, h_dim=8)
+    _, _, positions = sm.random_scene(seed=0, split="train", index=0, parts=5)
+    v = viewpoints(positions[:5])[None]
+    x = torch.rand(1, 4, 3, 64, 64)
+    r1 = model.encode(x, v[:, :4], v[:, 4])
+    r2 = model.encode(x, v[:, :4], v[:, 0])
+    assert r1.shape == (1, 24, 16, 16)
+    assert not torch.allclose(r1, r2)                                             # r depends on the query camera
+    elbo = model(x, v[:, :4], v[:, 4], x[:, 0], 0.5)
+    elbo.sum().backward()
+    assert torch.isfinite(elbo).all()
+    assert all(p.grad is not None for p in model.phi.parameters())                # every weight learns
