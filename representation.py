@@ -172,10 +172,10 @@ class Geometric(nn.Module):
             grid = torch.where(depth[..., None] > 1e-3, grid, torch.full_like(grid, 2.0))  # behind: outside
         grid = grid[:, :, None]                                             # (B*M, P, 1, 2)
         images = x.flatten(0, 1)
-        grid = grid.to(images.dtype)
-        colours = F.grid_sample(images, grid, align_corners=False)           # (B*M, 3, P, 1), at full size
-        feats = F.grid_sample(self.features(images), grid, align_corners=False)
-        seen = torch.cat((feats, colours), dim=1).view(B, M, -1, P).transpose(2, 3)  # (B, M, P, C+3)
+        colours = F.grid_sample(images, grid.to(images.dtype), align_corners=False)  # (B*M, 3, P, 1), full size
+        feats = self.features(images)                                       # (B*M, C, 32, 32)
+        feats = F.grid_sample(feats, grid.to(feats.dtype), align_corners=False)
+        seen = torch.cat((feats, colours.to(feats.dtype)), dim=1).view(B, M, -1, P).transpose(2, 3)  # (B, M, P, C+3)
         mean = seen.mean(dim=1)
         var = (seen - mean[:, None]).pow(2).mean(dim=1)
         lowest = seen.amin(dim=1)

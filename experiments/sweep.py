@@ -28,6 +28,7 @@ BASE = ["--layers", "4", "--shared_core", "true", "--upsample", "broadcast", "--
         "200", "--seed", "0", "--workers", "1", "--mu_i", "1e-3", "--mu_f", "3e-4", "--sigma_i", "2.0",
         "--save_interval", "400"]
 TOWER = ["--representation", "tower", "--r_dim", "32"]
+GEO = ["--representation", "geometric", "--r_dim", "32"]
 CTX = ["--min_context", "2", "--max_context", "5"]
 
 
@@ -64,7 +65,15 @@ CONFIGS = {
     "demo_beta2": ([*TOWER, *CTX, *steps(750, 250), "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200",
                     "--beta_i", "2", "--beta_f", "2", "--beta_n", "1"],
                    "as demo, KL weight 2 (more pressure on the posterior to stay near the prior)"),
+    # the geometric representation (representation.py, Geometric; not the paper's), alone on the 2 cores
+    "geo_500": ([*GEO, *CTX, "--gradient_steps", "500", "--mu_n", "750", "--log_interval", "100", "--sigma_i", "1.0",
+                 "--sigma_f", "0.3", "--sigma_n", "200"],
+                "demo's recipe with the geometric representation, 500 steps"),
+    "geo_500_beta3": ([*GEO, *CTX, "--gradient_steps", "500", "--mu_n", "750", "--log_interval", "100",
+                       "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200", "--beta_i", "3", "--beta_f", "3"],
+                      "as geo_500, KL weight 3"),
 }
+
 
 def run(name, root, extra=()):
     flags, _ = CONFIGS[name]

@@ -17,7 +17,7 @@ TINY_RECIPE = ["--representation", "tower", "--r_dim", "16", "--h_dim", "16", "-
                "--upsample", "broadcast", "--batch_size", "8", "--gradient_steps", "300", "--mu_i", "2e-3",
                "--mu_f", "1e-3", "--mu_n", "300", "--sigma_i", "0.3", "--sigma_f", "0.3", "--min_context", "3",
                "--max_context", "3", "--log_interval", "50", "--save_interval", "300", "--workers", "0",
-               "--eval_scenes", "48", "--test_context", "3", "--seed", "0"]
+               "--eval_scenes", "32", "--test_context", "3", "--seed", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +39,24 @@ def test_a_tiny_gqn_learns_the_built_in_scenes(small_scenes, tmp_path):
     assert last["neg_elbo"] < first["neg_elbo"]                         # the held-out loss falls
     assert final["mse_generation"] < final["mse_mean_context"]           # and beats a 3D-blind guess
     assert final["iou_generation"] > 0.5                                 # an object where the object is
+
+
+# the geometric representation (not the paper's) carries the cameras' geometry from the first step, so a
+# tiny model's generations beat the mean context within 150 steps (measured: 0.79x its MSE, IoU 0.65 against
+# 0.59); broken projection (wrong camera axes, pixel convention or depth range) leaves it a blob
+GEOMETRIC_RECIPE = ["--representation", "geometric", "--r_dim", "24", "--h_dim", "16", "--layers", "2",
+                    "--shared_core", "--upsample", "broadcast", "--batch_size", "8", "--gradient_steps", "150",
+                    "--mu_i", "2e-3", "--mu_f", "1e-3", "--mu_n", "150", "--sigma_i", "0.3", "--sigma_f", "0.3",
+                    "--min_context", "3", "--max_context", "3", "--log_interval", "150", "--save_interval", "150",
+                    "--workers", "0", "--eval_scenes", "32", "--test_context", "3", "--seed", "0"]
+
+
+def test_a_geometric_gqn_renders_held_out_views(small_scenes, tmp_path):
+    train_dir, test_dir = small_scenes
+    train.train(train.parse_args(["--train_data_dir", train_dir, "--test_data_dir", test_dir,
+                                  "--root_log_dir", str(tmp_path), "--log_dir", "geo", *GEOMETRIC_RECIPE]))
+    with open(tmp_path / "geo" / "final.json") as f:
+        final = json.load(f)
+    print({k: round(v, 4) for k, v in final.items() if isinstance(v, float)})
+    assert final["mse_generation"] < 0.9 * final["mse_mean_context"]
+    assert final["iou_generation"] > final["iou_mean_context"] + 0.03
