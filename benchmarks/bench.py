@@ -98,13 +98,23 @@ def time_steps(impl, cfg, batch_size, context, steps, warmup, device, dtype, com
     return dict(seconds=statistics.median(times), peak_bytes=peak, all_seconds=times)
 
 
+def not_in_original(cfg):
+    """True for a representation torch-gqn's formulation cannot run (query-conditioned: geometric)."""
+    from representation import REPRESENTATIONS
+    return getattr(REPRESENTATIONS[cfg["representation"]], "query_conditioned", False)
+
+
 def original_flops(cfg, batch_size, context):
-    """FLOPs of one forward + backward of the original formulation, counted on the meta device."""
+    """FLOPs of one forward + backward of the original formulation, counted on the meta device; for a
+    representation the original does not have (geometric), this project's model's FLOPs."""
     from torch.utils.flop_counter import FlopCounterMode
+    from model import GQN
     from reference import PlainGQN
-    kw = {k: v for k, v in cfg.items() if k != "upsample"}
     with torch.device("meta"):
-        model = PlainGQN(**kw)
+        if not_in_original(cfg):
+            model = GQN(**cfg)
+        else:
+            model = PlainGQN(**{k: v for k, v in cfg.items() if k != "upsample"})
         x = torch.rand(batch_size, context, 3, 64, 64)
         v = torch.rand(batch_size, context, 7)
         x_q, v_q = torch.rand(batch_size, 3, 64, 64), torch.rand(batch_size, 7)
@@ -222,7 +232,8 @@ def main(argv=None):
           f"threads {torch.get_num_threads()}")
     flops = original_flops(cfg, args.batch_size, args.context)
     rate32 = conv_rate(cfg, args.batch_size, device, "float32")
-    print(f"original formulation: {flops / 1e12:.3f} TFLOP per step (forward + backward); "
+    counted = "this project's model" if not_in_original(cfg) else "original formulation"
+    print(f"{counted}: {flops / 1e12:.3f} TFLOP per step (forward + backward); "
           f"dominant conv: {rate32 / 1e9:.0f} GFLOP/s fp32", end="")
     rate16 = conv_rate(cfg, args.batch_size, device, "bfloat16") if args.dtype == "bfloat16" else None
     print(f", {rate16 / 1e9:.0f} GFLOP/s bf16" if rate16 else "")
