@@ -11,8 +11,9 @@ import evaluate
 import sample
 from dataset.shepard_metzler import ensure_builtin_dataset
 
-# measured on the 200 scenes of the README: reconstruction IoU 0.871, generation IoU 0.579
-MIN_RECONSTRUCTION_IOU, MIN_GENERATION_IOU = 0.8, 0.5
+# measured on the 32 scenes below: reconstruction IoU 0.882, generation IoU 0.738 (0.881, 0.750 on the
+# README's 200), generation MSE 0.57x the mean context view's
+MIN_RECONSTRUCTION_IOU, MIN_GENERATION_IOU = 0.8, 0.68
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "gqn-sm5.pt")
 
 
@@ -29,7 +30,7 @@ def test_the_shipped_checkpoint_is_small_safe_and_self_describing():
     state = checkpoint.load(SHIPPED)                      # torch.load(weights_only=True)
     assert "optimizer" not in state and state["args"]["data_root"] == "data"
     model = checkpoint.build_model(state)
-    assert model.config["representation"] == "tower" and model.config["L"] == state["args"]["layers"]
+    assert model.config["representation"] == "geometric" and model.config["L"] == state["args"]["layers"]
 
 
 def test_the_shipped_checkpoint_renders_held_out_scenes(test_scenes, tmp_path):
@@ -38,10 +39,11 @@ def test_the_shipped_checkpoint_renders_held_out_scenes(test_scenes, tmp_path):
     with open(out) as f:
         m = json.load(f)
     assert m["scenes"] == 32
-    # its decoder draws the objects (z from the posterior) and its prior puts them where they are
+    # its decoder draws the objects (z from the posterior) and, from the context alone, renders them from
+    # the query camera better than any 3D-blind guess
     assert m["iou_reconstruction"] > MIN_RECONSTRUCTION_IOU
     assert m["iou_generation"] > MIN_GENERATION_IOU
-    assert m["mse_generation"] < m["mse_black"] and m["mse_reconstruction"] < m["mse_mean_context"]
+    assert m["mse_generation"] < 0.75 * m["mse_mean_context"] and m["mse_reconstruction"] < m["mse_generation"]
 
 
 def test_sample_writes_the_readmes_grid_and_orbit_from_it(test_scenes, tmp_path):
