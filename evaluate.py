@@ -88,11 +88,11 @@ def nll_above_floor(image, truth, sigma):
 
 
 @torch.no_grad()
-def evaluate_batch(model, x, v, x_q, v_q, sigma, dtype="float32"):
+def evaluate_batch(model, x, v, x_q, v_q, sigma, dtype="float32", temperature=1.0):
     """Per-scene metrics of one batch, each (B,), plus the images: one ELBO pass and one generation."""
     with autocast(x.device, dtype):
         t = model.elbo_terms(x, v, v_q, x_q, sigma)
-        generation = model.generate(x, v, v_q).float()
+        generation = model.generate(x, v, v_q, temperature).float()
     images = dict(generation=generation, reconstruction=t["x_mu"].float().clamp(0, 1), **baselines(x, v, v_q))
     out = dict(neg_elbo=-t["elbo"].float(), kl=t["kl"].float(), nll=t["nll"].float())
     out["bits_per_dim"] = bits_per_dim(out["neg_elbo"], x_q.shape[1:])
@@ -108,7 +108,7 @@ def evaluate_batch(model, x, v, x_q, v_q, sigma, dtype="float32"):
 
 
 @torch.no_grad()
-def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=True):
+def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=True, temperature=1.0):
     """Mean of every metric over all the loader's scenes. Deterministic for a given model and seed."""
     from tqdm import tqdm
     model.eval()
@@ -116,7 +116,7 @@ def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=Tru
     for i, (frames, viewpoints) in enumerate(tqdm(loader, desc="evaluating", disable=not progress, leave=False)):
         torch.manual_seed(noise_seed(seed, i))                            # the noise of batch i
         x, v, x_q, v_q = split_batch(frames, viewpoints, device)
-        out, _ = evaluate_batch(model, x, v, x_q, v_q, sigma, dtype)
+        out, _ = evaluate_batch(model, x, v, x_q, v_q, sigma, dtype, temperature)
         for k, value in out.items():
             sums[k] = sums.get(k, 0.0) + value.sum().item()
         count += x.shape[0]
@@ -186,6 +186,9 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=32, help="scenes per batch (default 32; the noise is drawn per batch)")
     p.add_argument("--seed", type=int, default=0, help="chooses the context and query views and the model's noise (default 0)")
     p.add_argument("--sigma", type=float, default=None, help="pixel sigma of the likelihood (default: the checkpoint's)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="scale of the prior's standard deviation for the generations (default 1: the model's "
+                        "samples; 0: z at the prior's mean; below 1 departs from the paper)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute type (default float32)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     p.add_argument("--out", default=None, help="JSON file to write (default: <checkpoint>-eval.json next to it)")
@@ -199,6 +202,8 @@ def main(argv=None):
         sys.exit(f"error: --seed must be 0 or more, not {args.seed}")
     if args.sigma is not None and not (args.sigma > 0 and math.isfinite(args.sigma)):
         sys.exit(f"error: --sigma must be a positive number, not {args.sigma}")
+    if not (args.temperature >= 0 and math.isfinite(args.temperature)):
+        sys.exit(f"error: --temperature must be 0 or more, not {args.temperature}")
     try:
         device = pick_device(args.device)
         state = checkpoint.load(args.checkpoint)
@@ -215,11 +220,14 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     model.to(device)
     print(f"{args.checkpoint} (step {state.get('step', '?')}): {scenes} scenes of {data_dir}, "
-          f"{args.context} context views, sigma {sigma:.4g}, seed {args.seed}, on {device}")
-    metrics = evaluate(model, loader, sigma, device, args.seed, args.dtype, progress=not args.no_progress)
+          f"{args.context} context views, sigma {sigma:.4g}, seed {args.seed}, on {device}"
+          + (f", prior temperature {args.temperature:g}" if args.temperature != 1 else ""))
+    metrics = evaluate(model, loader, sigma, device, args.seed, args.dtype, progress=not args.no_progress,
+                       temperature=args.temperature)
     metrics.update(checkpoint=os.path.abspath(args.checkpoint), step=state.get("step"), config=state["config"],
                    data_dir=os.path.abspath(data_dir), context=args.context, seed=args.seed,
-                   batch_size=min(args.batch_size, scenes), sigma=sigma, dtype=args.dtype)
+                   batch_size=min(args.batch_size, scenes), sigma=sigma, dtype=args.dtype,
+                   temperature=args.temperature)
     print(format_table(metrics))
     out = args.out or os.path.splitext(args.checkpoint)[0] + "-eval.json"
     try:

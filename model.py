@@ -87,8 +87,9 @@ class GQN(nn.Module):
             return self.inference_core, self.generation_core
         return self.inference_core[l], self.generation_core[l]
 
-    def unroll(self, r, v_q, x_q=None):
-        """The L steps. With x_q: z from the posterior, returns (u_L, KL (B,)); else from the prior, (u_L, None)."""
+    def unroll(self, r, v_q, x_q=None, temperature=1.0):
+        """The L steps. With x_q: z from the posterior, returns (u_L, KL (B,)); else from the prior, (u_L, None),
+        its standard deviations scaled by `temperature` (1: the prior itself; 0: z at the prior's mean)."""
         B = v_q.shape[0]
         h, g, n = self.h_dim, self.grid, self.image_size
         c_g = h_g = r.new_zeros(B, h, g, g)
@@ -106,7 +107,10 @@ class GQN(nn.Module):
             # prior pi_l from the generator state before this step's update
             mu_pi, logvar_pi = torch.chunk(self.eta_pi(h_g), 2, dim=1)
             if x_q is None:
-                z = sample_normal(mu_pi, logvar_pi, self._noise(mu_pi))
+                eps = self._noise(mu_pi)
+                if temperature != 1.0:  # the same draw as at temperature 1, scaled
+                    eps = (torch.randn_like(mu_pi) if eps is None else eps) * temperature
+                z = sample_normal(mu_pi, logvar_pi, eps)
             else:
                 c_e, h_e = inference_core(inf_fixed, c_e, h_e, h_g, u)
                 mu_q, logvar_q = torch.chunk(self.eta_e(h_e), 2, dim=1)   # posterior q_l
@@ -144,9 +148,10 @@ class GQN(nn.Module):
         t = self.elbo_terms(x, v, v_q, x_q, sigma)
         return (t["elbo"], t["kl"], t["nll"]) if terms else t["elbo"]
 
-    def generate(self, x, v, v_q):
-        """Render the query views by sampling z from the prior: (B, 3, 64, 64) in [0, 1]."""
-        u, _ = self.unroll(self.encode(x, v, v_q), v_q)
+    def generate(self, x, v, v_q, temperature=1.0):
+        """Render the query views by sampling z from the prior: (B, 3, 64, 64) in [0, 1]. A temperature
+        below 1 narrows the prior (0: its mean, one image per scene; not the paper's, which samples)."""
+        u, _ = self.unroll(self.encode(x, v, v_q), v_q, temperature=temperature)
         return torch.clamp(self.eta_g(u), 0, 1)
 
     def reconstruct(self, x, v, v_q, x_q):

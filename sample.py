@@ -71,6 +71,9 @@ def parse_args(argv=None):
                             f"negative looks down from above (default {-DEFAULT_ELEVATION:g})")
     p.add_argument("--distance", type=float, default=None,
                    help="orbit camera's distance from the origin (default: the mean of the scene's cameras)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="scale of the prior's standard deviation (default 1: the model's samples; 0: z at the "
+                        "prior's mean, every sample alike; below 1 departs from the paper)")
     p.add_argument("--seed", type=int, default=0, help="chooses views, --random scenes and noise (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     p.add_argument("--out", default=None, help="output folder (default: the checkpoint's folder)")
@@ -87,6 +90,8 @@ def parse_args(argv=None):
     args.pitch_deg = pitch
     if args.distance is not None and not (args.distance > 0 and math.isfinite(args.distance)):
         p.exit(2, f"error: --distance must be a positive number, not {args.distance}\n")
+    if not (args.temperature >= 0 and math.isfinite(args.temperature)):
+        p.exit(2, f"error: --temperature must be 0 or more, not {args.temperature}\n")
     return args
 
 
@@ -131,24 +136,24 @@ def orbit_viewpoints(frames, pitch, distance):
 
 
 @torch.no_grad()
-def render_grid_columns(model, x, v, x_q, v_q, samples, seed):
+def render_grid_columns(model, x, v, x_q, v_q, samples, seed, temperature=1.0):
     """reconstruction (B, 3, 64, 64) and a list of `samples` prior samples, each (B, 3, 64, 64)."""
     torch.manual_seed(noise_seed(seed, 0))
     reconstruction = model.reconstruct(x, v, v_q, x_q)
     generated = []
     for k in range(1, samples + 1):
         torch.manual_seed(noise_seed(seed, k))
-        generated.append(model.generate(x, v, v_q))
+        generated.append(model.generate(x, v, v_q, temperature))
     return reconstruction, generated
 
 
 @torch.no_grad()
-def render_orbit(model, x, v, orbit, seed):
+def render_orbit(model, x, v, orbit, seed, temperature=1.0):
     """orbit (B, T, 7) query cameras -> frames (T, B, 3, 64, 64), every frame with the same noise."""
     frames = []
     for t in range(orbit.shape[1]):
         torch.manual_seed(noise_seed(seed, 1))                # the first sample column's noise, each frame
-        frames.append(model.generate(x, v, orbit[:, t]))
+        frames.append(model.generate(x, v, orbit[:, t], temperature))
     return torch.stack(frames)
 
 
@@ -176,18 +181,20 @@ def sample(args):
 
     x, v, x_q, v_q, distances = load_scenes(dataset, scenes, args.context, args.seed)
     x, v, x_q, v_q = x.to(device), v.to(device), x_q.to(device), v_q.to(device)
-    reconstruction, generated = render_grid_columns(model, x, v, x_q, v_q, args.samples, args.seed)
+    reconstruction, generated = render_grid_columns(model, x, v, x_q, v_q, args.samples, args.seed, args.temperature)
 
     pitch = math.radians(args.pitch_deg)
     orbit = torch.stack([orbit_viewpoints(args.frames, pitch, args.distance or d) for d in distances]).to(device)
-    frames = render_orbit(model, x, v, orbit, args.seed)                                 # (T, B, 3, 64, 64)
+    frames = render_orbit(model, x, v, orbit, args.seed, args.temperature)               # (T, B, 3, 64, 64)
 
-    stem = os.path.join(out, f"{os.path.splitext(os.path.basename(args.checkpoint))[0]}-seed{args.seed}")
+    stem = os.path.join(out, f"{os.path.splitext(os.path.basename(args.checkpoint))[0]}-seed{args.seed}"
+                             + (f"-t{args.temperature:g}" if args.temperature != 1 else ""))
     grid_path, orbit_path = f"{stem}-grid.png", f"{stem}-orbit.gif"
     save_png(grid_image(x, x_q, reconstruction, generated), grid_path)
     save_gif(orbit_images(x, frames), orbit_path)
     m, k = args.context, args.samples
-    print(f"scenes {' '.join(map(str, scenes))} of {data_dir}, {m} context views, seed {args.seed}")
+    print(f"scenes {' '.join(map(str, scenes))} of {data_dir}, {m} context views, seed {args.seed}"
+          + (f", prior temperature {args.temperature:g}" if args.temperature != 1 else ""))
     print(f"wrote {grid_path}: one row per scene: {m} context | truth | reconstruction | {k} samples")
     distance = f"{args.distance:g}" if args.distance else "each scene's mean camera distance"
     print(f"wrote {orbit_path}: {args.frames} frames, pitch {args.pitch_deg:g} deg (elevation "

@@ -73,6 +73,14 @@ def test_same_seed_same_numbers_and_another_seed_differs(tiny_checkpoint, tiny_d
     assert any(a[k] != c[k] for k in numbers)
 
 
+def test_temperature_changes_only_the_generations(tiny_checkpoint, tiny_data, tmp_path):
+    sampled = run_cli(tiny_checkpoint, tiny_data[1], tmp_path / "a.json")
+    mean = run_cli(tiny_checkpoint, tiny_data[1], tmp_path / "b.json", "--temperature", "0")
+    assert mean["temperature"] == 0 and sampled["temperature"] == 1
+    assert mean["mse_generation"] != sampled["mse_generation"]                 # the prior's mean, not a sample
+    assert mean["mse_reconstruction"] == sampled["mse_reconstruction"] and mean["kl"] == sampled["kl"]
+
+
 def test_default_out_is_next_to_the_checkpoint(tiny_checkpoint, tiny_data, capsys):
     evaluate.main(["--checkpoint", tiny_checkpoint, "--data_dir", tiny_data[1], "--scenes", "2", "--no_progress"])
     out = tiny_checkpoint[:-len(".pt")] + "-eval.json"
@@ -104,6 +112,7 @@ def test_builtin_test_dir_follows_the_checkpoints_run(tmp_path):
     (["--context", "6"], "--context 6 is out of range"),           # tiny scenes have 6 views
     (["--context", "0"], "--context must be at least 1"),
     (["--sigma", "-1"], "--sigma must be a positive number"),
+    (["--temperature", "-0.5"], "--temperature must be 0 or more"),
 ])
 def test_bad_values_end_in_one_sentence(tiny_checkpoint, tiny_data, tmp_path, extra, says):
     with pytest.raises(SystemExit) as e:

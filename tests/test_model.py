@@ -21,6 +21,20 @@ def n_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
+def test_prior_temperature_scales_the_same_draw_and_zero_is_the_prior_mean():
+    model = GQN(**TINY).eval()
+    x, v, v_q, _ = batch()
+    with torch.no_grad():
+        def generate(seed, **kw):
+            torch.manual_seed(seed)
+            return model.generate(x, v, v_q, **kw)
+        assert torch.equal(generate(1), generate(1, temperature=1.0))       # 1 is the model's own sampling
+        assert not torch.equal(generate(1), generate(2))                    # which depends on the noise
+        assert torch.equal(generate(1, temperature=0.0), generate(2, temperature=0.0))   # the mean does not
+        half = generate(1, temperature=0.5)
+        assert not torch.equal(half, generate(1)) and not torch.equal(half, generate(1, temperature=0.0))
+
+
 @pytest.mark.parametrize("representation", ["pool", "tower", "pyramid"])
 @pytest.mark.parametrize("shared_core", [False, True])
 @pytest.mark.parametrize("upsample", ["learned", "broadcast"])
