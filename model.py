@@ -18,6 +18,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from core import GenerationCore, InferenceCore
 from representation import REPRESENTATIONS
@@ -28,7 +29,7 @@ SCALE = 4  # the cores run at image_size / 4: x_q and u go down, h_g goes up, by
 
 class GQN(nn.Module):
     def __init__(self, representation="pool", L=12, shared_core=False, upsample="learned",
-                 x_dim=3, v_dim=7, r_dim=256, h_dim=128, z_dim=3, image_size=64):
+                 x_dim=3, v_dim=7, r_dim=256, h_dim=128, z_dim=3, image_size=64, render_skip=False):
         super().__init__()
         if representation not in REPRESENTATIONS:
             raise ValueError(f"unknown representation {representation!r}: choose one of {sorted(REPRESENTATIONS)}")
@@ -36,9 +37,15 @@ class GQN(nn.Module):
             raise ValueError(f"unknown upsample {upsample!r}: choose one of {UPSAMPLE_CHOICES}")
         if L < 1:
             raise ValueError(f"L (the number of generative layers) must be at least 1, not {L}")
+        if render_skip and not hasattr(REPRESENTATIONS[representation], "rendering"):
+            raise ValueError(f"render_skip needs a representation that renders the query view (geometric), "
+                             f"not {representation!r}")
         self.config = dict(representation=representation, L=L, shared_core=bool(shared_core),
                            upsample=upsample, x_dim=x_dim, v_dim=v_dim, r_dim=r_dim, h_dim=h_dim,
                            z_dim=z_dim, image_size=image_size)
+        if render_skip:  # only when set, so that configurations saved before it rebuild as they were
+            self.config["render_skip"] = True
+        self.render_skip = bool(render_skip)
         self.representation = representation
         self.L = L
         self.shared_core = bool(shared_core)
@@ -139,9 +146,18 @@ class GQN(nn.Module):
         """One pass: dict of elbo, kl, nll (each (B,), nats per scene) and x_mu, the reconstruction mean."""
         r = self.encode(x, v, v_q)
         u, kl = self.unroll(r, v_q, x_q)
-        x_mu = self.eta_g(u)                                     # (B, 3, 64, 64)
+        x_mu = self.observe(u, r)                                # (B, 3, 64, 64)
         nll = -gaussian_log_prob(x_q.float(), x_mu.float(), sigma).sum(dim=(1, 2, 3))
         return dict(elbo=-nll - kl, kl=kl, nll=nll, x_mu=x_mu)
+
+    def observe(self, u, r):
+        """The mean of the image's Gaussian: eta_g(u_L) (the paper's), plus, with render_skip, the
+        representation's own rendering of the query view brought to the image size (not the paper's)."""
+        x_mu = self.eta_g(u)
+        if self.render_skip:
+            x_mu = x_mu + F.interpolate(self.phi.rendering(r).to(x_mu.dtype), size=x_mu.shape[-2:],
+                                        mode="bilinear", align_corners=False)
+        return x_mu
 
     def forward(self, x, v, v_q, x_q, sigma, terms=False):
         """ELBO per scene (B,); with terms=True the tuple (elbo, kl, nll), still from one pass."""
@@ -151,13 +167,15 @@ class GQN(nn.Module):
     def generate(self, x, v, v_q, temperature=1.0):
         """Render the query views by sampling z from the prior: (B, 3, 64, 64) in [0, 1]. A temperature
         below 1 narrows the prior (0: its mean, one image per scene; not the paper's, which samples)."""
-        u, _ = self.unroll(self.encode(x, v, v_q), v_q, temperature=temperature)
-        return torch.clamp(self.eta_g(u), 0, 1)
+        r = self.encode(x, v, v_q)
+        u, _ = self.unroll(r, v_q, temperature=temperature)
+        return torch.clamp(self.observe(u, r), 0, 1)
 
     def reconstruct(self, x, v, v_q, x_q):
         """Render the query views by sampling z from the posterior given x_q: (B, 3, 64, 64) in [0, 1]."""
-        u, _ = self.unroll(self.encode(x, v, v_q), v_q, x_q)
-        return torch.clamp(self.eta_g(u), 0, 1)
+        r = self.encode(x, v, v_q)
+        u, _ = self.unroll(r, v_q, x_q)
+        return torch.clamp(self.observe(u, r), 0, 1)
 
     def kl_divergence(self, x, v, v_q, x_q):
         """KL(q || pi) summed over the L steps and z's dimensions: (B,)."""

@@ -31,7 +31,7 @@ DEFAULTS = dict(
     sigma_i=2.0, sigma_f=0.7, sigma_n=2e5, dtype="float32", compile=False, keep=5,
     data_root="data", builtin_parts=7, builtin_train_scenes=20_000, builtin_test_scenes=1_000,
     test_context=3, eval_scenes=200, skip_nonfinite=False, skip_bad_scenes=False, min_context=1,
-    max_context=None, beta_i=1.0, beta_f=1.0, beta_n=1, init="torch",
+    max_context=None, beta_i=1.0, beta_f=1.0, beta_n=1, init="torch", render_skip=False,
 )
 
 
@@ -105,6 +105,9 @@ def build_parser():
     a("--h_dim", type=positive_int, default=S, help="conv-LSTM hidden channels (paper: 128)")
     a("--r_dim", type=positive_int, default=S, help="representation channels (paper: 256)")
     a("--z_dim", type=positive_int, default=S, help="latent channels (paper: 3)")
+    a("--render_skip", type=str2bool, nargs="?", const=True, default=S,
+      help="add the geometric representation's own rendering of the query view to the generator's output "
+           "image, so the generator learns a correction to it (departs from the paper; geometric only)")
     a("--mu_i", type=positive_float, default=S, help="initial learning rate")
     a("--mu_f", type=positive_float, default=S, help="final learning rate")
     a("--mu_n", type=positive_float, default=S, help="steps over which the learning rate anneals")
@@ -152,4 +155,5 @@ def parse_args(argv=None):
 
 def model_config(args):
     return dict(representation=args.representation, L=args.layers, shared_core=args.shared_core,
-                upsample=args.upsample, r_dim=args.r_dim, h_dim=args.h_dim, z_dim=args.z_dim)
+                upsample=args.upsample, r_dim=args.r_dim, h_dim=args.h_dim, z_dim=args.z_dim) | \
+        (dict(render_skip=True) if args.render_skip else {})  # as model.GQN's config: only when set

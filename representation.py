@@ -201,6 +201,11 @@ class Geometric(nn.Module):
         image = F.pixel_unshuffle(ray[:, -5:-1], 2)  # the rendered colour and opacity, to the grid as they are
         return torch.cat((self.out(ray), image), dim=1)
 
+    @staticmethod
+    def rendering(r, x_dim=3):
+        """The query view as this network renders it, read back from r: colour on black, (B, 3, 32, 32)."""
+        return F.pixel_shuffle(r[:, -4 * (x_dim + 1):], 2)[:, :x_dim]
+
 
 REPRESENTATIONS = {"pool": Pool, "tower": Tower, "pyramid": Pyramid, "geometric": Geometric}
 

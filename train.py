@@ -189,7 +189,10 @@ def resolve_data(args, log):
 def build_model(args, state, dist, log):
     """The GQN (the checkpoint's configuration when resuming) on this process's device, and what the loop
     calls: the model itself, or its DistributedDataParallel / DataParallel / compiled wrapper."""
-    model = GQN(**(state["config"] if state else model_config(args)))
+    try:
+        model = GQN(**(state["config"] if state else model_config(args)))
+    except ValueError as e:  # a combination of model flags that does not make a model
+        raise UsageError(f"{e}; change --representation, --r_dim or --render_skip") from None
     if args.init == "kaiming" and not state:
         kaiming_init(model.phi)
     model.to(dist.device)

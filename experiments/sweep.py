@@ -75,6 +75,10 @@ CONFIGS = {
     "geo_demo": ([*GEO, *CTX, "--gradient_steps", "400", "--mu_n", "750", "--log_interval", "100",
                   "--save_interval", "200", "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"],
                  "`--preset demo` now: as geo_500, 400 steps (from a fresh clone: 8 min 45 s all told)"),
+    "geo_demo_skip": ([*GEO, *CTX, "--gradient_steps", "400", "--mu_n", "750", "--log_interval", "100",
+                       "--save_interval", "200", "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200",
+                       "--render_skip", "true"],
+                      "as geo_demo, the representation's rendering added to the generator's output"),
     # the shipped checkpoint (assets/gqn-sm5.pt); it shared the cores with test runs for part of its time
     "geo_long": ([*GEO, *CTX, "--gradient_steps", "3500", "--mu_f", "1e-4", "--mu_n", "3500", "--sigma_i", "1.0",
                   "--sigma_f", "0.3", "--sigma_n", "200", "--log_interval", "250", "--save_interval", "250"],

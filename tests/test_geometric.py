@@ -68,3 +68,35 @@ def test_a_geometric_gqn_renders_for_the_query_camera():
     elbo.sum().backward()
     assert torch.isfinite(elbo).all()
     assert all(p.grad is not None for p in model.phi.parameters())                # every weight learns
+
+
+def test_the_rendering_read_back_from_r_is_the_carved_query_view():
+    """Geometric.rendering(r) (what --render_skip adds to the generator's output) is the composited colour:
+    at initialisation, with the query view among the context views, the view's own object in place."""
+    torch.manual_seed(0)
+    centres, colours, positions = sm.random_scene(seed=1, split="test", index=4, parts=5)
+    images = torch.from_numpy(sm.render_views(centres, colours, positions[:4])).permute(0, 3, 1, 2).float() / 255
+    v = viewpoints(positions[:4])
+    g = Geometric(r_dim=24)
+    with torch.no_grad():
+        image = Geometric.rendering(g(images[None], v[None], v[3:4]))                # (1, 3, 32, 32)
+    image = F.interpolate(image, size=64, mode="bilinear", align_corners=False)
+    assert object_iou(image, images[3:4]).item() > 0.85
+    assert (image - images[3:4]).abs().mean().item() < 0.03                       # and in its colours
+
+
+def test_render_skip_starts_the_generator_from_that_rendering_and_rebuilds_from_its_config():
+    torch.manual_seed(0)
+    config = dict(representation="geometric", L=2, shared_core=True, upsample="broadcast", r_dim=24, h_dim=8)
+    plain, skip = GQN(**config), GQN(**config, render_skip=True)
+    skip.load_state_dict(plain.state_dict())                                      # no weights of its own
+    assert "render_skip" not in plain.config and GQN(**skip.config).render_skip
+    _, _, positions = sm.random_scene(seed=0, split="train", index=0, parts=5)
+    v = viewpoints(positions[:5])[None]
+    x = torch.rand(1, 4, 3, 64, 64)
+    with torch.no_grad():
+        r = plain.encode(x, v[:, :4], v[:, 4])
+        u = torch.randn(1, 8, 64, 64)
+        added = skip.observe(u, r) - plain.observe(u, r)
+    expected = F.interpolate(Geometric.rendering(r), size=64, mode="bilinear", align_corners=False)
+    assert torch.allclose(added, expected, atol=1e-6)
