@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one GPU session of this project (an NVIDIA H200, 15 minutes of device time in all), as run:
+# The prepared GPU check of this project (for an NVIDIA H200, 15 minutes of device time in all; not yet run):
 #   1. benchmarks/bench.py on cuda at batch 36: the paper's model in fp32 (both formulations), bf16, compile;
 #      the candidate model below in fp32 and bf16;
 #   2. three training runs side by side on the one GPU for TRAIN_SECONDS each, on 20,000 built-in
@@ -25,7 +25,8 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 DATA=${DATA:-data/h200_sm5}
 RUNS=${RUNS:-runs_h200}
 mkdir -p "$OUT" "$RUNS"
-CAND="--representation tower --layers 8 --shared_core true --upsample broadcast --r_dim 128 --h_dim 64"
+# the candidate: the demo's geometric representation with a wider, deeper generator
+CAND="--representation geometric --layers 8 --shared_core true --upsample broadcast --r_dim 64 --h_dim 64"
 stamp "render 20000 + 200 scenes (background)"
 python3 dataset/shepard_metzler.py --out $DATA --parts 5 --train_scenes $SCENES --test_scenes 200 --seed 0 \
     --workers 12 > "$RUNS/render.log" 2>&1 &
@@ -48,7 +49,7 @@ stamp "train A, B, C for $TRAIN_SECONDS s each, side by side"
 timeout -s INT $TRAIN_SECONDS python3 train.py $COMMON --log_dir A $CAND --mu_i 5e-4 --mu_f 1e-4 --mu_n 20000 \
     > "$RUNS/train_A.log" 2>&1 &
 timeout -s INT $TRAIN_SECONDS python3 train.py $COMMON --log_dir B --representation tower --layers 8 --shared_core true \
-    --upsample broadcast --r_dim 64 --h_dim 64 --mu_i 1e-3 --mu_f 1e-4 --mu_n 20000 > "$RUNS/train_B.log" 2>&1 &
+    --upsample broadcast --r_dim 128 --h_dim 64 --mu_i 5e-4 --mu_f 1e-4 --mu_n 20000 > "$RUNS/train_B.log" 2>&1 &
 timeout -s INT $TRAIN_SECONDS python3 train.py $COMMON --log_dir C --preset demo --mu_n 20000 \
     > "$RUNS/train_C.log" 2>&1 &
 wait
