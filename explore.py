@@ -157,10 +157,11 @@ class Explorer:
         x = (frames[context].float() / 255)[None].to(self.device)             # (1, M, 3, H, W)
         v = viewpoints[context][None].to(self.device)                         # (1, M, 7)
         v_q = v_q[None].to(self.device)                                       # (1, 7)
+        r = self.model.encode(x, v, v_q)                                      # once, for every sample
         if samples > 1:                                                       # N samples in one batch
-            x, v, v_q = x.expand(samples, *x.shape[1:]), v.expand(samples, *v.shape[1:]), v_q.expand(samples, 7)
+            r, v_q = r.expand(samples, *r.shape[1:]), v_q.expand(samples, 7)
         torch.manual_seed(noise_seed(self.seed, seed))
-        images = self.model.generate(x, v, v_q)                               # (N, 3, H, W)
+        images = self.model.render(r, v_q)                                    # (N, 3, H, W)
         return images.mean(dim=0).clamp(0, 1).cpu()
 
     # -- the API ----------------------------------------------------------------------------------

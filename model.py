@@ -7,7 +7,8 @@ original torch-gqn, so code written against it keeps working:
     reconstruct(x, v, v_q, x_q)    -> images from the posterior, (B, 3, 64, 64) in [0, 1]
     kl_divergence(x, v, v_q, x_q)  -> KL summed over the L steps, (B,)
 with x (B, M, 3, 64, 64), v (B, M, 7), x_q (B, 3, 64, 64), v_q (B, 7), sigma a float.
-`elbo_terms` gives ELBO, KL, negative log-likelihood and the reconstruction mean from one pass.
+`elbo_terms` gives ELBO, KL, negative log-likelihood and the reconstruction mean from one pass;
+`render(r, v_q)` is generate's half after the encoding, for many samples of one encoded scene.
 
 The scene encoding (`encode`) and the L-step unroll (`unroll`) are written once. `model.config`
 holds every constructor argument, so `GQN(**config)` rebuilds a model from a checkpoint.
@@ -167,7 +168,11 @@ class GQN(nn.Module):
     def generate(self, x, v, v_q, temperature=1.0):
         """Render the query views by sampling z from the prior: (B, 3, 64, 64) in [0, 1]. A temperature
         below 1 narrows the prior (0: its mean, one image per scene; not the paper's, which samples)."""
-        r = self.encode(x, v, v_q)
+        return self.render(self.encode(x, v, v_q), v_q, temperature)
+
+    def render(self, r, v_q, temperature=1.0):
+        """generate's second half, from a representation r (B, r_dim, *, *) already computed for v_q: with
+        r expanded to N rows, N samples of one scene for the price of one encoding."""
         u, _ = self.unroll(r, v_q, temperature=temperature)
         return torch.clamp(self.observe(u, r), 0, 1)
 

@@ -82,6 +82,9 @@ CONFIGS = {
     "geo_b8_800": ([*GEO, *CTX, "--batch_size", "8", "--gradient_steps", "800", "--mu_n", "1500", "--log_interval",
                     "200", "--save_interval", "400", "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "400"],
                    "as geo_demo with batch 8 and twice the steps (the same scenes, the schedules in scenes)"),
+    "geo_h64": ([*GEO, *CTX, "--h_dim", "64", "--gradient_steps", "400", "--mu_n", "750", "--log_interval", "100",
+                 "--save_interval", "200", "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"],
+                "as geo_demo with 64 hidden channels in the cores (a wider generator)"),
     # the shipped checkpoint (assets/gqn-sm5.pt); it shared the cores with test runs for part of its time
     "geo_long": ([*GEO, *CTX, "--gradient_steps", "3500", "--mu_f", "1e-4", "--mu_n", "3500", "--sigma_i", "1.0",
                   "--sigma_f", "0.3", "--sigma_n", "200", "--log_interval", "250", "--save_interval", "250"],

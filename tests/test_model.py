@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from dataset.viewpoints import SWAP_SIN_COS
+from dataset import shepard_metzler as sm
+from dataset.viewpoints import SWAP_SIN_COS, raw_to_viewpoint
 from model import GQN
 from torch_gqn import convert_viewpoint_order, from_torch_gqn_state_dict, load_torch_gqn_state_dict, to_torch_gqn_state_dict
 from reference import PlainGQN
@@ -19,6 +20,23 @@ def batch(B=2, M=3, seed=0):
 
 def n_params(model):
     return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("representation", ["tower", "geometric"])
+def test_n_samples_from_one_encoding_are_the_n_samples_of_a_repeated_batch(representation):
+    model = GQN(**(TINY | dict(representation=representation, r_dim=24))).eval()
+    model.eta_g.bias.data.fill_(0.5)                      # images inside (0, 1), where clamping hides nothing
+    x, _, _, _ = batch(B=1)
+    _, _, positions = sm.random_scene(seed=0, split="train", index=0, parts=5)   # cameras that see the scene
+    cameras = torch.from_numpy(raw_to_viewpoint(sm.camera_from_position(positions[:4]))).float()
+    v, v_q = cameras[None, :3], cameras[3:4]
+    n = 3
+    with torch.no_grad():
+        torch.manual_seed(7)
+        repeated = model.generate(x.expand(n, -1, -1, -1, -1), v.expand(n, -1, -1), v_q.expand(n, -1))
+        torch.manual_seed(7)
+        once = model.render(model.encode(x, v, v_q).expand(n, -1, -1, -1), v_q.expand(n, -1))
+    assert torch.allclose(once, repeated, atol=1e-6) and not torch.equal(once[0], once[1])
 
 
 def test_prior_temperature_scales_the_same_draw_and_zero_is_the_prior_mean():
