@@ -17,7 +17,7 @@ TINY_RECIPE = ["--representation", "tower", "--r_dim", "16", "--h_dim", "16", "-
                "--upsample", "broadcast", "--batch_size", "8", "--gradient_steps", "300", "--mu_i", "2e-3",
                "--mu_f", "1e-3", "--mu_n", "300", "--sigma_i", "0.3", "--sigma_f", "0.3", "--min_context", "3",
                "--max_context", "3", "--log_interval", "50", "--save_interval", "300", "--workers", "0",
-               "--eval_scenes", "32", "--test_context", "3", "--seed", "0"]
+               "--eval_scenes", "48", "--test_context", "3", "--seed", "0"]
 
 
 @pytest.fixture(scope="module")
