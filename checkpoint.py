@@ -115,7 +115,7 @@ def check_compatible(state, config, given_flags, path):
     """Refuse to resume when a model flag given now differs from the checkpoint's configuration."""
     flag_of = dict(representation="representation", L="layers", shared_core="shared_core",
                    upsample="upsample", r_dim="r_dim", h_dim="h_dim", z_dim="z_dim", render_skip="render_skip")
-    saved, config = dict(render_skip=False) | state["config"], dict(render_skip=False) | config
+    saved = dict(render_skip=False) | state["config"]     # saved before render_skip existed, or without it
     differ = [f"--{flag_of[k]} {config[k]} (checkpoint: {saved.get(k)})"
               for k in flag_of if flag_of[k] in given_flags and saved.get(k) != config[k]]
     if differ:

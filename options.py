@@ -155,5 +155,5 @@ def parse_args(argv=None):
 
 def model_config(args):
     return dict(representation=args.representation, L=args.layers, shared_core=args.shared_core,
-                upsample=args.upsample, r_dim=args.r_dim, h_dim=args.h_dim, z_dim=args.z_dim) | \
-        (dict(render_skip=True) if args.render_skip else {})  # as model.GQN's config: only when set
+                upsample=args.upsample, r_dim=args.r_dim, h_dim=args.h_dim, z_dim=args.z_dim,
+                render_skip=args.render_skip)

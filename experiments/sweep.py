@@ -30,6 +30,9 @@ BASE = ["--layers", "4", "--shared_core", "true", "--upsample", "broadcast", "--
 TOWER = ["--representation", "tower", "--r_dim", "32"]
 GEO = ["--representation", "geometric", "--r_dim", "32"]
 CTX = ["--min_context", "2", "--max_context", "5"]
+SIGMA_03 = ["--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"]    # the demo's pixel sigma schedule
+GEO_DEMO = [*GEO, *CTX, "--gradient_steps", "400", "--mu_n", "750", "--log_interval", "100", "--save_interval", "200",
+            *SIGMA_03]                                                        # --preset demo
 
 
 def steps(n, log=100):
@@ -66,28 +69,23 @@ CONFIGS = {
                     "--beta_i", "2", "--beta_f", "2", "--beta_n", "1"],
                    "as demo, KL weight 2 (more pressure on the posterior to stay near the prior)"),
     # the geometric representation (representation.py, Geometric; not the paper's), alone on the 2 cores
-    "geo_500": ([*GEO, *CTX, "--gradient_steps", "500", "--mu_n", "750", "--log_interval", "100", "--sigma_i", "1.0",
-                 "--sigma_f", "0.3", "--sigma_n", "200"],
+    "geo_500": ([*GEO, *CTX, "--gradient_steps", "500", "--mu_n", "750", "--log_interval", "100", *SIGMA_03],
                 "the tower demo's recipe (750-step schedules) with the geometric representation, 500 steps"),
-    "geo_500_beta3": ([*GEO, *CTX, "--gradient_steps", "500", "--mu_n", "750", "--log_interval", "100",
-                       "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200", "--beta_i", "3", "--beta_f", "3"],
+    "geo_500_beta3": ([*GEO, *CTX, "--gradient_steps", "500", "--mu_n", "750", "--log_interval", "100", *SIGMA_03,
+                       "--beta_i", "3", "--beta_f", "3"],
                       "as geo_500, KL weight 3"),
-    "geo_demo": ([*GEO, *CTX, "--gradient_steps", "400", "--mu_n", "750", "--log_interval", "100",
-                  "--save_interval", "200", "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"],
+    "geo_demo": (GEO_DEMO,
                  "`--preset demo` now: as geo_500, 400 steps (from a fresh clone: 8 min 45 s all told)"),
-    "geo_demo_skip": ([*GEO, *CTX, "--gradient_steps", "400", "--mu_n", "750", "--log_interval", "100",
-                       "--save_interval", "200", "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200",
-                       "--render_skip", "true"],
+    "geo_demo_skip": ([*GEO_DEMO, "--render_skip", "true"],
                       "as geo_demo, the representation's rendering added to the generator's output"),
-    "geo_b8_800": ([*GEO, *CTX, "--batch_size", "8", "--gradient_steps", "800", "--mu_n", "1500", "--log_interval",
-                    "200", "--save_interval", "400", "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "400"],
+    "geo_b8_800": ([*GEO_DEMO, "--batch_size", "8", "--gradient_steps", "800", "--mu_n", "1500", "--log_interval",
+                    "200", "--save_interval", "400", "--sigma_n", "400"],
                    "as geo_demo with batch 8 and twice the steps (the same scenes, the schedules in scenes)"),
-    "geo_h64": ([*GEO, *CTX, "--h_dim", "64", "--gradient_steps", "400", "--mu_n", "750", "--log_interval", "100",
-                 "--save_interval", "200", "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"],
+    "geo_h64": ([*GEO_DEMO, "--h_dim", "64"],
                 "as geo_demo with 64 hidden channels in the cores (a wider generator)"),
     # the shipped checkpoint (assets/gqn-sm5.pt); it shared the cores with test runs for part of its time
-    "geo_long": ([*GEO, *CTX, "--gradient_steps", "3500", "--mu_f", "1e-4", "--mu_n", "3500", "--sigma_i", "1.0",
-                  "--sigma_f", "0.3", "--sigma_n", "200", "--log_interval", "250", "--save_interval", "250"],
+    "geo_long": ([*GEO, *CTX, "--gradient_steps", "3500", "--mu_f", "1e-4", "--mu_n", "3500", *SIGMA_03,
+                  "--log_interval", "250", "--save_interval", "250"],
                  "geometric, 3,500 steps, lr 1e-3 -> 1e-4 (the shipped checkpoint)"),
 }
 

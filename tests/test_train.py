@@ -131,6 +131,16 @@ def test_min_and_max_context_bound_the_context_views_of_every_batch(tiny_data):
     assert {len(paper.batch(k)[0][1]) - 1 for k in range(60)} == {1, 2, 3, 4, 5}
 
 
+@pytest.mark.parametrize("flags, says", [
+    (["--representation", "tower", "--render_skip"], "render_skip needs a representation that renders"),
+    (["--representation", "geometric", "--r_dim", "16"], "the geometric representation needs r_dim > 16"),
+])
+def test_model_flags_that_make_no_model_are_a_usage_error(tiny_data, tmp_path, flags, says):
+    with pytest.raises(train.UsageError, match=says) as e:
+        run(tiny_data, tmp_path, "bad_model", "--gradient_steps", "1", *flags)
+    assert "\n" not in str(e.value) and "change --representation, --r_dim or --render_skip" in str(e.value)
+
+
 def test_min_context_above_max_context_is_a_usage_error(tiny_data, tmp_path):
     with pytest.raises(train.UsageError, match="--min_context 5 is more than the most context views, 4"):
         run(tiny_data, tmp_path, "ctx", "--gradient_steps", "1", "--min_context", "5", "--max_context", "4")
