@@ -85,10 +85,11 @@ def build_parser():
     a("--workers", type=nonnegative_int, default=S,
       help="DataLoader worker processes per training process (default: 1 on CPU, up to 8 per GPU)")
     a("--device_ids", type=int, nargs="+", default=S, help="CUDA devices; several wrap DataParallel")
-    a("--representation", choices=["pool", "tower", "pyramid", "geometric"], default=S,
+    a("--representation", choices=["pool", "tower", "pyramid", "geometric", "geometric_fine"], default=S,
       help="representation network: the paper's pool, tower or pyramid, or 'geometric', which projects the "
            "query camera's rays into the context views with the known cameras (departs from the paper; "
-           "made for objects seen from outside, as Shepard-Metzler; README, 'What makes it learn')")
+           "made for objects seen from outside, as Shepard-Metzler; README, 'What makes it learn'), or "
+           "'geometric_fine', which also renders the query view at full resolution (needs --r_dim > 64)")
     a("--layers", type=positive_int, default=S, help="number of generative layers L (paper: 12)")
     a("--shared_core", type=str2bool, nargs="?", const=True, default=S,
       help="one core for all L steps (true/false; the flag alone means true)")

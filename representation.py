@@ -116,10 +116,11 @@ class Geometric(nn.Module):
     """
 
     query_conditioned = True
+    scale = 2  # the rendering's pixels per grid cell along each side: 32x32 rays on the 16x16 grid
 
     def __init__(self, x_dim=3, v_dim=7, r_dim=256, features=8, hidden=32, depths=16, rays=32):
         super().__init__()
-        direct = 4 * (x_dim + 1)                             # colour and opacity, 2x2 rays per grid cell
+        direct = self.scale ** 2 * (x_dim + 1)               # rendered colour and opacity, per grid cell
         if r_dim <= direct:
             raise ValueError(f"the geometric representation needs r_dim > {direct}, not {r_dim}")
         self.depths, self.rays = depths, rays
@@ -147,10 +148,11 @@ class Geometric(nn.Module):
             nn.Conv2d(r_dim, r_dim, 3, padding=1), nn.ReLU(),
             nn.Conv2d(r_dim, r_dim - direct, 3, padding=1))
 
-    def query_points(self, v_q):
-        """Points along the query pixels' rays: (B, rays * rays * depths, 3), and their depths (B, 1, D)."""
+    def query_points(self, v_q, rays=None):
+        """Points along the query pixels' rays: (B, rays * rays * depths, 3) in row, column, depth order,
+        and their depths (B, D). `rays` per side, default self.rays."""
         pos, forward, right, up = camera_frame(v_q)
-        n, d = self.rays, self.depths
+        n, d = rays or self.rays, self.depths
         tan_half = math.tan(math.radians(FOV_DEG) / 2)
         c = (torch.arange(n, device=v_q.device, dtype=v_q.dtype) + 0.5) * 2 / n - 1   # pixel centres in [-1, 1]
         u, w = c[None, :], -c[:, None]                                                # columns, rows (top = +1)
@@ -161,16 +163,47 @@ class Geometric(nn.Module):
         pts = pos[:, None, None, None] + dirs[:, :, :, None] * t[:, None, None, :, None]        # (B, n, n, D, 3)
         return pts.reshape(pos.shape[0], -1, 3), t
 
+    @staticmethod
+    def _grid(pts, v, M):
+        """Where points (B, P, 3) fall in each of the M context views v (B*M, 7): grid_sample's (B*M, P, 1, 2);
+        a point behind a camera is sent outside its image."""
+        with torch.no_grad():                                               # geometry: no parameters
+            grid, depth = project(pts.repeat_interleave(M, dim=0), v)
+            grid = torch.where(depth[..., None] > 1e-3, grid, torch.full_like(grid, 2.0))
+        return grid[:, :, None]
+
+    def _nearest(self, seen, mean, cos, vote_seen, vote_mean):
+        """The views' values seen (B, M, P, C) averaged with weights that favour views near the query camera
+        (cos (B, M)) and views whose value agrees with the others' (a learned vote: the view is not occluded)."""
+        vote = seen @ vote_seen - (mean @ vote_mean)[:, None]               # (B, M, P)
+        near = torch.softmax(self.sharpness * cos[:, :, None] + vote, dim=1)[..., None]
+        return (seen * near).sum(dim=1)                                     # (B, P, C)
+
+    @staticmethod
+    def _composite(alpha, values):
+        """Front-to-back alpha compositing: opacities (R, D) and values (R, D, C) along R rays -> (R, C)."""
+        free = torch.cumprod(torch.cat((torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1]), -1), -1)
+        return torch.bmm((alpha * free)[:, None], values)[:, 0]
+
+    @staticmethod
+    def opacity(learned, carve):
+        """A point's opacity from the learned logit and the carving logit, both (B, P): their sum."""
+        return torch.sigmoid(learned + carve)
+
+    def _carve(self, colours):
+        """The opacity logit of space carving from the views' colours (B, M, P, x_dim): solid where even the
+        dimmest view sees something brighter than the black background."""
+        return self.carve_gain * (colours.amax(dim=-1).amin(dim=1) - self.carve_level)
+
     def forward(self, x, v, v_q):
         """x (B, M, 3, 64, 64), v (B, M, 7), v_q (B, 7) -> r (B, r_dim, 16, 16)."""
-        B, M = x.shape[:2]
+        B, M, x_dim = x.shape[:3]
+        n, d = self.rays, self.depths
         with torch.no_grad():
             pts, t = self.query_points(v_q)                                 # (B, P, 3)
+            cos = F.cosine_similarity(v[..., :3], v_q[:, None, :3], dim=-1)  # (B, M): views near the query
         P = pts.shape[1]
-        with torch.no_grad():                                               # geometry: no parameters
-            grid, depth = project(pts.repeat_interleave(M, dim=0), v.flatten(0, 1))     # (B*M, P, 2)
-            grid = torch.where(depth[..., None] > 1e-3, grid, torch.full_like(grid, 2.0))  # behind: outside
-        grid = grid[:, :, None]                                             # (B*M, P, 1, 2)
+        grid = self._grid(pts, v.flatten(0, 1), M)                          # (B*M, P, 1, 2)
         images = x.flatten(0, 1)
         colours = F.grid_sample(images, grid.to(images.dtype), align_corners=False)  # (B*M, 3, P, 1), full size
         feats = self.features(images)                                       # (B*M, C, 32, 32)
@@ -179,35 +212,78 @@ class Geometric(nn.Module):
         mean = seen.mean(dim=1)
         var = (seen - mean[:, None]).pow(2).mean(dim=1)
         lowest = seen.amin(dim=1)
-        with torch.no_grad():
-            cos = F.cosine_similarity(v[..., :3], v_q[:, None, :3], dim=-1)  # (B, M): views near the query
-        # each view's weight: near the query camera, and seeing what the others see there (not occluded)
-        vote = seen @ self.vote_seen - (mean @ self.vote_mean)[:, None]       # (B, M, P)
-        near = torch.softmax(self.sharpness * cos[:, :, None] + vote, dim=1)[..., None]
-        nearest = (seen * near).sum(dim=1)          # the views' colours, weighted: (B, P, C+3)
+        nearest = self._nearest(seen, mean, cos, self.vote_seen, self.vote_mean)    # (B, P, C+3)
         h = self.point(torch.cat((mean, var, lowest, nearest), dim=-1))     # (B, P, hidden+1)
-        carve = seen[..., -x.shape[2]:].amax(dim=-1).amin(dim=1)            # (B, P): dimmest view's brightness
-        logit = h[..., -1] + self.carve_gain * (carve - self.carve_level)
-        n, d = self.rays, self.depths
-        h = h.view(B * n * n, d, -1)                                        # one row per ray
-        alpha = torch.sigmoid(logit).view(B * n * n, d)                      # (rays, D) opacities
-        free = torch.cumprod(torch.cat((torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1]), -1), -1)
-        weight = (alpha * free)[:, None]                                    # (rays, 1, D): front to back
-        colour = nearest[..., -x.shape[2]:].reshape(B * n * n, d, -1)
+        learned = h[..., -1]                                                # (B, P): the learned opacity logit
+        alpha = self.opacity(learned, self._carve(seen[..., -x_dim:]))
         rel_depth = (t - t.mean(dim=1, keepdim=True)) / SCENE_RADIUS        # (B, D) in [-1, 1]
         depth = rel_depth.repeat_interleave(n * n, dim=0)[:, :, None]       # (rays, D, 1)
-        values = torch.cat((h[..., :-1], colour, torch.ones_like(depth), depth), dim=-1)
-        ray = torch.bmm(weight, values).view(B, n, n, -1).permute(0, 3, 1, 2)  # (B, out, n, n)
-        image = F.pixel_unshuffle(ray[:, -5:-1], 2)  # the rendered colour and opacity, to the grid as they are
-        return torch.cat((self.out(ray), image), dim=1)
+        colour = nearest[..., -x_dim:].reshape(B * n * n, d, -1)
+        values = torch.cat((h[..., :-1].reshape(B * n * n, d, -1), colour, torch.ones_like(depth), depth), dim=-1)
+        ray = self._composite(alpha.view(B * n * n, d), values).view(B, n, n, -1).permute(0, 3, 1, 2)  # (B, out, n, n)
+        direct = self.direct(ray, learned.view(B, n, n, d), x, v, v_q, cos)
+        return torch.cat((self.out(ray), direct), dim=1)
+
+    def direct(self, ray, learned, x, v, v_q, cos):
+        """The rendered colour and opacity, to the grid as they are: (B, 4 * scale^2, 16, 16)."""
+        return F.pixel_unshuffle(ray[:, -5:-1], self.scale)
+
+    @classmethod
+    def rendering(cls, r, x_dim=3):
+        """The query view as this network renders it, read back from r: colour on black, (B, 3, 32, 32)
+        (64x64 for GeometricFine)."""
+        return F.pixel_shuffle(r[:, -cls.scale ** 2 * (x_dim + 1):], cls.scale)[:, :x_dim]
+
+
+class GeometricFine(Geometric):
+    """Geometric, with its rendering of the query view made at the image's full resolution (64x64); not
+    the paper's.
+
+    Geometric renders 32x32 rays, so each ray's colour covers 2x2 pixels and a cube's edge is blurred
+    over two of them. Here a second pass follows one ray per pixel, 64x64 x `depths` points, and only
+    reads the context views' colours there (no CNN features, no per-point MLP: the pass costs grid
+    samples, not convolutions). Each point's opacity combines the carving at that point with the
+    learned logit of the 32x32 pass, interpolated to the pixel, as a product (`opacity`; both passes);
+    its colour is the views' near-weighted colour, with the same learned vote. Composited, the 64x64
+    colour and opacity reach the 16x16 grid 4x4 pixels per cell (64 channels of r; the 32x32 pass's
+    features make the rest), so the cores see the scene's colours at the resolution they must draw
+    them, and `rendering(r)` is 64x64.
+    """
+
+    scale = 4
 
     @staticmethod
-    def rendering(r, x_dim=3):
-        """The query view as this network renders it, read back from r: colour on black, (B, 3, 32, 32)."""
-        return F.pixel_shuffle(r[:, -4 * (x_dim + 1):], 2)[:, :x_dim]
+    def opacity(learned, carve):
+        """Carving's opacity times a learned factor that starts near 1 (sigmoid(3) = 0.95): inside the
+        carved hull, where carving's logit is large, a sum's sigmoid would pass no gradient to the learned
+        logit, and the hull's excess could never be cut away; a product can cut it."""
+        return torch.sigmoid(carve) * torch.sigmoid(learned + 3)
+
+    def direct(self, ray, learned, x, v, v_q, cos):
+        B, M, x_dim, size = x.shape[0], x.shape[1], x.shape[2], x.shape[-1]
+        grid_size = self.rays // 2
+        if size != grid_size * self.scale:
+            raise ValueError(f"GeometricFine renders {grid_size * self.scale}x{grid_size * self.scale} images, "
+                             f"not {size}x{size}")
+        d = self.depths
+        with torch.no_grad():
+            pts, _ = self.query_points(v_q, size)                          # (B, size * size * D, 3)
+        images = x.flatten(0, 1)
+        grid = self._grid(pts, v.flatten(0, 1), M)
+        colours = F.grid_sample(images, grid.to(images.dtype), align_corners=False)  # (B*M, 3, P, 1)
+        colours = colours.view(B, M, x_dim, -1).transpose(2, 3)                  # (B, M, P, 3)
+        learned = F.interpolate(learned.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False)
+        alpha = self.opacity(learned.permute(0, 2, 3, 1).reshape(B, -1), self._carve(colours))  # (B, P)
+        nearest = self._nearest(colours, colours.mean(dim=1), cos,
+                                self.vote_seen[-x_dim:], self.vote_mean[-x_dim:])  # (B, P, 3)
+        values = torch.cat((nearest, torch.ones_like(nearest[..., :1])), dim=-1).view(B * size * size, d, -1)
+        image = self._composite(alpha.view(B * size * size, d), values.to(alpha.dtype))
+        image = image.view(B, size, size, -1).permute(0, 3, 1, 2)           # (B, 4, size, size)
+        return F.pixel_unshuffle(image, self.scale)
 
 
-REPRESENTATIONS = {"pool": Pool, "tower": Tower, "pyramid": Pyramid, "geometric": Geometric}
+REPRESENTATIONS = {"pool": Pool, "tower": Tower, "pyramid": Pyramid, "geometric": Geometric,
+                   "geometric_fine": GeometricFine}
 
 
 def kaiming_init(phi):

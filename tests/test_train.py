@@ -134,6 +134,7 @@ def test_min_and_max_context_bound_the_context_views_of_every_batch(tiny_data):
 @pytest.mark.parametrize("flags, says", [
     (["--representation", "tower", "--render_skip"], "render_skip needs a representation that renders"),
     (["--representation", "geometric", "--r_dim", "16"], "the geometric representation needs r_dim > 16"),
+    (["--representation", "geometric_fine", "--r_dim", "64"], "the geometric representation needs r_dim > 64"),
 ])
 def test_model_flags_that_make_no_model_are_a_usage_error(tiny_data, tmp_path, flags, says):
     with pytest.raises(train.UsageError, match=says) as e:
