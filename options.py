@@ -14,10 +14,11 @@ PRESETS = {
     "demo": dict(  # a small GQN that renders the built-in scenes after 2 CPU cores' 10 minutes
         # (experiments/sweep.py: the geometric representation, which projects the query camera's rays into
         # the context views, and sigma brought to 0.3 after 200 steps; with the paper's representations
-        # and sigma 0.7 it stays a blob)
+        # and sigma 0.7 it stays a blob; training on exactly the 3 context views it is evaluated with beat
+        # 2 to 5 on every measure)
         representation="geometric", layers=4, shared_core=True, upsample="broadcast", h_dim=32,
         r_dim=32, z_dim=3, batch_size=16, gradient_steps=400, mu_i=1e-3, mu_f=3e-4, mu_n=750,
-        sigma_i=1.0, sigma_f=0.3, sigma_n=200, min_context=2, max_context=5, log_interval=100,
+        sigma_i=1.0, sigma_f=0.3, sigma_n=200, min_context=3, max_context=3, log_interval=100,
         save_interval=200, workers=1, builtin_parts=5, builtin_train_scenes=4000, builtin_test_scenes=200,
         seed=0,
     ),

@@ -32,7 +32,7 @@ GEO = ["--representation", "geometric", "--r_dim", "32"]
 CTX = ["--min_context", "2", "--max_context", "5"]
 SIGMA_03 = ["--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"]    # the demo's pixel sigma schedule
 GEO_DEMO = [*GEO, *CTX, "--gradient_steps", "400", "--mu_n", "750", "--log_interval", "100", "--save_interval", "200",
-            *SIGMA_03]                                                        # --preset demo
+            *SIGMA_03]                          # --preset demo before it trained on 3 views (geo_demo_m3)
 
 
 def steps(n, log=100):
@@ -75,7 +75,7 @@ CONFIGS = {
                        "--beta_i", "3", "--beta_f", "3"],
                       "as geo_500, KL weight 3"),
     "geo_demo": (GEO_DEMO,
-                 "`--preset demo` now: as geo_500, 400 steps (from a fresh clone: 8 min 45 s all told)"),
+                 "the demo preset before geo_demo_m3: as geo_500, 400 steps (from a fresh clone: 8 min 45 s all told)"),
     "geo_demo_skip": ([*GEO_DEMO, "--render_skip", "true"],
                       "as geo_demo, the representation's rendering added to the generator's output"),
     "geo_b8_800": ([*GEO_DEMO, "--batch_size", "8", "--gradient_steps", "800", "--mu_n", "1500", "--log_interval",
@@ -83,6 +83,9 @@ CONFIGS = {
                    "as geo_demo with batch 8 and twice the steps (the same scenes, the schedules in scenes)"),
     "geo_h64": ([*GEO_DEMO, "--h_dim", "64"],
                 "as geo_demo with 64 hidden channels in the cores (a wider generator)"),
+    "geo_demo_m3": ([*GEO_DEMO, "--min_context", "3", "--max_context", "3"],
+                    "`--preset demo` now: as geo_demo with exactly 3 context views in training (the evaluation's number)"),
+    "geo_demo_s02": ([*GEO_DEMO, "--sigma_f", "0.2"], "as geo_demo, sigma 1.0 -> 0.2"),
     "fine_demo": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96"],
                   "as geo_demo, rendering the query view at 64x64 (GeometricFine; r 96: 64 rendered + 32 learned)"),
     "fine_demo_skip": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96", "--render_skip", "true"],
