@@ -149,6 +149,9 @@ def resume_state(args, ckpt_dir, log):
             raise UsageError(f"--resume: no checkpoint in {ckpt_dir}; start without --resume or point "
                              f"--root_log_dir/--log_dir at the run to continue")
         state = ckpt_io.load(path)
+        if "optimizer" not in state:
+            raise UsageError(f"--resume: {path} is an exported checkpoint (weights, no optimizer state), which "
+                             f"cannot be continued exactly; resume from a file in a run's checkpoints/ folder")
         ckpt_io.check_compatible(state, model_config(args), args.given, path)
         args.seed = state["args"]["seed"]
         log(f"resuming from {path} at step {state['step']}")
@@ -210,7 +213,7 @@ def build_model(args, state, dist, log):
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
-            find_unused_parameters=model.config["representation"] in ("tower", "geometric"))
+            find_unused_parameters=model.config["representation"] in ("tower", "geometric", "geometric_fine"))
     elif dist.device.type == "cuda" and len(args.device_ids) > 1:
         net = nn.DataParallel(model, device_ids=args.device_ids)
     if args.compile:

@@ -107,6 +107,15 @@ def test_resume_without_a_checkpoint_says_so(tiny_data, tmp_path):
         run(tiny_data, tmp_path, "none", "--gradient_steps", "1", "--resume")
 
 
+def test_resuming_an_exported_checkpoint_is_one_sentence(tiny_data, tmp_path):
+    """An exported checkpoint (assets/, checkpoint.py) has no optimizer state: it cannot continue a run."""
+    run(tiny_data, tmp_path, "a", "--gradient_steps", "1")
+    exported = checkpoint.export(checkpoint.latest(tmp_path / "a" / "checkpoints"), str(tmp_path / "shared.pt"))
+    with pytest.raises(train.UsageError, match="is an exported checkpoint") as e:
+        run(tiny_data, tmp_path, "b", "--gradient_steps", "2", "--resume", exported)
+    assert "\n" not in str(e.value) and "checkpoints/ folder" in str(e.value)
+
+
 def test_resume_with_another_model_configuration_is_refused(tiny_data, tmp_path):
     run(tiny_data, tmp_path, "a", "--gradient_steps", "1")
     with pytest.raises(checkpoint.CheckpointError, match="another model configuration: --layers 3"):
