@@ -86,6 +86,8 @@ CONFIGS = {
     "geo_demo_m3": ([*GEO_DEMO, "--min_context", "3", "--max_context", "3"],
                     "`--preset demo` now: as geo_demo, trained on exactly 3 context views, the evaluation's number (fresh clone: 9 min 8 s)"),
     "geo_demo_s02": ([*GEO_DEMO, "--sigma_f", "0.2"], "as geo_demo, sigma 1.0 -> 0.2"),
+    "geo_demo_m3_s02": ([*GEO_DEMO, "--min_context", "3", "--max_context", "3", "--sigma_f", "0.2"],
+                        "as geo_demo_m3, sigma 1.0 -> 0.2"),
     "fine_demo": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96"],
                   "as geo_demo, rendering the query view at 64x64 (GeometricFine; r 96: 64 rendered + 32 learned)"),
     "fine_demo_skip": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96", "--render_skip", "true"],
