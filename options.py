@@ -8,6 +8,8 @@ its checkpoint). Every flag is listed in README.md, "Every flag of train.py".
 import argparse
 import math
 
+from representation import REPRESENTATIONS
+
 # Presets set the defaults of flags the user did not give. "paper" is the original's setting.
 PRESETS = {
     "paper": dict(),
@@ -86,7 +88,7 @@ def build_parser():
     a("--workers", type=nonnegative_int, default=S,
       help="DataLoader worker processes per training process (default: 1 on CPU, up to 8 per GPU)")
     a("--device_ids", type=int, nargs="+", default=S, help="CUDA devices; several wrap DataParallel")
-    a("--representation", choices=["pool", "tower", "pyramid", "geometric", "geometric_fine"], default=S,
+    a("--representation", choices=list(REPRESENTATIONS), default=S,
       help="representation network: the paper's pool, tower or pyramid, or 'geometric', which projects the "
            "query camera's rays into the context views with the known cameras (departs from the paper; "
            "made for objects seen from outside, as Shepard-Metzler; README, 'What makes it learn'), or "

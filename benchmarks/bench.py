@@ -159,9 +159,10 @@ def loader_rate(batch_size, context, data_dir, batches=20, workers=2):
 
 def parse_args(argv=None):
     from options import str2bool
+    from representation import REPRESENTATIONS
     p = argparse.ArgumentParser(description="Time GQN training steps against the original formulation.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--representation", default="pool", choices=["pool", "tower", "pyramid", "geometric", "geometric_fine"])
+    p.add_argument("--representation", default="pool", choices=list(REPRESENTATIONS))
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--shared_core", type=str2bool, default=False)
     p.add_argument("--upsample", default="learned", choices=["learned", "broadcast"])

@@ -31,9 +31,7 @@ def first_solid(solid, colour):
     """solid (B, P) bool and colour (B, P, 3) at P = 64 * 64 * D points -> the first solid point's colour
     along each ray, black where none is: (B, 3, 64, 64)."""
     B, D = solid.shape[0], solid.shape[1] // (64 * 64)
-    alpha = solid.float().view(B * 64 * 64, D)
-    free = torch.cumprod(torch.cat((torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1]), -1), -1)
-    image = torch.bmm((alpha * free)[:, None], colour.reshape(B * 64 * 64, D, 3))[:, 0]
+    image = Geometric._composite(solid.float().view(B * 64 * 64, D), colour.reshape(B * 64 * 64, D, 3))
     return image.view(B, 64, 64, 3).permute(0, 3, 1, 2)
 
 
