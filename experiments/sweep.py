@@ -100,6 +100,11 @@ CONFIGS = {
     "geo_long": ([*GEO, *CTX, "--gradient_steps", "3500", "--mu_f", "1e-4", "--mu_n", "3500", *SIGMA_03,
                   "--log_interval", "250", "--save_interval", "250"],
                  "geometric, 3,500 steps, lr 1e-3 -> 1e-4 (the shipped checkpoint)"),
+    # the same as `python train.py --preset demo --gradient_steps 6000 --mu_f 1e-4 --mu_n 6000 --log_interval 250
+    # --save_interval 250`
+    "geo_long_m3": ([*GEO, "--min_context", "3", "--max_context", "3", "--gradient_steps", "6000", "--mu_f", "1e-4",
+                     "--mu_n", "6000", *SIGMA_03, "--log_interval", "250", "--save_interval", "250"],
+                    "as geo_long on exactly 3 context views (the demo preset's recipe), 6,000 steps"),
 }
 
 
