@@ -30,6 +30,7 @@ BASE = ["--layers", "4", "--shared_core", "true", "--upsample", "broadcast", "--
 TOWER = ["--representation", "tower", "--r_dim", "32"]
 GEO = ["--representation", "geometric", "--r_dim", "32"]
 CTX = ["--min_context", "2", "--max_context", "5"]
+M3 = ["--min_context", "3", "--max_context", "3"]                         # the evaluation's 3 context views
 SIGMA_03 = ["--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"]    # the demo's pixel sigma schedule
 GEO_DEMO = [*GEO, *CTX, "--gradient_steps", "400", "--mu_n", "750", "--log_interval", "100", "--save_interval", "200",
             *SIGMA_03]                          # --preset demo before it trained on 3 views (geo_demo_m3)
@@ -83,14 +84,14 @@ CONFIGS = {
                    "as geo_demo with batch 8 and twice the steps (the same scenes, the schedules in scenes)"),
     "geo_h64": ([*GEO_DEMO, "--h_dim", "64"],
                 "as geo_demo with 64 hidden channels in the cores (a wider generator)"),
-    "geo_demo_m3": ([*GEO_DEMO, "--min_context", "3", "--max_context", "3"],
+    "geo_demo_m3": ([*GEO_DEMO, *M3],
                     "`--preset demo` now: as geo_demo, trained on exactly 3 context views, the evaluation's number (fresh clone: 9 min 8 s)"),
     "geo_demo_s02": ([*GEO_DEMO, "--sigma_f", "0.2"], "as geo_demo, sigma 1.0 -> 0.2"),
-    "geo_demo_m3_s02": ([*GEO_DEMO, "--min_context", "3", "--max_context", "3", "--sigma_f", "0.2"],
+    "geo_demo_m3_s02": ([*GEO_DEMO, *M3, "--sigma_f", "0.2"],
                         "as geo_demo_m3, sigma 1.0 -> 0.2"),
-    "geo_demo_m3_mu400": ([*GEO_DEMO, "--min_context", "3", "--max_context", "3", "--mu_n", "400"],
+    "geo_demo_m3_mu400": ([*GEO_DEMO, *M3, "--mu_n", "400"],
                           "as geo_demo_m3, the learning rate down to 3e-4 by step 400 (not 750)"),
-    "geo_demo_m3_sn100": ([*GEO_DEMO, "--min_context", "3", "--max_context", "3", "--sigma_n", "100"],
+    "geo_demo_m3_sn100": ([*GEO_DEMO, *M3, "--sigma_n", "100"],
                           "as geo_demo_m3, sigma down to 0.3 by step 100 (not 200)"),
     "fine_demo": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96"],
                   "as geo_demo, rendering the query view at 64x64 (GeometricFine; r 96: 64 rendered + 32 learned)"),
@@ -100,15 +101,16 @@ CONFIGS = {
                    "--gradient_steps", "1800", "--mu_f", "1e-4", "--mu_n", "1800", *SIGMA_03,
                    "--log_interval", "300", "--save_interval", "300"],
                   "fine_demo_skip trained as geo_long, for 1,800 steps"),
-    # the shipped checkpoint (assets/gqn-sm5.pt); it shared the cores with test runs for part of its time
+    # the shipped checkpoint (assets/gqn-sm5.pt) until geo_long_m3; it shared the cores with test runs for part
+    # of its time
     "geo_long": ([*GEO, *CTX, "--gradient_steps", "3500", "--mu_f", "1e-4", "--mu_n", "3500", *SIGMA_03,
                   "--log_interval", "250", "--save_interval", "250"],
-                 "geometric, 3,500 steps, lr 1e-3 -> 1e-4 (the shipped checkpoint)"),
-    # the same as `python train.py --preset demo --gradient_steps 6000 --mu_f 1e-4 --mu_n 6000 --log_interval 250
+                 "geometric, 3,500 steps, lr 1e-3 -> 1e-4 (the shipped checkpoint until geo_long_m3)"),
+    # the shipped checkpoint; the same as `python train.py --preset demo --gradient_steps 6000 --mu_f 1e-4 --mu_n 6000 --log_interval 250
     # --save_interval 250`
-    "geo_long_m3": ([*GEO, "--min_context", "3", "--max_context", "3", "--gradient_steps", "6000", "--mu_f", "1e-4",
+    "geo_long_m3": ([*GEO, *M3, "--gradient_steps", "6000", "--mu_f", "1e-4",
                      "--mu_n", "6000", *SIGMA_03, "--log_interval", "250", "--save_interval", "250"],
-                    "as geo_long on exactly 3 context views (the demo preset's recipe), 6,000 steps"),
+                    "as geo_long on exactly 3 context views (the demo preset's recipe), 6,000 steps (the shipped checkpoint)"),
 }
 
 
