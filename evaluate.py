@@ -61,7 +61,8 @@ def object_masks(image, threshold=OBJECT_THRESHOLD):
 
 def object_iou(image, truth):
     """Per image (B,): intersection over union of the object's pixels in `image` and in `truth`
-    (1 where neither has any). A grey blob in the right place scores about 0.6, the right silhouette near 1."""
+    (1 where neither has any). A grey blob in the right place scores about 0.6; the built-in scenes' exact
+    rendering 0.915 against their JPEG frames (experiments/oracle_bound.py)."""
     a, b = object_masks(image), object_masks(truth)
     inter = (a & b).flatten(1).sum(1).float()
     union = (a | b).flatten(1).sum(1).float()
@@ -70,7 +71,8 @@ def object_iou(image, truth):
 
 def object_colour_error(image, truth):
     """Per image (B,): mean |image - truth| over the true object's pixels and the 3 channels (0 where the
-    truth shows no object). JPEG noise alone gives about 0.02; a grey blob about 0.2."""
+    truth shows no object). A grey blob gives about 0.2; the built-in scenes' exact rendering 0.057 against
+    their JPEG frames, whose 4:2:0 chroma subsampling blurs the colours at the cubes' edges."""
     mask = object_masks(truth).float()
     error = (image - truth).abs().mean(dim=1)                          # (B, H, W)
     return (error * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)

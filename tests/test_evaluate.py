@@ -5,6 +5,7 @@ import json
 import os
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -189,12 +190,38 @@ def test_exporting_a_missing_checkpoint_is_one_sentence_and_writes_nothing(tmp_p
     assert not (tmp_path / "out.pt").exists()
 
 
-def test_the_sweep_refuses_an_unknown_configuration_in_one_sentence(capsys):
+def experiment(name):
+    """experiments/<name>.py as a module (the folder is not a package)."""
     import importlib.util
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location("sweep", os.path.join(root, "experiments", "sweep.py"))
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, "experiments", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_sweep_refuses_an_unknown_configuration_in_one_sentence(capsys):
+    sweep = experiment("sweep")
     with pytest.raises(SystemExit) as e:
         sweep.main(["--run", "no_such_recipe"])
     assert str(e.value.code) == "error: no configuration named no_such_recipe; see --list"
+
+
+def test_an_exact_rendering_scores_what_the_readme_says_against_the_jpeg_frames():
+    """The metrics' ceiling on the built-in scenes (README, "Looking at what it learned"): the exact
+    rendering loses IoU and colour only to the frames' JPEG encoding, chiefly its chroma subsampling;
+    oracle_bound's numpy scores are evaluate.py's."""
+    oracle = experiment("oracle_bound")
+    rows, unseen = oracle.measure(scenes=6, draws=2)
+    iou, colour = rows[oracle.EXACT]
+    assert 0.88 < iou < 0.95 and 0.045 < colour < 0.07
+    assert rows[oracle.FULL_CHROMA][0] > 0.97 and rows[oracle.FULL_CHROMA][1] < 0.03
+    assert unseen < 0.02                         # 3 views show practically every cube
+    from dataset import shepard_metzler as sm
+    centres, colours, positions = sm.random_scene(0, "test", 0, 5)
+    frame = sm.render_views(centres, colours, positions[:1])[0]
+    clean = frame.astype(np.float32) / 255
+    truth = oracle.jpeg_round_trip(frame)
+    as_torch = [torch.from_numpy(a).permute(2, 0, 1)[None] for a in (clean, truth)]
+    assert oracle.scores(clean, truth) == pytest.approx(
+        (float(evaluate.object_iou(*as_torch)), float(evaluate.object_colour_error(*as_torch))), abs=1e-5)
