@@ -76,8 +76,14 @@ class GQN(nn.Module):
 
         # Fixed inputs' share of the gates computed once per unroll where that saves work: a shared
         # core reuses it L times, and a broadcast 1x1 r costs a (5x5)-map conv instead of a 16x16 one.
-        self.precompute_fixed = self.shared_core or (upsample == "broadcast" and representation != "tower")
+        self.precompute_fixed = self.shared_core or (upsample == "broadcast" and not self.phi.on_grid)
         self.noise_rows = None  # see _noise
+
+    @property
+    def unused_parameters(self):
+        """Whether some parameters take no part in a training step, which DistributedDataParallel must be
+        told: the cores' learned upsampling of r, where the representation's r is already on their grid."""
+        return self.config["upsample"] == "learned" and self.phi.on_grid
 
     # -- Algorithm S2/S3, the pieces --------------------------------------------------------------
 

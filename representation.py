@@ -18,6 +18,8 @@ from torch.nn import functional as F
 class Tower(nn.Module):
     """Figure S1 'tower': two residual blocks, the viewpoint broadcast and concatenated at 16x16."""
 
+    on_grid = True  # r is (N, r_dim, 16, 16), on the cores' grid: the cores' learned upsampling of r goes unused
+
     def __init__(self, x_dim=3, v_dim=7, r_dim=256):
         super().__init__()
         half = r_dim // 2
@@ -48,12 +50,16 @@ class Tower(nn.Module):
 class Pool(Tower):
     """Figure S1 'pool': the tower followed by an average pool over its 16x16 grid."""
 
+    on_grid = False
+
     def forward(self, x, v):
         return super().forward(x, v).mean(dim=(2, 3), keepdim=True)  # (N, r, 1, 1)
 
 
 class Pyramid(nn.Module):
     """Figure S1 'pyramid': the viewpoint broadcast to 64x64 and concatenated before four convs."""
+
+    on_grid = False
 
     def __init__(self, x_dim=3, v_dim=7, r_dim=256):
         super().__init__()
@@ -116,6 +122,7 @@ class Geometric(nn.Module):
     """
 
     query_conditioned = True
+    on_grid = True
     scale = 2  # the rendering's pixels per grid cell along each side: 32x32 rays on the 16x16 grid
 
     def __init__(self, x_dim=3, v_dim=7, r_dim=256, features=8, hidden=32, depths=16, rays=32):

@@ -213,7 +213,7 @@ def build_model(args, state, dist, log):
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
-            find_unused_parameters=model.config["representation"] in ("tower", "geometric", "geometric_fine"))
+            find_unused_parameters=model.unused_parameters)
     elif dist.device.type == "cuda" and len(args.device_ids) > 1:
         net = nn.DataParallel(model, device_ids=args.device_ids)
     if args.compile:

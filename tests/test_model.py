@@ -67,6 +67,18 @@ def test_output_shapes(representation, shared_core, upsample):
     assert r.shape == ((2, 16, 16, 16) if representation == "tower" else (2, 16, 1, 1))
 
 
+@pytest.mark.parametrize("representation", ["pool", "tower", "pyramid", "geometric"])
+@pytest.mark.parametrize("upsample", ["learned", "broadcast"])
+def test_the_model_knows_which_of_its_parameters_a_step_leaves_unused(representation, upsample):
+    """train.py tells DistributedDataParallel to look for unused parameters from this; wrong either way, a
+    multi-GPU run stops at its first step (unused and not told) or pays a graph search every step."""
+    model = GQN(representation, upsample=upsample, **(TINY | dict(r_dim=24)))
+    x, v, v_q, x_q = batch()
+    model(x, v, v_q, x_q, 1.0).mean().backward()
+    unused = [name for name, p in model.named_parameters() if p.grad is None]
+    assert model.unused_parameters == bool(unused), unused
+
+
 def test_parameter_counts_match_the_original():
     torch.set_default_device("meta")  # count without allocating 2 GB per model
     try:
