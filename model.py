@@ -30,7 +30,8 @@ SCALE = 4  # the cores run at image_size / 4: x_q and u go down, h_g goes up, by
 
 class GQN(nn.Module):
     def __init__(self, representation="pool", L=12, shared_core=False, upsample="learned",
-                 x_dim=3, v_dim=7, r_dim=256, h_dim=128, z_dim=3, image_size=64, render_skip=False):
+                 x_dim=3, v_dim=7, r_dim=256, h_dim=128, z_dim=3, image_size=64, render_skip=False,
+                 agreement_vote=False):
         super().__init__()
         if representation not in REPRESENTATIONS:
             raise ValueError(f"unknown representation {representation!r}: choose one of {sorted(REPRESENTATIONS)}")
@@ -44,8 +45,13 @@ class GQN(nn.Module):
         self.config = dict(representation=representation, L=L, shared_core=bool(shared_core),
                            upsample=upsample, x_dim=x_dim, v_dim=v_dim, r_dim=r_dim, h_dim=h_dim,
                            z_dim=z_dim, image_size=image_size)
-        if render_skip:  # only when set, so that configurations saved before it rebuild as they were
+        if agreement_vote and not getattr(REPRESENTATIONS[representation], "query_conditioned", False):
+            raise ValueError(f"agreement_vote is a choice of the geometric representations, not of {representation!r}")
+        # only when set, so that configurations saved before these existed rebuild as they were
+        if render_skip:
             self.config["render_skip"] = True
+        if agreement_vote:
+            self.config["agreement_vote"] = True
         self.render_skip = bool(render_skip)
         self.representation = representation
         self.L = L
@@ -54,7 +60,8 @@ class GQN(nn.Module):
         self.grid = image_size // SCALE
 
         # psi, the representation network (Figure S1); named phi as in torch-gqn
-        self.phi = REPRESENTATIONS[representation](x_dim, v_dim, r_dim)
+        self.phi = REPRESENTATIONS[representation](x_dim, v_dim, r_dim, **(
+            dict(agreement_vote=True) if agreement_vote else {}))
 
         # the cores (Figure S2): one per step, or one shared by all steps
         def inference():

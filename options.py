@@ -35,6 +35,7 @@ DEFAULTS = dict(
     data_root="data", builtin_parts=7, builtin_train_scenes=20_000, builtin_test_scenes=1_000,
     test_context=3, eval_scenes=200, skip_nonfinite=False, skip_bad_scenes=False, min_context=1,
     max_context=None, beta_i=1.0, beta_f=1.0, beta_n=1, init="torch", render_skip=False,
+    agreement_vote=False,
 )
 
 
@@ -112,6 +113,10 @@ def build_parser():
     a("--render_skip", type=str2bool, nargs="?", const=True, default=S,
       help="add the geometric representation's own rendering of the query view to the generator's output "
            "image, so the generator learns a correction to it (departs from the paper; geometric only)")
+    a("--agreement_vote", type=str2bool, nargs="?", const=True, default=S,
+      help="geometric only: weigh each context view's colour at a point also by how close it is to the views' "
+           "mean there (an occluded view sees something else), not only by what it sees; off, the models "
+           "trained before it existed")
     a("--mu_i", type=positive_float, default=S, help="initial learning rate")
     a("--mu_f", type=positive_float, default=S, help="final learning rate")
     a("--mu_n", type=positive_float, default=S, help="steps over which the learning rate anneals")
@@ -160,4 +165,4 @@ def parse_args(argv=None):
 def model_config(args):
     return dict(representation=args.representation, L=args.layers, shared_core=args.shared_core,
                 upsample=args.upsample, r_dim=args.r_dim, h_dim=args.h_dim, z_dim=args.z_dim,
-                render_skip=args.render_skip)
+                render_skip=args.render_skip, agreement_vote=args.agreement_vote)

@@ -125,7 +125,7 @@ class Geometric(nn.Module):
     on_grid = True
     scale = 2  # the rendering's pixels per grid cell along each side: 32x32 rays on the 16x16 grid
 
-    def __init__(self, x_dim=3, v_dim=7, r_dim=256, features=8, hidden=32, depths=16, rays=32):
+    def __init__(self, x_dim=3, v_dim=7, r_dim=256, features=8, hidden=32, depths=16, rays=32, agreement_vote=False):
         super().__init__()
         direct = self.scale ** 2 * (x_dim + 1)               # rendered colour and opacity, per grid cell
         if r_dim <= direct:
@@ -136,8 +136,12 @@ class Geometric(nn.Module):
             nn.Conv2d(features, features, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(features, features, 3, padding=1))
         self.sharpness = nn.Parameter(torch.tensor(4.0))     # of the weights of views near the query camera
-        # per point and view, a vote on whether the view sees the point: a linear function of what the
-        # view sees there and of how that differs from the views' mean (zero at first: no vote)
+        # per point and view, a vote on whether the view sees the point (zero at first: no vote): a linear
+        # function of what the view sees there, and with agreement_vote of how far that is from the views'
+        # mean (an occluded view sees something else). Without it, vote_mean's term is the same for every
+        # view and cancels in the softmax: it has no effect, and is kept so that the models trained so,
+        # before agreement_vote existed, load and compute as they did.
+        self.agreement_vote = bool(agreement_vote)
         self.vote_seen = nn.Parameter(torch.zeros(features + x_dim))
         self.vote_mean = nn.Parameter(torch.zeros(features + x_dim))
         # opacity starts as space carving: solid where every view sees something brighter than the black
@@ -180,17 +184,22 @@ class Geometric(nn.Module):
         return grid[:, :, None]
 
     def _nearest(self, seen, mean, cos, vote_seen, vote_mean):
-        """The views' values seen (B, M, P, C) averaged with weights that favour views near the query camera
-        (cos (B, M)) and views whose value agrees with the others' (a learned vote: the view is not occluded)."""
-        vote = seen @ vote_seen - (mean @ vote_mean)[:, None]               # (B, M, P)
-        near = torch.softmax(self.sharpness * cos[:, :, None] + vote, dim=1)[..., None]
-        return (seen * near).sum(dim=1)                                     # (B, P, C)
+        """The views' values seen (B, M, C, P) averaged with weights that favour views near the query camera
+        (cos (B, M)) and, by a learned vote, views that see the point (with agreement_vote: whose value is
+        near the views' mean (B, C, P), as an occluded view's is not). -> (B, C, P)."""
+        if self.agreement_vote:
+            vote = vote_seen @ seen - vote_mean @ (seen - mean[:, None]).abs()  # (B, M, P)
+        else:
+            vote = vote_seen @ seen - (vote_mean @ mean)[:, None]             # the same for every view
+        near = torch.softmax(self.sharpness * cos[:, :, None] + vote, dim=1)   # (B, M, P)
+        return (seen * near[:, :, None]).sum(dim=1)
 
     @staticmethod
     def _composite(alpha, values):
-        """Front-to-back alpha compositing: opacities (R, D) and values (R, D, C) along R rays -> (R, C)."""
-        free = torch.cumprod(torch.cat((torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1]), -1), -1)
-        return torch.bmm((alpha * free)[:, None], values)[:, 0]
+        """Front-to-back alpha compositing along R rays of D points: opacities (B, R, D) and values
+        (B, C, R, D) -> (B, C, R)."""
+        free = torch.cumprod(torch.cat((torch.ones_like(alpha[..., :1]), 1 - alpha[..., :-1]), -1), -1)
+        return (values * (alpha * free)[:, None]).sum(dim=-1)
 
     @staticmethod
     def opacity(learned, carve):
@@ -198,12 +207,24 @@ class Geometric(nn.Module):
         return torch.sigmoid(learned + carve)
 
     def _carve(self, colours):
-        """The opacity logit of space carving from the views' colours (B, M, P, x_dim): solid where even the
-        dimmest view sees something brighter than the black background."""
-        return self.carve_gain * (colours.amax(dim=-1).amin(dim=1) - self.carve_level)
+        """The opacity logit of space carving from the views' colours (B, M, x_dim, P) -> (B, P): solid where
+        even the dimmest view sees something brighter than the black background."""
+        return self.carve_gain * (colours.amax(dim=2).amin(dim=1) - self.carve_level)
+
+    def _points(self, features):
+        """The per-point MLP (self.point's Linear layers) on channel-first features (B, C, P) -> (B, C', P)."""
+        for layer in self.point:
+            features = torch.baddbmm(layer.bias[:, None], layer.weight.expand(features.shape[0], -1, -1), features) \
+                if isinstance(layer, nn.Linear) else layer(features)
+        return features
 
     def forward(self, x, v, v_q):
-        """x (B, M, 3, 64, 64), v (B, M, 7), v_q (B, 7) -> r (B, r_dim, 16, 16)."""
+        """x (B, M, 3, 64, 64), v (B, M, 7), v_q (B, 7) -> r (B, r_dim, 16, 16).
+
+        Per point the tensors are channel-first, (B, [M,] C, P) with P = rays x rays x depths in row, column,
+        depth order, as grid_sample gives them: the means over the views and the compositing along the rays
+        then read contiguous memory, and the composited rays come out as the (B, C, rays, rays) maps the
+        convolutions take."""
         B, M, x_dim = x.shape[:3]
         n, d = self.rays, self.depths
         with torch.no_grad():
@@ -215,19 +236,19 @@ class Geometric(nn.Module):
         colours = F.grid_sample(images, grid.to(images.dtype), align_corners=False)  # (B*M, 3, P, 1), full size
         feats = self.features(images)                                       # (B*M, C, 32, 32)
         feats = F.grid_sample(feats, grid.to(feats.dtype), align_corners=False)
-        seen = torch.cat((feats, colours.to(feats.dtype)), dim=1).view(B, M, -1, P).transpose(2, 3)  # (B, M, P, C+3)
-        mean = seen.mean(dim=1)
+        seen = torch.cat((feats, colours.to(feats.dtype)), dim=1).view(B, M, -1, P)   # (B, M, C+3, P)
+        mean = seen.mean(dim=1)                                             # (B, C+3, P)
         var = (seen - mean[:, None]).pow(2).mean(dim=1)
         lowest = seen.amin(dim=1)
-        nearest = self._nearest(seen, mean, cos, self.vote_seen, self.vote_mean)    # (B, P, C+3)
-        h = self.point(torch.cat((mean, var, lowest, nearest), dim=-1))     # (B, P, hidden+1)
-        learned = h[..., -1]                                                # (B, P): the learned opacity logit
-        alpha = self.opacity(learned, self._carve(seen[..., -x_dim:]))
+        nearest = self._nearest(seen, mean, cos, self.vote_seen, self.vote_mean)
+        h = self._points(torch.cat((mean, var, lowest, nearest), dim=1))   # (B, hidden+1, P)
+        learned = h[:, -1]                                                  # (B, P): the learned opacity logit
+        alpha = self.opacity(learned, self._carve(seen[:, :, -x_dim:]))
         rel_depth = (t - t.mean(dim=1, keepdim=True)) / SCENE_RADIUS        # (B, D) in [-1, 1]
-        depth = rel_depth.repeat_interleave(n * n, dim=0)[:, :, None]       # (rays, D, 1)
-        colour = nearest[..., -x_dim:].reshape(B * n * n, d, -1)
-        values = torch.cat((h[..., :-1].reshape(B * n * n, d, -1), colour, torch.ones_like(depth), depth), dim=-1)
-        ray = self._composite(alpha.view(B * n * n, d), values).view(B, n, n, -1).permute(0, 3, 1, 2)  # (B, out, n, n)
+        depth = rel_depth[:, None, None].expand(-1, 1, n * n, -1)           # (B, 1, rays, D)
+        values = torch.cat((h[:, :-1].view(B, -1, n * n, d), nearest[:, -x_dim:].view(B, x_dim, n * n, d),
+                            torch.ones_like(depth), depth), dim=1)          # (B, hidden + 5, rays, D)
+        ray = self._composite(alpha.view(B, n * n, d), values).view(B, -1, n, n)   # (B, out, n, n)
         direct = self.direct(ray, learned.view(B, n, n, d), x, v, v_q, cos)
         return torch.cat((self.out(ray), direct), dim=1)
 
@@ -278,15 +299,14 @@ class GeometricFine(Geometric):
         images = x.flatten(0, 1)
         grid = self._grid(pts, v.flatten(0, 1), M)
         colours = F.grid_sample(images, grid.to(images.dtype), align_corners=False)  # (B*M, 3, P, 1)
-        colours = colours.view(B, M, x_dim, -1).transpose(2, 3)                  # (B, M, P, 3)
+        colours = colours.view(B, M, x_dim, -1)                                  # (B, M, 3, P)
         learned = F.interpolate(learned.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False)
         alpha = self.opacity(learned.permute(0, 2, 3, 1).reshape(B, -1), self._carve(colours))  # (B, P)
         nearest = self._nearest(colours, colours.mean(dim=1), cos,
-                                self.vote_seen[-x_dim:], self.vote_mean[-x_dim:])  # (B, P, 3)
-        values = torch.cat((nearest, torch.ones_like(nearest[..., :1])), dim=-1).view(B * size * size, d, -1)
-        image = self._composite(alpha.view(B * size * size, d), values.to(alpha.dtype))
-        image = image.view(B, size, size, -1).permute(0, 3, 1, 2)           # (B, 4, size, size)
-        return F.pixel_unshuffle(image, self.scale)
+                                self.vote_seen[-x_dim:], self.vote_mean[-x_dim:])  # (B, 3, P)
+        values = torch.cat((nearest, torch.ones_like(nearest[:, :1])), dim=1).view(B, x_dim + 1, size * size, d)
+        image = self._composite(alpha.view(B, size * size, d), values.to(alpha.dtype))
+        return F.pixel_unshuffle(image.view(B, x_dim + 1, size, size), self.scale)
 
 
 REPRESENTATIONS = {"pool": Pool, "tower": Tower, "pyramid": Pyramid, "geometric": Geometric,

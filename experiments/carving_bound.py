@@ -31,8 +31,8 @@ def first_solid(solid, colour):
     """solid (B, P) bool and colour (B, P, 3) at P = 64 * 64 * D points -> the first solid point's colour
     along each ray, black where none is: (B, 3, 64, 64)."""
     B, D = solid.shape[0], solid.shape[1] // (64 * 64)
-    image = Geometric._composite(solid.float().view(B * 64 * 64, D), colour.reshape(B * 64 * 64, D, 3))
-    return image.view(B, 64, 64, 3).permute(0, 3, 1, 2)
+    image = Geometric._composite(solid.float().view(B, 64 * 64, D), colour.transpose(1, 2).reshape(B, 3, 64 * 64, D))
+    return image.view(B, 3, 64, 64)
 
 
 def render(x, v, v_q, depths, tau=None):

@@ -93,6 +93,8 @@ CONFIGS = {
                           "as geo_demo_m3, the learning rate down to 3e-4 by step 400 (not 750)"),
     "geo_demo_m3_sn100": ([*GEO_DEMO, *M3, "--sigma_n", "100"],
                           "as geo_demo_m3, sigma down to 0.3 by step 100 (not 200)"),
+    "geo_demo_m3_vote": ([*GEO_DEMO, *M3, "--agreement_vote"],
+                         "as geo_demo_m3, each view's colour also weighed by its agreement with the others"),
     "fine_demo": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96"],
                   "as geo_demo, rendering the query view at 64x64 (GeometricFine; r 96: 64 rendered + 32 learned)"),
     "fine_demo_skip": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96", "--render_skip", "true"],

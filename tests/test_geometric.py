@@ -127,3 +127,21 @@ def test_render_skip_starts_the_generator_from_that_rendering_and_rebuilds_from_
         added = skip.observe(u, r) - plain.observe(u, r)
     expected = F.interpolate(Geometric.rendering(r), size=64, mode="bilinear", align_corners=False)
     assert torch.allclose(added, expected, atol=1e-6)
+
+
+def test_the_agreement_vote_turns_away_from_the_view_that_disagrees():
+    """Three views see a point; one (occluded, say) sees another colour. With agreement_vote a positive
+    vote_mean moves the point's colour towards the two that agree; without it vote_mean has no effect
+    (its term is the same for every view), so the models trained before it compute as they did."""
+    seen = torch.tensor([[0.8, 0.1, 0.1], [0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])       # (M, 3): red, red, blue
+    seen = seen[None, :, :, None]                                                     # (B=1, M, C=3, P=1)
+    cos = torch.zeros(1, 3)                                                           # every view as near
+    for agreement in (False, True):
+        phi = Geometric(r_dim=32, agreement_vote=agreement)
+        blend = lambda vote_mean: phi._nearest(seen, seen.mean(dim=1), cos, torch.zeros(3), vote_mean)[0, :, 0]
+        neutral, voted = blend(torch.zeros(3)), blend(torch.full((3,), 5.0))
+        assert torch.allclose(neutral, seen[0, :, :, 0].mean(dim=0))                 # no vote: the plain mean
+        if agreement:
+            assert voted[0] > neutral[0] + 0.2 and voted[2] < neutral[2] - 0.2        # towards the two reds
+        else:
+            assert torch.allclose(voted, neutral)
