@@ -113,6 +113,13 @@ CONFIGS = {
     "geo_long_m3": ([*GEO, *M3, "--gradient_steps", "6000", "--mu_f", "1e-4",
                      "--mu_n", "6000", *SIGMA_03, "--log_interval", "250", "--save_interval", "250"],
                     "as geo_long on exactly 3 context views (the demo preset's recipe), 6,000 steps (the shipped checkpoint)"),
+    # ran as `--resume` of geo_long_m3 with --gradient_steps 11000, stopped by SIGTERM after step 7,500 and
+    # evaluated with `evaluate.py --checkpoint .../ckpt-00007500.pt --scenes 200 --out <run>/final.json`; the learning
+    # rate schedule does not depend on --gradient_steps, so these flags take the same 7,500 steps (up to the
+    # floating-point rounding of the geometric representation's later layout change)
+    "geo_long_m3_7500": ([*GEO, *M3, "--gradient_steps", "7500", "--mu_f", "1e-4",
+                          "--mu_n", "6000", *SIGMA_03, "--log_interval", "250", "--save_interval", "250"],
+                         "geo_long_m3 continued at its final learning rate 1e-4 (`--resume`) to step 7,500, then stopped"),
 }
 
 
