@@ -113,6 +113,13 @@ CONFIGS = {
     "geo_long_m3": ([*GEO, *M3, "--gradient_steps", "6000", "--mu_f", "1e-4",
                      "--mu_n", "6000", *SIGMA_03, "--log_interval", "250", "--save_interval", "250"],
                     "as geo_long on exactly 3 context views (the demo preset's recipe), 6,000 steps (the shipped checkpoint)"),
+    # does a wider generator pay later in training? The same 1,000-step recipe with 32 and 64 hidden channels
+    "geo_m3_1000": ([*GEO, *M3, "--gradient_steps", "1000", "--mu_f", "1e-4", "--mu_n", "1000", *SIGMA_03,
+                     "--log_interval", "250", "--save_interval", "500"],
+                    "geo_long_m3's recipe in 1,000 steps (lr 1e-3 -> 1e-4 over them)"),
+    "geo_m3_h64_1000": ([*GEO, *M3, "--gradient_steps", "1000", "--mu_f", "1e-4", "--mu_n", "1000", *SIGMA_03,
+                         "--log_interval", "250", "--save_interval", "500", "--h_dim", "64"],
+                        "as geo_m3_1000 with 64 hidden channels in the cores (a wider generator)"),
     # ran as `--resume` of geo_long_m3 with --gradient_steps 11000, stopped by SIGTERM after step 7,500 and
     # evaluated with `evaluate.py --checkpoint .../ckpt-00007500.pt --scenes 200 --out <run>/final.json`; the learning
     # rate schedule does not depend on --gradient_steps, so these flags take the same 7,500 steps (up to the
