@@ -25,34 +25,37 @@ import os
 import sys
 
 import numpy as np
+import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import evaluate  # noqa: E402
 from dataset import shepard_metzler as sm  # noqa: E402
-
-THRESHOLD = 0.1  # evaluate.OBJECT_THRESHOLD (evaluate.py imports torch; this script needs only numpy)
+from dataset.jpeg import decode_jpeg  # noqa: E402
 
 
 def cube_ids(centres, positions):
-    """Which cube each pixel shows, -1 for background: (V, 64, 64) ints. The cubes are rendered in
-    colours (1, k / n, 0): shading scales all channels alike, so green over red gives k back."""
+    """Which cube each pixel shows, -1 for background: (V, 64, 64) ints, and each pixel's shading (V, 64, 64)
+    in [0, 1]. The cubes are rendered in colours (1, k / n, 0): shading scales all channels alike, so red is
+    the shading and green over red gives k back."""
     n = len(centres)
     codes = np.stack([np.ones(n), np.arange(n) / n, np.zeros(n)], axis=1).astype(np.float32)
     image = sm.render_views(centres, codes, positions).astype(np.float32)
     ids = np.rint(image[..., 1] / np.maximum(image[..., 0], 1) * n).astype(np.int64)
-    return np.where(image[..., 0] > 0, ids, -1)
+    return np.where(image[..., 0] > 0, ids, -1), image[..., 0] / 255
 
 
 def jpeg_round_trip(image, **options):
     """uint8 (64, 64, 3) -> the decoded JPEG in [0, 1]: the dataset's encoding (sm.encode_jpeg: quality 90,
     4:2:0 chroma subsampling), or PIL's with `options`."""
-    data = sm.encode_jpeg(image)
     if options:
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="JPEG", quality=sm.JPEG_QUALITY, **options)
         data = buf.getvalue()
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32) / 255
+    else:
+        data = sm.encode_jpeg(image)
+    return decode_jpeg(data).astype(np.float32) / 255
 
 
 def median_colour(samples=100_000):
@@ -63,11 +66,9 @@ def median_colour(samples=100_000):
 
 def scores(pred, truth):
     """evaluate.object_iou and evaluate.object_colour_error of one (64, 64, 3) image against the truth."""
-    drawn, true = pred.max(-1) > THRESHOLD, truth.max(-1) > THRESHOLD
-    union = (drawn | true).sum()
-    iou = (drawn & true).sum() / union if union else 1.0
-    colour = np.abs(pred - truth).mean(-1)[true].mean() if true.any() else 0.0
-    return iou, colour
+    pred, truth = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None]
+                   for a in (pred, truth))
+    return float(evaluate.object_iou(pred, truth)), float(evaluate.object_colour_error(pred, truth))
 
 
 EXACT = "the exact rendering (every cube's colour known), before JPEG"
@@ -83,8 +84,7 @@ def measure(scenes=200, draws=5, context=3, parts=5):
     unseen_share = []
     for i in range(scenes):
         centres, colours, positions = sm.random_scene(0, "test", i, parts)
-        ids = cube_ids(centres, positions)                               # (15, 64, 64)
-        shade = sm.render_views(centres, np.ones_like(colours), positions).astype(np.float32)[..., 0] / 255
+        ids, shade = cube_ids(centres, positions)                        # (15, 64, 64) each
         frames = sm.render_views(centres, colours, positions)             # uint8, before JPEG
         clean = frames.astype(np.float32) / 255
         rng = np.random.default_rng([1, i])
