@@ -115,8 +115,8 @@ def check_compatible(state, config, given_flags, path):
     """Refuse to resume when a model flag given now differs from the checkpoint's configuration."""
     flag_of = dict(representation="representation", L="layers", shared_core="shared_core",
                    upsample="upsample", r_dim="r_dim", h_dim="h_dim", z_dim="z_dim", render_skip="render_skip",
-                   agreement_vote="agreement_vote")
-    saved = dict(render_skip=False, agreement_vote=False) | state["config"]   # saved before these, or without them
+                   agreement_vote="agreement_vote", render_gate="render_gate")
+    saved = dict(render_skip=False, agreement_vote=False, render_gate=False) | state["config"]   # saved before these, or without them
     differ = [f"--{flag_of[k]} {config[k]} (checkpoint: {saved.get(k)})"
               for k in flag_of if flag_of[k] in given_flags and saved.get(k) != config[k]]
     if differ:

@@ -31,7 +31,7 @@ SCALE = 4  # the cores run at image_size / 4: x_q and u go down, h_g goes up, by
 class GQN(nn.Module):
     def __init__(self, representation="pool", L=12, shared_core=False, upsample="learned",
                  x_dim=3, v_dim=7, r_dim=256, h_dim=128, z_dim=3, image_size=64, render_skip=False,
-                 agreement_vote=False):
+                 agreement_vote=False, render_gate=False):
         super().__init__()
         if representation not in REPRESENTATIONS:
             raise ValueError(f"unknown representation {representation!r}: choose one of {sorted(REPRESENTATIONS)}")
@@ -39,6 +39,11 @@ class GQN(nn.Module):
             raise ValueError(f"unknown upsample {upsample!r}: choose one of {UPSAMPLE_CHOICES}")
         if L < 1:
             raise ValueError(f"L (the number of generative layers) must be at least 1, not {L}")
+        if render_skip and render_gate:
+            raise ValueError("render_skip and render_gate are two ways to use the representation's rendering: choose one")
+        if render_gate and not hasattr(REPRESENTATIONS[representation], "rendering"):
+            raise ValueError(f"render_gate needs a representation that renders the query view (geometric), "
+                             f"not {representation!r}")
         if render_skip and not hasattr(REPRESENTATIONS[representation], "rendering"):
             raise ValueError(f"render_skip needs a representation that renders the query view (geometric), "
                              f"not {representation!r}")
@@ -52,6 +57,8 @@ class GQN(nn.Module):
             self.config["render_skip"] = True
         if agreement_vote:
             self.config["agreement_vote"] = True
+        if render_gate:
+            self.config["render_gate"] = True
         self.render_skip = bool(render_skip)
         self.representation = representation
         self.L = L
@@ -80,6 +87,15 @@ class GQN(nn.Module):
         self.eta_pi = nn.Conv2d(h_dim, 2 * z_dim, kernel_size=5, padding=2)
         self.eta_e = nn.Conv2d(h_dim, 2 * z_dim, kernel_size=5, padding=2)
         self.eta_g = nn.Conv2d(h_dim, x_dim, kernel_size=1)
+        # with render_gate (not the paper's): per pixel, how much of the representation's own rendering
+        # of the query view to show instead of eta_g(u_L), decided from u_L and that rendering; it starts
+        # nearly closed (sigmoid(-3) = 0.05), so the model starts as the paper's
+        self.render_gate = None
+        if render_gate:
+            self.render_gate = nn.Sequential(nn.Conv2d(h_dim + x_dim + 1, 16, 3, padding=1), nn.ReLU(),
+                                             nn.Conv2d(16, 1, 1))
+            nn.init.zeros_(self.render_gate[-1].weight)
+            nn.init.constant_(self.render_gate[-1].bias, -3.0)
 
         # Fixed inputs' share of the gates computed once per unroll where that saves work: a shared
         # core reuses it L times, and a broadcast 1x1 r costs a (5x5)-map conv instead of a 16x16 one.
@@ -165,9 +181,15 @@ class GQN(nn.Module):
         return dict(elbo=-nll - kl, kl=kl, nll=nll, x_mu=x_mu)
 
     def observe(self, u, r):
-        """The mean of the image's Gaussian: eta_g(u_L) (the paper's), plus, with render_skip, the
-        representation's own rendering of the query view brought to the image size (not the paper's)."""
+        """The mean of the image's Gaussian: eta_g(u_L) (the paper's); with render_skip, plus the
+        representation's own rendering of the query view brought to the image size; with render_gate, mixed
+        with that rendering pixel by pixel through the learned gate (neither is the paper's)."""
         x_mu = self.eta_g(u)
+        if self.render_gate is not None:
+            shown = F.interpolate(self.phi.rendering(r, opacity=True).to(x_mu.dtype), size=x_mu.shape[-2:],
+                                  mode="bilinear", align_corners=False)        # colour and opacity
+            gate = torch.sigmoid(self.render_gate(torch.cat((u, shown), dim=1)))
+            x_mu = x_mu + gate * (shown[:, :-1] - x_mu)
         if self.render_skip:
             x_mu = x_mu + F.interpolate(self.phi.rendering(r).to(x_mu.dtype), size=x_mu.shape[-2:],
                                         mode="bilinear", align_corners=False)

@@ -35,7 +35,7 @@ DEFAULTS = dict(
     data_root="data", builtin_parts=7, builtin_train_scenes=20_000, builtin_test_scenes=1_000,
     test_context=3, eval_scenes=200, skip_nonfinite=False, skip_bad_scenes=False, min_context=1,
     max_context=None, beta_i=1.0, beta_f=1.0, beta_n=1, init="torch", render_skip=False,
-    agreement_vote=False,
+    agreement_vote=False, render_gate=False,
 )
 
 
@@ -113,6 +113,10 @@ def build_parser():
     a("--render_skip", type=str2bool, nargs="?", const=True, default=S,
       help="add the geometric representation's own rendering of the query view to the generator's output "
            "image, so the generator learns a correction to it (departs from the paper; geometric only)")
+    a("--render_gate", type=str2bool, nargs="?", const=True, default=S,
+      help="per pixel, a learned gate shows the geometric representation's own rendering of the query view "
+           "instead of the generator's output where it judges that rendering right (departs from the paper; "
+           "geometric only)")
     a("--agreement_vote", type=str2bool, nargs="?", const=True, default=S,
       help="geometric only: weigh each context view's colour at a point also by how close it is to the views' "
            "mean there (an occluded view sees something else), not only by what it sees; off, the models "
@@ -165,4 +169,4 @@ def parse_args(argv=None):
 def model_config(args):
     return dict(representation=args.representation, L=args.layers, shared_core=args.shared_core,
                 upsample=args.upsample, r_dim=args.r_dim, h_dim=args.h_dim, z_dim=args.z_dim,
-                render_skip=args.render_skip, agreement_vote=args.agreement_vote)
+                render_skip=args.render_skip, agreement_vote=args.agreement_vote, render_gate=args.render_gate)

@@ -257,10 +257,10 @@ class Geometric(nn.Module):
         return F.pixel_unshuffle(ray[:, -5:-1], self.scale)
 
     @classmethod
-    def rendering(cls, r, x_dim=3):
+    def rendering(cls, r, x_dim=3, opacity=False):
         """The query view as this network renders it, read back from r: colour on black, (B, 3, 32, 32)
-        (64x64 for GeometricFine)."""
-        return F.pixel_shuffle(r[:, -cls.scale ** 2 * (x_dim + 1):], cls.scale)[:, :x_dim]
+        (64x64 for GeometricFine); with opacity, its opacity as a fourth channel."""
+        return F.pixel_shuffle(r[:, -cls.scale ** 2 * (x_dim + 1):], cls.scale)[:, :x_dim + bool(opacity)]
 
 
 class GeometricFine(Geometric):

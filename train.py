@@ -195,7 +195,7 @@ def build_model(args, state, dist, log):
     try:
         model = GQN(**(state["config"] if state else model_config(args)))
     except ValueError as e:  # a combination of model flags that does not make a model
-        raise UsageError(f"{e}; change --representation, --r_dim, --render_skip or --agreement_vote") from None
+        raise UsageError(f"{e}; change --representation, --r_dim, --render_skip, --render_gate or --agreement_vote") from None
     if args.init == "kaiming" and not state:
         kaiming_init(model.phi)
     model.to(dist.device)

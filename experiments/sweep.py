@@ -95,6 +95,13 @@ CONFIGS = {
                           "as geo_demo_m3, sigma down to 0.3 by step 100 (not 200)"),
     "geo_demo_m3_vote": ([*GEO_DEMO, *M3, "--agreement_vote"],
                          "as geo_demo_m3, each view's colour also weighed by its agreement with the others"),
+    "geo_demo_m3_gate": ([*GEO_DEMO, *M3, "--render_gate"],
+                         "as geo_demo_m3, a learned per-pixel gate between the generator's output and the representation's rendering"),
+    "fine_demo_m3_gate": ([*GEO_DEMO, *M3, "--representation", "geometric_fine", "--r_dim", "96", "--render_gate"],
+                          "as geo_demo_m3_gate with geometric_fine's 64x64 rendering (r 96)"),
+    "fine_demo_m3_gate_300": ([*GEO_DEMO, *M3, "--representation", "geometric_fine", "--r_dim", "96", "--render_gate",
+                               "--gradient_steps", "300", "--save_interval", "300"],
+                              "as fine_demo_m3_gate, stopped at step 300 (the schedules as for 400)"),
     "fine_demo": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96"],
                   "as geo_demo, rendering the query view at 64x64 (GeometricFine; r 96: 64 rendered + 32 learned)"),
     "fine_demo_skip": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96", "--render_skip", "true"],
@@ -120,6 +127,11 @@ CONFIGS = {
     "geo_m3_h64_1000": ([*GEO, *M3, "--gradient_steps", "1000", "--mu_f", "1e-4", "--mu_n", "1000", *SIGMA_03,
                          "--log_interval", "250", "--save_interval", "500", "--h_dim", "64"],
                         "as geo_m3_1000 with 64 hidden channels in the cores (a wider generator)"),
+    # the gate between the generator and the 64x64 rendering, trained longer (the recipe of geo_long_m3, half its steps)
+    "fine_long_m3_gate": ([*GEO, *M3, "--representation", "geometric_fine", "--r_dim", "96", "--render_gate",
+                           "--gradient_steps", "3000", "--mu_f", "1e-4", "--mu_n", "3000", *SIGMA_03,
+                           "--log_interval", "250", "--save_interval", "250"],
+                          "as fine_demo_m3_gate with geo_long_m3's recipe in 3,000 steps (lr 1e-3 -> 1e-4 over them)"),
     # ran as `--resume` of geo_long_m3 with --gradient_steps 11000, stopped by SIGTERM after step 7,500 and
     # evaluated with `evaluate.py --checkpoint .../ckpt-00007500.pt --scenes 200 --out <run>/final.json`; the learning
     # rate schedule does not depend on --gradient_steps, so these flags take the same 7,500 steps (up to the

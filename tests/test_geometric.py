@@ -2,6 +2,7 @@
 wrong pixels and the model learns nothing from the cameras (representation.py, Geometric)."""
 
 import numpy as np
+import pytest
 import torch
 from torch.nn import functional as F
 
@@ -112,21 +113,49 @@ def test_the_fine_rendering_is_the_query_view_at_full_resolution():
     assert torch.allclose(added, GeometricFine.rendering(r), atol=1e-6)
 
 
-def test_render_skip_starts_the_generator_from_that_rendering_and_rebuilds_from_its_config():
+SMALL_GEOMETRIC = dict(representation="geometric", L=2, shared_core=True, upsample="broadcast", r_dim=24, h_dim=8)
+
+
+def output_stage_inputs():
+    """Seeded inputs for the image stage of SMALL_GEOMETRIC: 4 random context views and a query camera of a
+    built-in scene's (x (1, 4, 3, 64, 64), v (1, 5, 7)), and a random canvas u (1, 8, 64, 64)."""
     torch.manual_seed(0)
-    config = dict(representation="geometric", L=2, shared_core=True, upsample="broadcast", r_dim=24, h_dim=8)
-    plain, skip = GQN(**config), GQN(**config, render_skip=True)
+    _, _, positions = sm.random_scene(seed=0, split="train", index=0, parts=5)
+    return torch.rand(1, 4, 3, 64, 64), viewpoints(positions[:5])[None], torch.randn(1, 8, 64, 64)
+
+
+def test_render_skip_starts_the_generator_from_that_rendering_and_rebuilds_from_its_config():
+    x, v, u = output_stage_inputs()
+    plain, skip = GQN(**SMALL_GEOMETRIC), GQN(**SMALL_GEOMETRIC, render_skip=True)
     skip.load_state_dict(plain.state_dict())                                      # no weights of its own
     assert "render_skip" not in plain.config and GQN(**skip.config).render_skip
-    _, _, positions = sm.random_scene(seed=0, split="train", index=0, parts=5)
-    v = viewpoints(positions[:5])[None]
-    x = torch.rand(1, 4, 3, 64, 64)
     with torch.no_grad():
         r = plain.encode(x, v[:, :4], v[:, 4])
-        u = torch.randn(1, 8, 64, 64)
         added = skip.observe(u, r) - plain.observe(u, r)
     expected = F.interpolate(Geometric.rendering(r), size=64, mode="bilinear", align_corners=False)
     assert torch.allclose(added, expected, atol=1e-6)
+
+
+def test_render_gate_shows_the_rendering_where_it_opens_and_starts_nearly_closed():
+    """--render_gate mixes, per pixel, the generator's eta_g(u) with the representation's own rendering: at
+    initialisation 5 % of the rendering (the model starts as the paper's), fully open exactly the rendering;
+    the gate learns from the loss, and the model rebuilds from its config."""
+    x, v, u = output_stage_inputs()
+    gated = GQN(**SMALL_GEOMETRIC, render_gate=True)
+    assert GQN(**gated.config).render_gate is not None and "render_gate" not in GQN(**SMALL_GEOMETRIC).config
+    with torch.no_grad():
+        r = gated.encode(x, v[:, :4], v[:, 4])
+        own, mixed = gated.eta_g(u), gated.observe(u, r)
+        shown = F.interpolate(Geometric.rendering(r), size=64, mode="bilinear", align_corners=False)
+        assert torch.allclose(mixed, own + torch.sigmoid(torch.tensor(-3.0)) * (shown - own), atol=1e-6)
+        gated.render_gate[-1].bias.fill_(30.0)                                  # wide open
+        assert torch.allclose(gated.observe(u, r), shown, atol=1e-5)
+        gated.render_gate[-1].bias.fill_(-3.0)
+    x_q = torch.rand(1, 3, 64, 64)
+    (-gated(x, v[:, :4], v[:, 4], x_q, sigma=0.5).sum()).backward()
+    assert gated.render_gate[-1].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="choose one"):
+        GQN(**SMALL_GEOMETRIC, render_gate=True, render_skip=True)
 
 
 def test_the_agreement_vote_turns_away_from_the_view_that_disagrees():
