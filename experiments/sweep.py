@@ -96,7 +96,7 @@ CONFIGS = {
     "geo_demo_m3_vote": ([*GEO_DEMO, *M3, "--agreement_vote"],
                          "as geo_demo_m3, each view's colour also weighed by its agreement with the others"),
     "geo_demo_m3_gate": ([*GEO_DEMO, *M3, "--render_gate"],
-                         "as geo_demo_m3, a learned per-pixel gate between the generator's output and the representation's rendering"),
+                         "as geo_demo_m3, a learned per-pixel gate between the generator's output and the representation's rendering (`--render_gate`)"),
     "fine_demo_m3_gate": ([*GEO_DEMO, *M3, "--representation", "geometric_fine", "--r_dim", "96", "--render_gate"],
                           "as geo_demo_m3_gate with geometric_fine's 64x64 rendering (r 96)"),
     "fine_demo_m3_gate_300": ([*GEO_DEMO, *M3, "--representation", "geometric_fine", "--r_dim", "96", "--render_gate",
