@@ -85,7 +85,7 @@ CONFIGS = {
     "geo_h64": ([*GEO_DEMO, "--h_dim", "64"],
                 "as geo_demo with 64 hidden channels in the cores (a wider generator)"),
     "geo_demo_m3": ([*GEO_DEMO, *M3],
-                    "`--preset demo` now: as geo_demo, trained on exactly 3 context views, the evaluation's number (fresh clone: 9 min 8 s)"),
+                    "the demo preset before the gate: as geo_demo, trained on exactly 3 context views, the evaluation's number (fresh clone: 9 min 8 s)"),
     "geo_demo_s02": ([*GEO_DEMO, "--sigma_f", "0.2"], "as geo_demo, sigma 1.0 -> 0.2"),
     "geo_demo_m3_s02": ([*GEO_DEMO, *M3, "--sigma_f", "0.2"],
                         "as geo_demo_m3, sigma 1.0 -> 0.2"),
@@ -108,7 +108,7 @@ CONFIGS = {
     "fine_demo_m3_gate_300_beta": ([*GEO_DEMO, *M3, "--representation", "geometric_fine", "--r_dim", "96", "--render_gate",
                                     "--gradient_steps", "300", "--save_interval", "300", "--beta_i", "0.3", "--beta_f", "1",
                                     "--beta_n", "300"],
-                                   "as fine_demo_m3_gate_300 with the KL weight rising from 0.3 to 1 over the 300 steps"),
+                                   "`--preset demo` now (fresh clone: 8 min 44 s): as fine_demo_m3_gate_300 with the KL weight rising from 0.3 to 1 over the 300 steps"),
     "fine_demo": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96"],
                   "as geo_demo, rendering the query view at 64x64 (GeometricFine; r 96: 64 rendered + 32 learned)"),
     "fine_demo_skip": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96", "--render_skip", "true"],
@@ -122,8 +122,8 @@ CONFIGS = {
     "geo_long": ([*GEO, *CTX, "--gradient_steps", "3500", "--mu_f", "1e-4", "--mu_n", "3500", *SIGMA_03,
                   "--log_interval", "250", "--save_interval", "250"],
                  "geometric, 3,500 steps, lr 1e-3 -> 1e-4 (the shipped checkpoint until geo_long_m3)"),
-    # the shipped checkpoint; the same as `python train.py --preset demo --gradient_steps 6000 --mu_f 1e-4 --mu_n 6000 --log_interval 250
-    # --save_interval 250`
+    # the shipped checkpoint; the same as `python train.py --preset demo --representation geometric --r_dim 32 --render_gate false
+    # --beta_i 1 --gradient_steps 6000 --mu_f 1e-4 --mu_n 6000 --log_interval 250 --save_interval 250`
     "geo_long_m3": ([*GEO, *M3, "--gradient_steps", "6000", "--mu_f", "1e-4",
                      "--mu_n", "6000", *SIGMA_03, "--log_interval", "250", "--save_interval", "250"],
                     "as geo_long on exactly 3 context views (the demo preset's recipe), 6,000 steps (the shipped checkpoint)"),
