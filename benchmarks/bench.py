@@ -168,6 +168,8 @@ def parse_args(argv=None):
     p.add_argument("--upsample", default="learned", choices=["learned", "broadcast"])
     p.add_argument("--h_dim", type=int, default=128)
     p.add_argument("--r_dim", type=int, default=256)
+    p.add_argument("--render_gate", type=str2bool, default=False,
+                   help="the learned gate onto the geometric representation's rendering (train.py's --render_gate)")
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--context", type=int, default=5, help="context views M")
     p.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
@@ -186,9 +188,12 @@ def parse_args(argv=None):
 
 
 def config(args):
-    return dict(representation=args.representation, L=args.layers, shared_core=args.shared_core,
-                upsample=args.upsample, x_dim=3, v_dim=7, r_dim=args.r_dim, h_dim=args.h_dim, z_dim=3,
-                image_size=64)
+    cfg = dict(representation=args.representation, L=args.layers, shared_core=args.shared_core,
+               upsample=args.upsample, x_dim=3, v_dim=7, r_dim=args.r_dim, h_dim=args.h_dim, z_dim=3,
+               image_size=64)
+    if args.render_gate:  # only when set: the original formulation has no such argument
+        cfg["render_gate"] = True
+    return cfg
 
 
 def elbo_check(steps):
