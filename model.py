@@ -41,12 +41,10 @@ class GQN(nn.Module):
             raise ValueError(f"L (the number of generative layers) must be at least 1, not {L}")
         if render_skip and render_gate:
             raise ValueError("render_skip and render_gate are two ways to use the representation's rendering: choose one")
-        if render_gate and not hasattr(REPRESENTATIONS[representation], "rendering"):
-            raise ValueError(f"render_gate needs a representation that renders the query view (geometric), "
-                             f"not {representation!r}")
-        if render_skip and not hasattr(REPRESENTATIONS[representation], "rendering"):
-            raise ValueError(f"render_skip needs a representation that renders the query view (geometric), "
-                             f"not {representation!r}")
+        for flag, on in (("render_gate", render_gate), ("render_skip", render_skip)):
+            if on and not hasattr(REPRESENTATIONS[representation], "rendering"):
+                raise ValueError(f"{flag} needs a representation that renders the query view (geometric), "
+                                 f"not {representation!r}")
         self.config = dict(representation=representation, L=L, shared_core=bool(shared_core),
                            upsample=upsample, x_dim=x_dim, v_dim=v_dim, r_dim=r_dim, h_dim=h_dim,
                            z_dim=z_dim, image_size=image_size)
@@ -186,14 +184,18 @@ class GQN(nn.Module):
         with that rendering pixel by pixel through the learned gate (neither is the paper's)."""
         x_mu = self.eta_g(u)
         if self.render_gate is not None:
-            shown = F.interpolate(self.phi.rendering(r, opacity=True).to(x_mu.dtype), size=x_mu.shape[-2:],
-                                  mode="bilinear", align_corners=False)        # colour and opacity
+            shown = self._rendering(r, x_mu, opacity=True)                     # colour and opacity
             gate = torch.sigmoid(self.render_gate(torch.cat((u, shown), dim=1)))
             x_mu = x_mu + gate * (shown[:, :-1] - x_mu)
         if self.render_skip:
-            x_mu = x_mu + F.interpolate(self.phi.rendering(r).to(x_mu.dtype), size=x_mu.shape[-2:],
-                                        mode="bilinear", align_corners=False)
+            x_mu = x_mu + self._rendering(r, x_mu)
         return x_mu
+
+    def _rendering(self, r, like, opacity=False):
+        """The representation's rendering of the query view read back from r, at the image size and dtype
+        of `like`: (B, 3 [+ 1 opacity], H, W)."""
+        return F.interpolate(self.phi.rendering(r, opacity=opacity).to(like.dtype), size=like.shape[-2:],
+                             mode="bilinear", align_corners=False)
 
     def forward(self, x, v, v_q, x_q, sigma, terms=False):
         """ELBO per scene (B,); with terms=True the tuple (elbo, kl, nll), still from one pass."""

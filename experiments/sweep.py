@@ -34,6 +34,8 @@ M3 = ["--min_context", "3", "--max_context", "3"]                         # the 
 SIGMA_03 = ["--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"]    # the demo's pixel sigma schedule
 GEO_DEMO = [*GEO, *CTX, "--gradient_steps", "400", "--mu_n", "750", "--log_interval", "100", "--save_interval", "200",
             *SIGMA_03]                          # --preset demo before it trained on 3 views (geo_demo_m3)
+FINE_GATE = ["--representation", "geometric_fine", "--r_dim", "96", "--render_gate"]   # the 64x64 rendering, gated
+FINE_GATE_300 = [*GEO_DEMO, *M3, *FINE_GATE, "--gradient_steps", "300", "--save_interval", "300"]
 
 
 def steps(n, log=100):
@@ -97,17 +99,13 @@ CONFIGS = {
                          "as geo_demo_m3, each view's colour also weighed by its agreement with the others"),
     "geo_demo_m3_gate": ([*GEO_DEMO, *M3, "--render_gate"],
                          "as geo_demo_m3, a learned per-pixel gate between the generator's output and the representation's rendering (`--render_gate`)"),
-    "fine_demo_m3_gate": ([*GEO_DEMO, *M3, "--representation", "geometric_fine", "--r_dim", "96", "--render_gate"],
+    "fine_demo_m3_gate": ([*GEO_DEMO, *M3, *FINE_GATE],
                           "as geo_demo_m3_gate with geometric_fine's 64x64 rendering (r 96)"),
-    "fine_demo_m3_gate_300": ([*GEO_DEMO, *M3, "--representation", "geometric_fine", "--r_dim", "96", "--render_gate",
-                               "--gradient_steps", "300", "--save_interval", "300"],
+    "fine_demo_m3_gate_300": (FINE_GATE_300,
                               "as fine_demo_m3_gate, stopped at step 300 (the schedules as for 400)"),
-    "fine_demo_m3_gate_300_s02": ([*GEO_DEMO, *M3, "--representation", "geometric_fine", "--r_dim", "96", "--render_gate",
-                                   "--gradient_steps", "300", "--save_interval", "300", "--sigma_f", "0.2"],
+    "fine_demo_m3_gate_300_s02": ([*FINE_GATE_300, "--sigma_f", "0.2"],
                                   "as fine_demo_m3_gate_300 with sigma 1.0 -> 0.2 (does z get used sooner?)"),
-    "fine_demo_m3_gate_300_beta": ([*GEO_DEMO, *M3, "--representation", "geometric_fine", "--r_dim", "96", "--render_gate",
-                                    "--gradient_steps", "300", "--save_interval", "300", "--beta_i", "0.3", "--beta_f", "1",
-                                    "--beta_n", "300"],
+    "fine_demo_m3_gate_300_beta": ([*FINE_GATE_300, "--beta_i", "0.3", "--beta_f", "1", "--beta_n", "300"],
                                    "`--preset demo` now (fresh clone: 8 min 44 s): as fine_demo_m3_gate_300 with the KL weight rising from 0.3 to 1 over the 300 steps"),
     "fine_demo": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96"],
                   "as geo_demo, rendering the query view at 64x64 (GeometricFine; r 96: 64 rendered + 32 learned)"),
@@ -135,8 +133,7 @@ CONFIGS = {
                          "--log_interval", "250", "--save_interval", "500", "--h_dim", "64"],
                         "as geo_m3_1000 with 64 hidden channels in the cores (a wider generator)"),
     # the gate between the generator and the 64x64 rendering, trained longer (the recipe of geo_long_m3, half its steps)
-    "fine_long_m3_gate": ([*GEO, *M3, "--representation", "geometric_fine", "--r_dim", "96", "--render_gate",
-                           "--gradient_steps", "3000", "--mu_f", "1e-4", "--mu_n", "3000", *SIGMA_03,
+    "fine_long_m3_gate": ([*GEO, *M3, *FINE_GATE, "--gradient_steps", "3000", "--mu_f", "1e-4", "--mu_n", "3000", *SIGMA_03,
                            "--log_interval", "250", "--save_interval", "250"],
                           "as fine_demo_m3_gate with geo_long_m3's recipe in 3,000 steps (lr 1e-3 -> 1e-4 over them)"),
     # ran as `--resume` of geo_long_m3 with --gradient_steps 11000, stopped by SIGTERM after step 7,500 and
