@@ -146,6 +146,8 @@ def test_min_and_max_context_bound_the_context_views_of_every_batch(tiny_data):
     (["--representation", "geometric_fine", "--r_dim", "64"], "the geometric representation needs r_dim > 64"),
     (["--representation", "pool", "--agreement_vote"], "agreement_vote is a choice of the geometric representations"),
     (["--representation", "tower", "--render_gate"], "render_gate needs a representation that renders"),
+    (["--representation", "geometric", "--r_dim", "32", "--render_skip", "--render_gate"],
+     "render_skip and render_gate are two ways to use the representation's rendering"),
 ])
 def test_model_flags_that_make_no_model_are_a_usage_error(tiny_data, tmp_path, flags, says):
     with pytest.raises(train.UsageError, match=says) as e:
