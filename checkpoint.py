@@ -111,14 +111,17 @@ def build_model(state):
     return model
 
 
+def model_config(state):
+    """The checkpoint's model configuration, with the flags added since it was written at their defaults."""
+    return dict(render_skip=False, agreement_vote=False, render_gate=False) | state["config"]
+
+
 def check_compatible(state, config, given_flags, path):
     """Refuse to resume when a model flag given now differs from the checkpoint's configuration."""
-    flag_of = dict(representation="representation", L="layers", shared_core="shared_core",
-                   upsample="upsample", r_dim="r_dim", h_dim="h_dim", z_dim="z_dim", render_skip="render_skip",
-                   agreement_vote="agreement_vote", render_gate="render_gate")
-    saved = dict(render_skip=False, agreement_vote=False, render_gate=False) | state["config"]   # saved before these, or without them
-    differ = [f"--{flag_of[k]} {config[k]} (checkpoint: {saved.get(k)})"
-              for k in flag_of if flag_of[k] in given_flags and saved.get(k) != config[k]]
+    from options import MODEL_FLAGS
+    saved = model_config(state)
+    differ = [f"--{flag} {config[k]} (checkpoint: {saved.get(k)})"
+              for k, flag in MODEL_FLAGS.items() if flag in given_flags and saved.get(k) != config[k]]
     if differ:
         raise CheckpointError(f"{path} was trained with another model configuration: {', '.join(differ)}; "
                               f"drop those flags to resume it, or start a new run with another --log_dir")

@@ -167,7 +167,28 @@ def parse_args(argv=None):
     return args
 
 
+# The model's configuration (GQN's keyword arguments, saved in every checkpoint) and the flag of each.
+MODEL_FLAGS = dict(representation="representation", L="layers", shared_core="shared_core", upsample="upsample",
+                   r_dim="r_dim", h_dim="h_dim", z_dim="z_dim", render_skip="render_skip",
+                   agreement_vote="agreement_vote", render_gate="render_gate")
+
+# Flags of the machine a run is on rather than of the run: a resumed run takes them from its command line.
+MACHINE_FLAGS = ("device_ids", "workers", "compile", "root_log_dir", "log_dir")
+
+
 def model_config(args):
-    return dict(representation=args.representation, L=args.layers, shared_core=args.shared_core,
-                upsample=args.upsample, r_dim=args.r_dim, h_dim=args.h_dim, z_dim=args.z_dim,
-                render_skip=args.render_skip, agreement_vote=args.agreement_vote, render_gate=args.render_gate)
+    return {key: getattr(args, flag) for key, flag in MODEL_FLAGS.items()}
+
+
+def resumed_args(args, saved, config):
+    """The flags of a run continued from a checkpoint whose run had the flags `saved` (its args) and the
+    model `config`: a flag given now keeps its value; every other one is the checkpoint's run's (DEFAULTS
+    where that run predates the flag), except the machine's (MACHINE_FLAGS), and the model's are its config.
+    So `python train.py --resume` goes on with the run as it was started, whatever the presets say today."""
+    merged = dict(vars(args))
+    for key in DEFAULTS:
+        if key not in args.given and key not in MACHINE_FLAGS:
+            merged[key] = saved.get(key, DEFAULTS[key])
+    for key, flag in MODEL_FLAGS.items():
+        merged[flag] = config[key]
+    return argparse.Namespace(**merged)

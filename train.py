@@ -39,10 +39,10 @@ import gqn_dataset
 from dataset.errors import DatasetError
 from dataset.shepard_metzler import RenderError, builtin_root
 from model import GQN
-from options import PRESETS, model_config, parse_args  # noqa: F401  (train.parse_args, train.PRESETS: the CLI's)
+from options import MACHINE_FLAGS, PRESETS, model_config, parse_args, resumed_args  # noqa: F401  (train.parse_args, train.PRESETS: the CLI's)
 from representation import kaiming_init
 from runtime import UsageError, noise_seed
-from scheduler import AnnealingStepLR, KLWeightSchedule, SigmaSchedule
+from scheduler import AnnealingStepLR, KLWeightSchedule, SigmaSchedule, linear_anneal
 from training import (Distributed, NonFiniteLoss, RunLog, StopFlag, TrainingError, keep_freed_memory,
                       make_optimizer, save, train_step)
 
@@ -52,12 +52,12 @@ def train(args):
     # -- set-up: processes, the run's folder, a checkpoint to resume, data, model, optimizer, schedules
     dist = Distributed(args.device_ids)
     log = print if dist.main else (lambda *a, **k: None)
-    if args.batch_size % dist.world_size:
-        raise UsageError(f"--batch_size {args.batch_size} does not divide over {dist.world_size} processes; "
-                         f"use a multiple of {dist.world_size}")
     run_dir = os.path.join(args.root_log_dir, args.log_dir)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     state = resume_state(args, ckpt_dir, log)
+    if args.batch_size % dist.world_size:
+        raise UsageError(f"--batch_size {args.batch_size} does not divide over {dist.world_size} processes; "
+                         f"use a multiple of {dist.world_size}")
     torch.manual_seed(args.seed)  # the initial weights
     train_dir, test_dir, max_context = resolve_data(args, log)
     if dist.main:
@@ -67,7 +67,7 @@ def train(args):
     schedules = dict(lr_schedule=AnnealingStepLR(optimizer, args.mu_i, args.mu_f, args.mu_n),
                      sigma_schedule=SigmaSchedule(args.sigma_i, args.sigma_f, args.sigma_n),
                      beta_schedule=KLWeightSchedule(args.beta_i, args.beta_f, args.beta_n))
-    step = restore(state, optimizer, schedules)
+    step = restore(state, optimizer, schedules, args)
     lr_schedule, sigma_schedule, beta_schedule = schedules.values()
     if args.workers is None:  # enough that a GPU never waits; on a CPU the workers would take its cores
         gpus = torch.cuda.device_count() if dist.device.type == "cuda" else 0
@@ -140,8 +140,8 @@ def train(args):
 
 
 def resume_state(args, ckpt_dir, log):
-    """With --resume, the checkpoint to continue (it decides the model, the step and the seed); sets
-    args.seed (drawn and logged when not given)."""
+    """With --resume, the checkpoint to continue: it decides the model, the step and the seed, and the
+    flags not given now are its run's (options.resumed_args). Sets args.seed (drawn when not given)."""
     state = None
     if args.resume:
         path = ckpt_io.latest(ckpt_dir) if args.resume == "latest" else args.resume
@@ -153,8 +153,16 @@ def resume_state(args, ckpt_dir, log):
             raise UsageError(f"--resume: {path} is an exported checkpoint (weights, no optimizer state), which "
                              f"cannot be continued exactly; resume from a file in a run's checkpoints/ folder")
         ckpt_io.check_compatible(state, model_config(args), args.given, path)
-        args.seed = state["args"]["seed"]
-        log(f"resuming from {path} at step {state['step']}")
+        saved = state.get("args", {})
+        if "seed" in args.given and args.seed != saved.get("seed"):
+            raise UsageError(f"--resume: --seed {args.seed} differs from the checkpoint's run's seed "
+                             f"{saved.get('seed')}, which a resumed run keeps (its data order and noise follow it); "
+                             f"drop --seed")
+        changed = [f"--{k} {getattr(args, k)} (was {saved[k]})" for k in args.given
+                   if k in saved and k not in MACHINE_FLAGS and saved[k] != getattr(args, k)]
+        vars(args).update(vars(resumed_args(args, saved, ckpt_io.model_config(state))))
+        log(f"resuming from {path} at step {state['step']}, with its run's flags"
+            + (f" except {', '.join(changed)}" if changed else ""))
     if args.seed is None:
         args.seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
     return state
@@ -221,14 +229,32 @@ def build_model(args, state, dist, log):
     return model, net
 
 
-def restore(state, optimizer, schedules):
-    """Load the optimizer's and the schedules' state from a checkpoint; the step to start from (0: none)."""
+# The flags of each schedule's initial value, final value and length, and the schedule's own names for them.
+SCHEDULE_FLAGS = dict(lr_schedule=("mu_i", "mu_f", "mu_n"), sigma_schedule=("sigma_i", "sigma_f", "sigma_n"),
+                      beta_schedule=("beta_i", "beta_f", "beta_n"))
+
+
+def restore(state, optimizer, schedules, args):
+    """Load the optimizer's and the schedules' state from a checkpoint; the step to start from (0: none).
+    A schedule's flag given now (--mu_f, --sigma_n, ...) changes the rest of that schedule from the step
+    reached; the others keep the checkpoint's values, which args then records."""
     if not state:
         return 0
     optimizer.load_state_dict(state["optimizer"])
     for name, schedule in schedules.items():
         if name in state:  # checkpoints from before the KL weight had beta = 1
             schedule.load_state_dict(state[name])
+        flags = SCHEDULE_FLAGS[name]
+        for flag, attr in zip(flags, (*flags[:2], "n")):
+            if flag in args.given:
+                setattr(schedule, attr, getattr(args, flag))
+            else:
+                setattr(args, flag, getattr(schedule, attr))
+    lr = schedules["lr_schedule"]
+    if any(flag in args.given for flag in SCHEDULE_FLAGS["lr_schedule"]):
+        for group in optimizer.param_groups:  # the changed schedule's rate at the step reached
+            group["lr"] = linear_anneal(lr.last_epoch, lr.mu_i, lr.mu_f, lr.n)
+        lr._last_lr = [group["lr"] for group in optimizer.param_groups]
     return state["step"]
 
 

@@ -1,6 +1,7 @@
 """train.py: flags, a 3-step run that writes events and a checkpoint, exact --resume, clear errors."""
 
 import glob
+import json
 import os
 
 import pytest
@@ -100,6 +101,45 @@ def test_resume_continues_at_step_four_exactly(tiny_data, tmp_path):
         assert torch.allclose(whole["model"][k], resumed["model"][k], atol=1e-6), k
     for k, s in whole["optimizer"]["state"].items():
         assert torch.allclose(s["exp_avg_sq"], resumed["optimizer"]["state"][k]["exp_avg_sq"], atol=1e-9)
+
+
+def test_resume_alone_continues_the_run_with_its_own_flags(tiny_data, tmp_path):
+    """`--resume` with no other flags goes on with the run as it was started (its model, schedules,
+    context views, data, logging), not with today's preset or defaults, and ends where the whole run does."""
+    flags = ["--beta_i", "0.5", "--beta_n", "10", "--sigma_f", "0.5", "--sigma_n", "5", "--min_context", "2",
+             "--max_context", "2", "--upsample", "broadcast"]
+    run(tiny_data, tmp_path, "whole", "--gradient_steps", "3", *flags)
+    run(tiny_data, tmp_path, "split", "--gradient_steps", "3", "--save_interval", "1", *flags)
+    os.remove(checkpoint.latest(tmp_path / "split" / "checkpoints"))   # as if killed after step 2's checkpoint
+    argv = ["--root_log_dir", str(tmp_path), "--log_dir", "split", "--workers", "0", "--preset", "demo", "--resume"]
+    args = train.parse_args(argv)
+    assert train.train(args) == 3     # the run's own --gradient_steps, not the demo's 300
+    assert (args.beta_i, args.sigma_f, args.min_context, args.layers, args.upsample, args.eval_scenes) == \
+        (0.5, 0.5, 2, 2, "broadcast", 0)
+    saved = json.loads((tmp_path / "split" / "args.json").read_text())
+    assert (saved["representation"], saved["h_dim"], saved["train_data_dir"]) == ("pool", 8, tiny_data[0])
+    whole = checkpoint.load(checkpoint.latest(tmp_path / "whole" / "checkpoints"))
+    resumed = checkpoint.load(checkpoint.latest(tmp_path / "split" / "checkpoints"))
+    assert resumed["beta_schedule"] == whole["beta_schedule"]
+    for k in whole["model"]:
+        assert torch.allclose(whole["model"][k], resumed["model"][k], atol=1e-6), k
+
+
+def test_a_schedule_flag_given_on_resume_changes_the_rest_of_that_schedule(tiny_data, tmp_path):
+    run(tiny_data, tmp_path, "a", "--gradient_steps", "2", "--mu_i", "1e-3", "--mu_f", "1e-4", "--mu_n", "100")
+    run(tiny_data, tmp_path, "a", "--gradient_steps", "3", "--resume", "--mu_f", "1e-5", "--mu_n", "3")
+    state = checkpoint.load(checkpoint.latest(tmp_path / "a" / "checkpoints"))
+    assert (state["lr_schedule"]["mu_i"], state["lr_schedule"]["mu_f"], state["lr_schedule"]["n"]) == (1e-3, 1e-5, 3)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-5)   # the new schedule's end, at step 3
+    saved = json.loads((tmp_path / "a" / "args.json").read_text())
+    assert (saved["mu_i"], saved["mu_f"], saved["mu_n"]) == (1e-3, 1e-5, 3)
+
+
+def test_resume_with_another_seed_is_one_sentence(tiny_data, tmp_path):
+    run(tiny_data, tmp_path, "a", "--gradient_steps", "1")
+    with pytest.raises(train.UsageError, match="--seed 4 differs from the checkpoint's run's seed 3") as e:
+        run(tiny_data, tmp_path, "a", "--gradient_steps", "2", "--resume", "--seed", "4")
+    assert "\n" not in str(e.value)
 
 
 def test_resume_without_a_checkpoint_says_so(tiny_data, tmp_path):
