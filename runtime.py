@@ -46,6 +46,9 @@ def pick_device(name):
         raise UsageError(f"--device {name} is not a device; pass cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: this machine has no CUDA GPU; pass --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UsageError(f"--device {name}: this machine has {count} CUDA GPU(s); pass cuda:0 to cuda:{count - 1}")
     return device
 
 

@@ -13,7 +13,7 @@ import torch
 import checkpoint as ckpt_io
 import evaluate
 from model import bits_per_dim
-from runtime import autocast, split_batch
+from runtime import UsageError, autocast, split_batch
 
 
 class TrainingError(Exception):
@@ -79,6 +79,14 @@ class Distributed:
         self.enabled = self.world_size > 1
         if torch.cuda.is_available():
             index = self.local_rank if self.enabled else device_ids[0]
+            count = torch.cuda.device_count()
+            wanted = [index] if self.enabled else device_ids
+            if any(not 0 <= i < count for i in wanted):
+                what = (f"process {self.local_rank} of this machine needs GPU {index}" if self.enabled
+                        else f"--device_ids {' '.join(map(str, device_ids))} names a GPU it does not have")
+                raise UsageError(f"this machine has {count} CUDA GPU(s), numbered 0 to {count - 1}, and {what}; "
+                                 + ("start at most that many processes per machine (torchrun --nproc_per_node)"
+                                    if self.enabled else f"pass ids between 0 and {count - 1}"))
             self.device = torch.device("cuda", index)
             torch.cuda.set_device(self.device)
         else:

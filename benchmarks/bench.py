@@ -221,8 +221,12 @@ def main(argv=None):
     args = parse_args(argv)
     if args.elbo_check:
         return elbo_check(args.elbo_check)
+    from runtime import UsageError, pick_device
     cfg = config(args)
-    device = torch.device(args.device)
+    try:
+        device = pick_device(args.device)
+    except UsageError as e:
+        sys.exit(f"error: {e}")
     if args.child:  # one formulation, in this process, result as JSON on the last line
         dtype = "float32" if args.child == "original" else args.dtype
         out = time_steps(args.child, cfg, args.batch_size, args.context, args.steps, args.warmup, device,

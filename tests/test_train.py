@@ -225,3 +225,36 @@ def test_test_metrics_reach_their_own_log(tiny_data, tmp_path):
     assert [r["step"] for r in rows] == [2, 4]
     for key in ("iou_generation", "colour_error_generation", "nll_above_floor_generation", "mse_mean_context"):
         assert all(0 <= r[key] < float("inf") for r in rows)
+
+
+@pytest.mark.parametrize("env, argv, expected", [
+    ({}, ["--device_ids", "0", "3"], "--device_ids 0 3 names a GPU it does not have; pass ids between 0 and 1"),
+    ({"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "2"}, [], "process 2 of this machine needs GPU 2"),
+])
+def test_a_gpu_the_machine_lacks_is_one_sentence(env, argv, expected, tmp_path, monkeypatch):
+    """On a 2-GPU machine (faked here: this check runs before any CUDA call), a missing GPU named by
+    --device_ids or needed by a torchrun process ends in one sentence, not in a CUDA error."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(SystemExit) as e:
+        train.main(["--root_log_dir", str(tmp_path / "runs"), *argv])
+    assert expected in str(e.value.code) and "\n" not in str(e.value.code)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_device_flag_of_the_scripts_names_the_gpus_there_are(monkeypatch):
+    """evaluate.py's, sample.py's and bench.py's --device: a GPU that is not there is one sentence."""
+    from runtime import UsageError, pick_device
+    assert pick_device("cpu").type == "cpu"
+    with pytest.raises(UsageError, match="is not a device"):
+        pick_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UsageError, match="has no CUDA GPU; pass --device cpu"):
+        pick_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda:1").index == 1
+    with pytest.raises(UsageError, match="has 2 CUDA GPU\\(s\\); pass cuda:0 to cuda:1"):
+        pick_device("cuda:2")
