@@ -171,10 +171,15 @@ class GQN(nn.Module):
     # -- the original's interface ---------------------------------------------------------------
 
     def elbo_terms(self, x, v, v_q, x_q, sigma):
-        """One pass: dict of elbo, kl, nll (each (B,), nats per scene) and x_mu, the reconstruction mean."""
+        """One pass: dict of elbo, kl, nll (each (B,), nats per scene) and x_mu, the reconstruction mean.
+        sigma: a float, or a tensor of one value per scene (B,), as training passes it: a compiled model
+        then takes sigma as an input instead of a constant it recompiles for whenever sigma anneals, and
+        DataParallel splits it with the batch."""
         r = self.encode(x, v, v_q)
         u, kl = self.unroll(r, v_q, x_q)
         x_mu = self.observe(u, r)                                # (B, 3, 64, 64)
+        if torch.is_tensor(sigma):
+            sigma = sigma.float().reshape(-1, 1, 1, 1)
         nll = -gaussian_log_prob(x_q.float(), x_mu.float(), sigma).sum(dim=(1, 2, 3))
         return dict(elbo=-nll - kl, kl=kl, nll=nll, x_mu=x_mu)
 
@@ -235,8 +240,9 @@ def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p):
 
 
 def gaussian_log_prob(x, mu, sigma):
-    """log N(x | mu, sigma^2) per element, sigma a float."""
-    return -0.5 * ((x - mu) / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)
+    """log N(x | mu, sigma^2) per element; sigma a float, or a tensor that broadcasts against x."""
+    log_sigma = torch.log(sigma) if torch.is_tensor(sigma) else math.log(sigma)
+    return -0.5 * ((x - mu) / sigma) ** 2 - log_sigma - 0.5 * math.log(2 * math.pi)
 
 
 def bits_per_dim(nats, image_shape):

@@ -25,6 +25,7 @@ def train_step(model, optimizer, frames, viewpoints, sigma, device, dtype="float
     is that of mean(nll + beta * kl): -ELBO for the paper's beta = 1."""
     optimizer.zero_grad(set_to_none=True)  # before the forward: last step's gradients need no memory now
     x, v, x_q, v_q = split_batch(frames, viewpoints, device)
+    sigma = torch.full((x.shape[0],), sigma, device=device)          # a tensor: see GQN.elbo_terms
     with autocast(device, dtype):
         elbo, kl, nll = model(x, v, v_q, x_q, sigma, terms=True)
     values = torch.stack([-elbo.detach().float().mean(), kl.detach().float().mean(), nll.detach().float().mean()])

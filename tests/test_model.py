@@ -207,3 +207,22 @@ def test_checkpoint_of_the_other_viewpoint_order_converts_exactly(representation
     expected = deepmind(x, v[..., SWAP_SIN_COS], v_q[..., SWAP_SIN_COS], x_q, 0.8)
     torch.manual_seed(9)
     assert torch.allclose(ours(x, v, v_q, x_q, 0.8), expected, rtol=1e-5, atol=0)
+
+
+def test_a_compiled_model_trains_on_as_sigma_anneals_without_recompiling(monkeypatch):
+    """train.py --compile: sigma changes every step of its annealing. Passed as a float, torch.compile
+    baked it into the graph, recompiled the model each step and, after 8, ran it uncompiled."""
+    import torch._dynamo
+    from training import make_optimizer, train_step
+    torch.manual_seed(0)
+    model = GQN(**TINY)
+    optimizer = make_optimizer(model, 1e-3)
+    net = torch.compile(model, backend="eager")      # Dynamo's tracing and guards, without a C++ compiler
+    frames = torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8)
+    viewpoints = torch.randn(2, 3, 7)
+    torch._dynamo.reset()
+    first = train_step(net, optimizer, frames, viewpoints, 1.0, torch.device("cpu"))
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    second = train_step(net, optimizer, frames, viewpoints, 0.9, torch.device("cpu"))   # a recompile raises
+    assert first[2] != second[2]                           # and the new sigma did reach the likelihood
+    torch._dynamo.reset()
