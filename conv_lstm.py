@@ -62,6 +62,6 @@ class ConvLSTMCell(nn.Module):
         out = F.conv2d(small, weight, padding=p)  # (B, 4h, k, k)
         # row/column of the small map that stands for each position of the full map
         idx = torch.full((size,), p, dtype=torch.long, device=vec.device)
-        idx[:p] = torch.arange(p)
-        idx[size - p:] = torch.arange(k - p, k)
+        idx[:p] = torch.arange(p, device=vec.device)
+        idx[size - p:] = torch.arange(k - p, k, device=vec.device)
         return out[:, :, idx][:, :, :, idx]  # (B, 4h, size, size)

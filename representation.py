@@ -178,8 +178,10 @@ class Geometric(nn.Module):
     def _grid(pts, v, M):
         """Where points (B, P, 3) fall in each of the M context views v (B*M, 7): grid_sample's (B*M, P, 1, 2);
         a point behind a camera is sent outside its image."""
-        with torch.no_grad():                                               # geometry: no parameters
-            grid, depth = project(pts.repeat_interleave(M, dim=0), v)
+        # geometry: no parameters, and in float32 under bfloat16 autocast (its matrix product would cast
+        # the points to bfloat16, a quarter of a pixel off at 64x64)
+        with torch.no_grad(), torch.autocast(pts.device.type, enabled=False):
+            grid, depth = project(pts.float().repeat_interleave(M, dim=0), v.float())
             grid = torch.where(depth[..., None] > 1e-3, grid, torch.full_like(grid, 2.0))
         return grid[:, :, None]
 
@@ -235,7 +237,9 @@ class Geometric(nn.Module):
         images = x.flatten(0, 1)
         colours = F.grid_sample(images, grid.to(images.dtype), align_corners=False)  # (B*M, 3, P, 1), full size
         feats = self.features(images)                                       # (B*M, C, 32, 32)
-        feats = F.grid_sample(feats, grid.to(feats.dtype), align_corners=False)
+        # in float32: CPU autocast runs grid_sample so anyway; CUDA's would run it in bfloat16, and the
+        # means and variances over the views below with it
+        feats = F.grid_sample(feats.float(), grid, align_corners=False)
         seen = torch.cat((feats, colours.to(feats.dtype)), dim=1).view(B, M, -1, P)   # (B, M, C+3, P)
         mean = seen.mean(dim=1)                                             # (B, C+3, P)
         var = (seen - mean[:, None]).pow(2).mean(dim=1)

@@ -80,8 +80,8 @@ def convert_viewpoint_order(state, config):
     swap = torch.tensor(SWAP_SIN_COS)
 
     def reorder(t, dim, start):
-        index = torch.arange(t.shape[dim])
-        index[start:start + 7] = start + swap
+        index = torch.arange(t.shape[dim], device=t.device)
+        index[start:start + 7] = start + swap.to(t.device)
         return t.index_select(dim, index)
 
     out = {}

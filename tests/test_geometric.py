@@ -28,6 +28,19 @@ def test_projection_matches_the_renderer():
     np.testing.assert_allclose(d.numpy(), depth, atol=1e-4)
 
 
+def test_under_bfloat16_autocast_the_rays_still_land_on_their_pixels():
+    """--dtype bfloat16: the cameras' matrix product would run in bfloat16 and misplace every ray's
+    samples by a fraction of a pixel; the geometry stays in float32."""
+    _, _, positions = sm.random_scene(seed=0, split="test", index=1, parts=5)
+    v = viewpoints(positions[:4])
+    g = Geometric(r_dim=24)
+    pts, _ = g.query_points(v[:1])
+    exact = Geometric._grid(pts, v[1:], 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        grid = Geometric._grid(pts, v[1:], 3)
+    assert grid.dtype == torch.float32 and torch.equal(grid, exact)
+
+
 def test_query_rays_pass_through_their_pixel_centres():
     _, _, positions = sm.random_scene(seed=0, split="test", index=1, parts=5)
     v = viewpoints(positions[:2])
