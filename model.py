@@ -159,11 +159,16 @@ class GQN(nn.Module):
     def _noise(self, like):
         """eps ~ N(0, 1) shaped like `like` (B, z, n, n). Under data parallelism, `noise_rows` =
         (start, stop, global_batch) draws the whole global batch's noise and keeps this process's
-        rows, so N processes sample exactly what one process would for the same global batch.
+        rows, so N processes sample exactly what one process would for the same global batch; under
+        DataParallel it maps each GPU's index to its replica's rows (its replicas share one seed, and
+        would otherwise draw the same noise for every GPU's part of the batch).
         Only in training mode: evaluation on one process draws its own batch's noise."""
-        if self.noise_rows is None or not self.training:
+        rows = self.noise_rows
+        if isinstance(rows, dict):
+            rows = rows.get(like.device.index)
+        if rows is None or not self.training:
             return None
-        start, stop, total = self.noise_rows
+        start, stop, total = rows
         if like.shape[0] != stop - start:  # a batch that lost bad scenes: no global batch to match
             return None
         return torch.randn((total,) + like.shape[1:], device=like.device, dtype=like.dtype)[start:stop]

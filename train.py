@@ -43,8 +43,8 @@ from options import MACHINE_FLAGS, PRESETS, model_config, parse_args, resumed_ar
 from representation import kaiming_init
 from runtime import UsageError, noise_seed
 from scheduler import AnnealingStepLR, KLWeightSchedule, SigmaSchedule, linear_anneal
-from training import (Distributed, NonFiniteLoss, RunLog, StopFlag, TrainingError, keep_freed_memory,
-                      make_optimizer, save, train_step)
+from training import (BFloat16Replica, Distributed, NonFiniteLoss, RunLog, StopFlag, TrainingError,
+                      data_parallel_rows, keep_freed_memory, make_optimizer, save, train_step)
 
 
 def train(args):
@@ -223,7 +223,9 @@ def build_model(args, state, dist, log):
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
             find_unused_parameters=model.unused_parameters)
     elif dist.device.type == "cuda" and len(args.device_ids) > 1:
-        net = nn.DataParallel(model, device_ids=args.device_ids)
+        model.noise_rows = data_parallel_rows(args.device_ids, args.batch_size)
+        replica = BFloat16Replica(model, "cuda") if args.dtype == "bfloat16" else model
+        net = nn.DataParallel(replica, device_ids=args.device_ids)
     if args.compile:
         net = torch.compile(net)
     return model, net

@@ -9,6 +9,7 @@ import signal
 import time
 
 import torch
+from torch import nn
 
 import checkpoint as ckpt_io
 import evaluate
@@ -45,6 +46,28 @@ def train_step(model, optimizer, frames, viewpoints, sigma, device, dtype="float
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+def data_parallel_rows(device_ids, batch_size):
+    """GPU index -> (start, stop, batch_size): the rows of the batch that nn.DataParallel gives each
+    GPU's replica (it splits a batch as tensor.chunk does, into parts of ceil(B / GPUs)); GQN._noise."""
+    part = -(-batch_size // len(device_ids))
+    return {gpu: (k * part, min(batch_size, (k + 1) * part), batch_size)
+            for k, gpu in enumerate(device_ids) if k * part < batch_size}
+
+
+class BFloat16Replica(nn.Module):
+    """The model, its forward under bfloat16 autocast, for nn.DataParallel: it runs each GPU's replica in
+    a thread of its own and enters autocast there again without the dtype, which on CUDA is float16
+    (with no gradient scaling: gradients can underflow); entered once more in the replica, bfloat16 holds."""
+
+    def __init__(self, module, device_type):
+        super().__init__()
+        self.module, self.device_type = module, device_type
+
+    def forward(self, *args, **kwargs):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.module(*args, **kwargs)
 
 
 def keep_freed_memory():

@@ -78,3 +78,42 @@ def test_batch_that_does_not_divide_over_the_processes_is_refused(tiny_data, tmp
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode != 0
     assert "--batch_size 3 does not divide over 2 processes" in result.stderr
+
+
+def test_dataparallel_replicas_draw_the_noise_of_their_own_rows():
+    """--device_ids 0 1 ...: nn.DataParallel splits a batch as tensor.chunk does, and every GPU's replica
+    starts from the same seed; each must draw its own rows of the whole batch's noise (not all the same
+    noise), as one process would. On a CPU the replica is faked with the rows of device index None."""
+    from model import GQN
+    from training import data_parallel_rows
+    for gpus, batch in (([0, 1], 36), ([0, 1, 2, 3], 10), ([2, 3, 5], 4)):
+        parts = torch.arange(batch).chunk(len(gpus))
+        rows = data_parallel_rows(gpus, batch)
+        assert [(int(p[0]), int(p[-1]) + 1, batch) for p in parts] == [rows[g] for g in gpus[:len(parts)]]
+    model = GQN(L=2, r_dim=16, h_dim=8).train()
+    like = torch.zeros(2, 3, 16, 16)
+    torch.manual_seed(7)
+    whole = torch.randn(6, 3, 16, 16)
+    for start in (0, 2, 4):
+        model.noise_rows = {None: (start, start + 2, 6)}
+        torch.manual_seed(7)
+        assert torch.equal(model._noise(like), whole[start:start + 2])
+
+
+def test_a_dataparallel_replica_keeps_bfloat16_in_its_own_thread():
+    """DataParallel runs each replica in a thread that enters autocast without a dtype: CUDA's default,
+    float16. Faked on a CPU with float16 there, the wrapped model still computes in bfloat16."""
+    import threading
+    from training import BFloat16Replica
+    replica = BFloat16Replica(torch.nn.Linear(4, 4), "cpu")
+    out = {}
+
+    def worker():
+        with torch.autocast("cpu", dtype=torch.float16):
+            out["replica"] = replica(torch.ones(2, 4)).dtype
+        with torch.autocast("cpu", dtype=torch.float16):
+            out["plain"] = replica.module(torch.ones(2, 4)).dtype
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert out == {"plain": torch.float16, "replica": torch.bfloat16}
