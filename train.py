@@ -88,8 +88,14 @@ def train(args):
 
     try:
         # -- the loop: a batch, a step of the -ELBO's gradient, the schedules, logs, checkpoints
-        while step < args.gradient_steps and not stop.requested:
+        while step < args.gradient_steps:
             frames, viewpoints, bad = next(batches)
+            # decided by all processes together: a signal may reach one process (one node) only, and a
+            # process whose part of the batch failed its checks makes every process skip the step
+            stop_now, batchless = dist.any(stop.requested, frames is None)
+            if stop_now:
+                stop.requested = stop.requested or "a signal to another process"
+                break
             if bad:                                              # scenes that failed their checks
                 if not args.skip_bad_scenes:
                     raise DatasetError(f"{bad.messages[0]} (or pass --skip_bad_scenes to leave such scenes "
@@ -100,7 +106,7 @@ def train(args):
             torch.manual_seed(noise_seed(args.seed, step))       # the noise: a function of (seed, step)
             net.train()
             try:
-                values = None if frames is None else train_step(
+                values = None if batchless else train_step(
                     net, optimizer, frames, viewpoints, sigma, dist.device, args.dtype, args.skip_nonfinite, beta)
             except NonFiniteLoss as e:
                 raise TrainingError(f"step {step + 1}: {e}; the last good checkpoint in {ckpt_dir} is kept "
@@ -110,7 +116,7 @@ def train(args):
             for schedule in schedules.values():
                 schedule.step()
             if values is None:
-                if frames is not None:                           # a non-finite loss (not a batch of bad scenes)
+                if not batchless:                                # a non-finite loss (not a batch of bad scenes)
                     skipped += 1
                     run_log.count("skipped_nonfinite_steps", skipped, step)
                 continue

@@ -119,6 +119,15 @@ class Distributed:
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.main = self.rank == 0
 
+    def any(self, *flags):
+        """Per flag, whether any process has it set (one all_reduce), so that every process decides alike:
+        a process that stopped or skipped a step alone would wait in a collective the others never reach."""
+        if not self.enabled:
+            return [bool(f) for f in flags]
+        t = torch.tensor([float(bool(f)) for f in flags], device=self.device)
+        torch.distributed.all_reduce(t)
+        return [value > 0 for value in t.tolist()]
+
     def close(self):
         if self.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -117,3 +117,44 @@ def test_a_dataparallel_replica_keeps_bfloat16_in_its_own_thread():
     thread.start()
     thread.join()
     assert out == {"plain": torch.float16, "replica": torch.bfloat16}
+
+
+def test_a_signal_to_one_process_stops_every_process_and_saves(tiny_data, tmp_path):
+    """Slurm may signal one node of a multi-node run only. The processes decide together, each step,
+    whether to stop: all save and exit cleanly, instead of one waiting in a collective the others never
+    reach (a hang until torchrun kills the job, and no checkpoint)."""
+    import signal
+    import time
+    train_dir, test_dir = tiny_data
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.join(ROOT, "train.py"), "--train_data_dir", train_dir, "--test_data_dir", test_dir,
+           "--root_log_dir", str(tmp_path), "--log_dir", "sig", *TINY, "--gradient_steps", "100000",
+           "--save_interval", "100000"]
+    run = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT), start_new_session=True)
+    try:
+        metrics = tmp_path / "sig" / "metrics.jsonl"
+        deadline = time.time() + 120
+        while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+            time.sleep(0.1)
+
+        def rank_of(pid):  # the RANK torchrun gave a process of this run (its log folder is in its command line)
+            try:
+                if str(tmp_path) not in open(f"/proc/{pid}/cmdline").read():
+                    return None
+                env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            except OSError:
+                return None
+            return next((e[5:].decode() for e in env if e.startswith(b"RANK=")), None)
+        workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and rank_of(p) == "1"]
+        assert len(workers) == 1
+        os.kill(workers[0], signal.SIGTERM)
+        out, err = run.communicate(timeout=90)
+    finally:  # a hang leaves no process behind
+        try:
+            os.killpg(run.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert run.returncode == 0, err[-2000:]
+    assert "stopped by a signal to another process" in out
+    assert checkpoint.load(checkpoint.latest(tmp_path / "sig" / "checkpoints"))["step"] >= 2
