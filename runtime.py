@@ -4,7 +4,9 @@ Seeds. Every random draw of a run is a function of (seed, stream, index) alone, 
 SeedSequence: numpy generators are generator(seed, stream, index...) and torch's global generator is seeded
 with noise_seed(seed, index) (stream NOISE_STREAM) before each batch's noise is drawn (training step k,
 evaluation batch k, sample.py's rendering k). So the data order, the views and the noise do not depend
-on the number of workers or processes, and a resumed run repeats the uninterrupted one.
+on the number of workers or processes, and a resumed run repeats the uninterrupted one: on a CPU to
+the bit; on CUDA it takes the same data and noise, but some kernels (grid_sample's backward, which adds
+atomically; cuDNN's choice of algorithm) round differently from run to run, as in any two CUDA runs.
 
 Also: UsageError (a command-line value that cannot work, in one sentence), the device from a flag,
 bf16 autocast, and the split of a loader batch into context and query.
