@@ -77,6 +77,11 @@ def checkpoints(folder):
     return [p for _, p in sorted(found)]
 
 
+def step_of(path):
+    """The step in a checkpoint's file name."""
+    return int(PATTERN.search(os.path.basename(path)).group(1))
+
+
 def latest(folder):
     paths = checkpoints(folder)
     return paths[-1] if paths else None
@@ -103,11 +108,19 @@ def build_model(state):
     "viewpoint_order" is "deepmind" (written elsewhere) has its weights converted to this project's order."""
     from model import GQN
     from torch_gqn import convert_viewpoint_order
-    model = GQN(**state["config"])
-    weights = state["model"]
-    if state.get("viewpoint_order", "torch-gqn") == "deepmind":
-        weights = convert_viewpoint_order(weights, model.config)
-    model.load_state_dict(weights)
+    size = state["config"].get("image_size", 64)
+    if size != 64:  # every loader brings frames to 64x64 (dataset/jpeg.py)
+        raise CheckpointError(f"the checkpoint's model renders {size}x{size} images; this project's data and scripts are 64x64")
+    try:
+        model = GQN(**state["config"])
+        weights = state["model"]
+        if state.get("viewpoint_order", "torch-gqn") == "deepmind":
+            weights = convert_viewpoint_order(weights, model.config)
+        model.load_state_dict(weights)
+    except (TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"the checkpoint's model does not rebuild from its configuration and weights ({first[:160]}); "
+                              f"use a checkpoint written by this project's train.py") from None
     return model
 
 

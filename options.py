@@ -82,7 +82,7 @@ def build_parser():
     a("--batch_size", type=positive_int, default=S, help="scenes per step, over all GPUs/processes (paper: 36)")
     a("--dataset", default=S, help="Shepard-Metzler, Room, Jaco or Labyrinth: sets the most context views K")
     a("--train_data_dir", default=S, help="training split folder; absent: the built-in rendered scenes")
-    a("--test_data_dir", default=S, help="test split folder; absent: the built-in scenes' test split")
+    a("--test_data_dir", default=S, help="test split folder (needed with --train_data_dir; absent, the built-in scenes' test split)")
     a("--root_log_dir", default=S, help="folder of all runs")
     a("--log_dir", default=S, help="this run's folder under --root_log_dir")
     a("--log_interval", type=positive_int, default=S, help="steps between test metrics and images")

@@ -52,9 +52,11 @@ def train(args):
     # -- set-up: processes, the run's folder, a checkpoint to resume, data, model, optimizer, schedules
     dist = Distributed(args.device_ids)
     log = print if dist.main else (lambda *a, **k: None)
-    run_dir = os.path.join(args.root_log_dir, args.log_dir)
+    run_dir = resumed_run_dir(args) or os.path.join(args.root_log_dir, args.log_dir)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     state = resume_state(args, ckpt_dir, log)
+    if args.seed is None:  # drawn once, by process 0: every process's data order and noise follow it
+        args.seed = dist.shared(int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF)
     if args.batch_size % dist.world_size:
         raise UsageError(f"--batch_size {args.batch_size} does not divide over {dist.world_size} processes; "
                          f"use a multiple of {dist.world_size}")
@@ -145,9 +147,24 @@ def train(args):
     return step
 
 
+def resumed_run_dir(args):
+    """With `--resume FILE` and neither --root_log_dir nor --log_dir: the run folder FILE belongs to
+    (.../<run>/checkpoints/FILE), so the run goes on there and not in the default runs/GQN; sets
+    args.root_log_dir and args.log_dir to it. None otherwise."""
+    if args.resume in (None, "latest") or {"root_log_dir", "log_dir"} & set(args.given):
+        return None
+    folder = os.path.dirname(os.path.abspath(args.resume))
+    if os.path.basename(folder) != "checkpoints":
+        raise UsageError(f"--resume {args.resume} is not in a run's checkpoints/ folder; say where the "
+                         f"continued run goes with --root_log_dir and --log_dir")
+    run_dir = os.path.dirname(folder)
+    args.root_log_dir, args.log_dir = os.path.dirname(run_dir), os.path.basename(run_dir)
+    return run_dir
+
+
 def resume_state(args, ckpt_dir, log):
     """With --resume, the checkpoint to continue: it decides the model, the step and the seed, and the
-    flags not given now are its run's (options.resumed_args). Sets args.seed (drawn when not given)."""
+    flags not given now are its run's (options.resumed_args)."""
     state = None
     if args.resume:
         path = ckpt_io.latest(ckpt_dir) if args.resume == "latest" else args.resume
@@ -155,6 +172,11 @@ def resume_state(args, ckpt_dir, log):
             raise UsageError(f"--resume: no checkpoint in {ckpt_dir}; start without --resume or point "
                              f"--root_log_dir/--log_dir at the run to continue")
         state = ckpt_io.load(path)
+        newest = ckpt_io.latest(ckpt_dir)
+        if newest and ckpt_io.step_of(newest) > state["step"]:  # saving and --keep would mix or delete them
+            raise UsageError(f"--resume: {ckpt_dir} already holds a later checkpoint ({os.path.basename(newest)}) "
+                             f"than step {state['step']}, which continuing there would overwrite; resume the newest "
+                             f"with --resume alone, or branch from this one into a new --log_dir")
         if "optimizer" not in state:
             raise UsageError(f"--resume: {path} is an exported checkpoint (weights, no optimizer state), which "
                              f"cannot be continued exactly; resume from a file in a run's checkpoints/ folder")
@@ -169,8 +191,6 @@ def resume_state(args, ckpt_dir, log):
         vars(args).update(vars(resumed_args(args, saved, ckpt_io.model_config(state))))
         log(f"resuming from {path} at step {state['step']}, with its run's flags"
             + (f" except {', '.join(changed)}" if changed else ""))
-    if args.seed is None:
-        args.seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
     return state
 
 
@@ -182,7 +202,7 @@ def resolve_data(args, log):
     except DatasetError as e:
         raise UsageError(str(e)) from None
     if args.train_data_dir is not None:
-        train_dir, test_dir = args.train_data_dir, args.test_data_dir or args.train_data_dir
+        train_dir, test_dir = args.train_data_dir, args.test_data_dir
     else:
         from dataset.shepard_metzler import ensure_builtin_dataset
         root = builtin_root(args.data_root, args.builtin_parts)
@@ -192,6 +212,9 @@ def resolve_data(args, log):
             test_scenes=args.builtin_test_scenes, seed=0, workers=max(1, min(2, os.cpu_count() or 1)))
         test_dir = args.test_data_dir or test_dir
     num_views = gqn_dataset.SceneViews(train_dir).num_views
+    if test_dir is None:  # the test metrics and the final evaluation would score training scenes
+        raise UsageError(f"--train_data_dir {train_dir} needs a --test_data_dir too: the held-out split the test "
+                         f"metrics and the final evaluation use (for DeepMind's data, the converted test folder)")
     if max_context >= num_views:  # M context views and a query must be distinct views of a scene
         what = f"--max_context {args.max_context}" if args.max_context else f"--dataset {args.dataset}"
         log(f"{what}: at most {max_context} context views, but scenes have {num_views} "
@@ -250,8 +273,10 @@ def restore(state, optimizer, schedules, args):
         return 0
     optimizer.load_state_dict(state["optimizer"])
     for name, schedule in schedules.items():
-        if name in state:  # checkpoints from before the KL weight had beta = 1
+        if name in state:
             schedule.load_state_dict(state[name])
+        else:  # a checkpoint from before the KL weight (beta 1 throughout): its schedule at the step reached
+            schedule.t = state["step"]
         flags = SCHEDULE_FLAGS[name]
         for flag, attr in zip(flags, (*flags[:2], "n")):
             if flag in args.given:

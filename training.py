@@ -128,6 +128,14 @@ class Distributed:
         torch.distributed.all_reduce(t)
         return [value > 0 for value in t.tolist()]
 
+    def shared(self, value):
+        """Process 0's whole number, on every process."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.int64, device=self.device)
+        torch.distributed.broadcast(t, src=0)
+        return int(t.item())
+
     def close(self):
         if self.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -158,3 +158,24 @@ def test_a_signal_to_one_process_stops_every_process_and_saves(tiny_data, tmp_pa
     assert run.returncode == 0, err[-2000:]
     assert "stopped by a signal to another process" in out
     assert checkpoint.load(checkpoint.latest(tmp_path / "sig" / "checkpoints"))["step"] >= 2
+
+
+def test_without_seed_every_process_follows_the_one_seed_drawn(tiny_data, tmp_path):
+    """Without --seed each process drew its own: different shuffles of the scenes (some scenes twice an
+    epoch, some never) and a checkpoint that records only process 0's. Now process 0 draws it for all, so
+    two processes train as one process with the seed the run records."""
+    import json
+    train_dir, test_dir = tiny_data
+    data = ["--train_data_dir", train_dir, "--test_data_dir", test_dir, "--root_log_dir", str(tmp_path)]
+    unseeded = [a for i, a in enumerate(TINY) if "--seed" not in TINY[max(i - 1, 0):i + 1]]
+    torchrun(2, [*data, "--log_dir", "two", "--gradient_steps", "2", *unseeded], tmp_path)
+    seed = json.loads((tmp_path / "two" / "args.json").read_text())["seed"]
+    torch.set_num_threads(1)
+    try:
+        train.train(train.parse_args([*data, "--log_dir", "one", "--gradient_steps", "2", *unseeded,
+                                      "--seed", str(seed)]))
+    finally:
+        torch.set_num_threads(2)
+    one, two = params_at(tmp_path / "one", 2), params_at(tmp_path / "two", 2)
+    for k, t in one["model"].items():
+        assert torch.allclose(two["model"][k], t, rtol=1e-4, atol=ADAM_ATOL), k

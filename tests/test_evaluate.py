@@ -132,6 +132,22 @@ def test_missing_checkpoint_and_missing_data_end_in_one_sentence(tiny_checkpoint
     assert str(e.value.code).startswith("error: ") and str(tmp_path / "nodata") in str(e.value.code)
 
 
+@pytest.mark.parametrize("change, says", [
+    (lambda s: s["config"].update(image_size=32), "renders 32x32 images; this project's data and scripts are 64x64"),
+    (lambda s: s["config"].update(h_dim=9), "does not rebuild from its configuration and weights"),
+    (lambda s: s["config"].update(colour="red"), "does not rebuild from its configuration and weights"),
+])
+def test_a_checkpoint_whose_model_cannot_be_rebuilt_is_one_sentence(tiny_checkpoint, tiny_data, tmp_path, change, says):
+    """A hand-made or foreign checkpoint: its config or weights do not make a 64x64 model. evaluate.py (and
+    sample.py and explore.py, through checkpoint.build_model) ended in a shape error deep in the model."""
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    change(state)
+    torch.save(state, tmp_path / "odd.pt")
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--checkpoint", str(tmp_path / "odd.pt"), "--data_dir", tiny_data[1], "--out", str(tmp_path / "x.json")])
+    assert says in str(e.value.code) and "\n" not in str(e.value.code)
+
+
 def test_an_absent_builtin_test_split_is_rendered_as_training_would(tmp_path, capsys):
     state = dict(args=dict(data_root=str(tmp_path), builtin_parts=5, builtin_train_scenes=2, builtin_test_scenes=3))
     test_dir = evaluate.resolve_test_dir(state)

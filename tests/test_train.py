@@ -142,6 +142,29 @@ def test_resume_with_another_seed_is_one_sentence(tiny_data, tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_resume_from_a_file_goes_on_in_that_files_run_and_never_over_a_later_checkpoint(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                                     # where the default runs/GQN would be
+    run(tiny_data, tmp_path, "A", "--gradient_steps", "3", "--save_interval", "1")
+    ckpts = tmp_path / "A" / "checkpoints"
+    two, three = checkpoint.checkpoints(ckpts)[1:3]
+    before = open(three, "rb").read()
+    # an older checkpoint of a run with later ones: continuing it there would overwrite them; refused
+    with pytest.raises(train.UsageError, match="already holds a later checkpoint .ckpt-00000003.pt. than step 2"):
+        run(tiny_data, tmp_path, "A", "--gradient_steps", "4", "--resume", two)
+    assert open(three, "rb").read() == before
+    # the newest, named as a file with no log folder: the run goes on in its own folder, not in runs/GQN
+    train_dir, test_dir = tiny_data
+    args = train.parse_args(["--train_data_dir", train_dir, "--test_data_dir", test_dir, "--resume", three,
+                             "--gradient_steps", "4", "--workers", "0"])
+    assert train.train(args) == 4
+    assert checkpoint.step_of(checkpoint.latest(ckpts)) == 4 and not (tmp_path / "runs").exists()
+    # a loose file: say where the run goes
+    loose = tmp_path / "loose.pt"
+    loose.write_bytes(open(three, "rb").read())
+    with pytest.raises(train.UsageError, match="is not in a run's checkpoints/ folder"):
+        train.train(train.parse_args(["--resume", str(loose)]))
+
+
 def test_resume_without_a_checkpoint_says_so(tiny_data, tmp_path):
     with pytest.raises(train.UsageError, match="no checkpoint in"):
         run(tiny_data, tmp_path, "none", "--gradient_steps", "1", "--resume")
@@ -258,3 +281,11 @@ def test_device_flag_of_the_scripts_names_the_gpus_there_are(monkeypatch):
     assert pick_device("cuda:1").index == 1
     with pytest.raises(UsageError, match="has 2 CUDA GPU\\(s\\); pass cuda:0 to cuda:1"):
         pick_device("cuda:2")
+
+
+def test_train_data_without_test_data_is_one_sentence_not_a_test_on_training_scenes(tiny_data, tmp_path):
+    """It scored the training scenes as 'held-out' (test metrics, final.json) without a word."""
+    with pytest.raises(SystemExit) as e:
+        train.main(["--train_data_dir", tiny_data[0], "--root_log_dir", str(tmp_path / "runs"), *TINY])
+    assert "needs a --test_data_dir too" in str(e.value.code) and "\n" not in str(e.value.code)
+    assert not (tmp_path / "runs").exists()
