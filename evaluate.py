@@ -159,9 +159,9 @@ def final_report(model, test_dir, run_dir, scenes, context, seed, device, sigma,
     metrics = evaluate(model, loader, sigma, device, seed, dtype)
     frames, viewpoints = next(iter(loader))
     torch.manual_seed(noise_seed(seed, 0))                               # batch 0's noise, as evaluated
-    x, v, x_q, v_q = split_batch(frames[:8], viewpoints[:8], device)
-    _, images = evaluate_batch(model, x, v, x_q, v_q, sigma, dtype)
-    columns = [x[:, k] for k in range(x.shape[1])] + [x_q, images["reconstruction"], images["generation"]]
+    x, v, x_q, v_q = split_batch(frames, viewpoints, device)
+    _, images = evaluate_batch(model, x, v, x_q, v_q, sigma, dtype)     # the whole batch: the same draws
+    columns = [x[:8, k] for k in range(x.shape[1])] + [x_q[:8], images["reconstruction"][:8], images["generation"][:8]]
     save_png(comparison_grid(columns), os.path.join(run_dir, "final.png"))
     with open(os.path.join(run_dir, "final.json"), "w") as f:
         json.dump(dict(metrics, context=context, seed=seed, sigma=sigma), f, indent=2)
