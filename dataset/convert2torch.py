@@ -89,6 +89,7 @@ SPLITS = ("train", "test")
 CAMERA_DIMS = 5            # x, y, z, yaw, pitch
 PARSE_BATCH = 64           # records parsed per tf.io.parse_example call
 READ_BUFFER = 8 << 20      # bytes of read-ahead per TFRecord file
+RECORD_OVERHEAD = 16       # bytes around each TFRecord record: its length (8) and two CRC32Cs (4 + 4)
 PROGRESS_EVERY = 64        # a worker reports its progress every this many records
 START_TIMEOUT = 600        # seconds a started worker waits for the others to start
 
@@ -143,7 +144,8 @@ def shard_name(tfrecord):
 def shard_is_complete(path, dataset, tfrecord):
     """True when `path` is the whole shard converted from `tfrecord` of `dataset`: write_shard writes
     atomically and read_shard_header checks the file size against the header, so a shard that reads
-    is complete. Raises when the shard holds other scenes (another dataset, another input file or
+    is complete; and `tfrecord` must have the size it had then (a file downloaded again, whole this time,
+    is converted again). Raises when the shard holds other scenes (another dataset, another input file or
     another program's shard): overwriting or keeping it would mix data."""
     try:
         header = read_shard_header(path)
@@ -155,7 +157,8 @@ def shard_is_complete(path, dataset, tfrecord):
         raise ConversionError(f"{path} holds {held}, not {dataset} from {Path(tfrecord).name}; pass another "
                               f"--out or delete that folder.")
     info = DATASETS[dataset]
-    return header["views"] == info.views and header["image_size"] == info.image_size
+    same_file = header.get("source_bytes", os.path.getsize(tfrecord)) == os.path.getsize(tfrecord)  # not re-downloaded
+    return same_file and header["views"] == info.views and header["image_size"] == info.image_size
 
 
 _TEMPORARY = re.compile(r"\.shard-\d+\.gqn\.tmp-(\d+)")          # write_shard's temporary files
@@ -379,7 +382,7 @@ def read_scenes(path, dataset, full_check=False):
         records = _raw_records(tf, path)
     except tf.errors.OpError as err:
         raise ConversionError(f"{path}: cannot be read ({err.message.splitlines()[0]}).") from None
-    reported = 0
+    reported = read = 0                                    # scenes reported; bytes of the records read
     while True:
         if _stop is not None and _stop.is_set():
             raise _Stopped()
@@ -388,6 +391,7 @@ def read_scenes(path, dataset, full_check=False):
         try:
             for record in records:
                 raw.append(record)
+                read += len(record) + RECORD_OVERHEAD
                 if len(raw) == PARSE_BATCH:
                     break
         except tf.errors.DataLossError:
@@ -415,6 +419,10 @@ def read_scenes(path, dataset, full_check=False):
     n = len(frames) // S
     if not n:
         raise ConversionError(f"{path} holds no records; the file is empty or damaged, download it again.")
+    size = os.path.getsize(path)
+    if read != size:  # TensorFlow's reader ends quietly at a cut inside a record's length header
+        raise ConversionError(f"{path}: the file ends inside the record after record {n - 1} ({read:,} of its "
+                              f"{size:,} bytes are whole records); it is truncated or damaged, download it again.")
     if _progress is not None and n > reported:
         _progress.put(n - reported)
     scenes = [frames[i:i + S] for i in range(0, n * S, S)]            # n lists of S JPEG bytes
@@ -446,7 +454,8 @@ def convert_file(tfrecord, shard, dataset, full_check=False):
     # write_shard records the stored frame size itself as "image_size" (84 or 128 stay as they are)
     try:
         write_shard(shard, frames, cameras,
-                                extra_header={"dataset": dataset, "source": Path(tfrecord).name})
+                                extra_header={"dataset": dataset, "source": Path(tfrecord).name,
+                                              "source_bytes": os.path.getsize(tfrecord)})
     except OSError as err:
         raise ConversionError(f"cannot write {shard} ({err.strerror}); free disk space or pass "
                               f"another --out.") from None
@@ -649,6 +658,7 @@ def parse_args(argv=None):
         hint = f"did you mean {close[0]}? " if close else ""
         raise SystemExit(f"convert2torch.py: unknown dataset '{args.dataset}'; {hint}"
                          f"choose one of: {', '.join(DATASETS)}.")
+    args.splits = list(dict.fromkeys(args.splits))        # "train train": once (twice doubled every count)
     for split in args.splits:
         if split not in SPLITS:
             raise SystemExit(f"convert2torch.py: unknown split '{split}'; choose from: {', '.join(SPLITS)}.")

@@ -209,6 +209,17 @@ def test_rerun_skips_finished_shards_and_redoes_the_rest(tmp_path):
     assert (summaries[0]["skipped"], summaries[0]["converted"]) == (3, 0)
 
 
+def test_a_file_downloaded_again_is_converted_again(tmp_path):
+    """A shard records the size of the file it came from: after a cut download was fetched again whole,
+    a rerun converts it again instead of keeping the short shard."""
+    make_dataset(tmp_path / "in", "shepard_metzler_5_parts", {"train": [2, 3]})
+    convert(tmp_path / "in", "shepard_metzler_5_parts", tmp_path / "out", "--splits", "train")
+    scenes = make_dataset(tmp_path / "in", "shepard_metzler_5_parts", {"train": [2, 4]}, seed=1)  # 02 is longer now
+    summaries, _ = convert(tmp_path / "in", "shepard_metzler_5_parts", tmp_path / "out", "--splits", "train")
+    assert (summaries[0]["skipped"], summaries[0]["converted"], summaries[0]["scenes"]) == (0, 2, 6)
+    assert_split_matches(tmp_path / "out" / "train", scenes["train"], "shepard_metzler_5_parts")
+
+
 def test_output_folder_of_another_dataset_is_refused(tmp_path):
     make_dataset(tmp_path / "in", "rooms_ring_camera", {"train": [1]})
     make_dataset(tmp_path / "in", "rooms_free_camera_no_object_rotations", {"train": [1]})
@@ -243,6 +254,13 @@ def truncate_in_record_2(path):
         f.truncate((start + end) // 2)
 
 
+def cut_inside_the_length_of_record_2(path):
+    """A download cut 5 bytes into a record's 8-byte length: TensorFlow's reader takes it for the end."""
+    start, _ = record_spans(path)[2]
+    with open(path, "r+b") as f:
+        f.truncate(start - 12 + 5)
+
+
 def flip_byte_in_record_1(path):
     start, end = record_spans(path)[1]
     data = bytearray(open(path, "rb").read())
@@ -262,6 +280,8 @@ def rewrite_record(index, change):
 BAD_RECORDS = {
     "truncated file": (lambda path, scenes: truncate_in_record_2(path), "record 2 is truncated or fails its CRC check"),
     "crc failure": (lambda path, scenes: flip_byte_in_record_1(path), "record 1 is truncated or fails its CRC check"),
+    "cut inside a length": (lambda path, scenes: cut_inside_the_length_of_record_2(path),
+                            "the file ends inside the record after record 1"),
     "too few frames": (rewrite_record(1, lambda f, c: (f[:14], c[:14])), "record 1 has 14 frames, but shepard_metzler_5_parts has 15"),
     "too few cameras": (rewrite_record(2, lambda f, c: (f, c.ravel()[:-1])), "record 2 has 74 camera values, expected 75"),
     "nan camera": (rewrite_record(3, lambda f, c: (f, np.where(np.arange(c.size).reshape(c.shape) == 7, np.nan, c))),
