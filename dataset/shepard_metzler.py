@@ -651,7 +651,7 @@ def main(argv=None):
         tf_root = os.path.join(args.out, "tfrecord", dataset_name(args.parts))
         for split, _ in splits:
             folders = [os.path.join(args.out, split)] + ([os.path.join(tf_root, split)] if args.tfrecord else [])
-            for folder in folders:
+            for folder in folders:  # checked before rendering; replaced only after it
                 if os.path.isdir(folder) and os.listdir(folder):
                     if not args.overwrite:
                         raise RenderError(f"{folder} is not empty; pass --overwrite to replace its contents "
@@ -659,20 +659,36 @@ def main(argv=None):
                     if folder.startswith(tf_root):
                         if not all(n.endswith(".tfrecord") for n in os.listdir(folder)):
                             raise RenderError(f"{folder} holds files that are not TFRecords; move them away.")
-                        shutil.rmtree(folder)
-                    else:
-                        _clear_split(folder, "move them away or choose another --out")
+                    elif not _holds_only_shards(folder):
+                        raise RenderError(f"{folder} holds files that are not dataset shards; move them away "
+                                          f"or choose another --out.")
+        # rendered into OUT/.rendering and moved into place at the end: a killed render leaves no split
+        # that looks whole, and --overwrite keeps the earlier data until the new data are complete
+        staging = os.path.join(args.out, ".rendering")
+        if os.path.exists(staging):
+            shutil.rmtree(staging)  # left over from a killed render
         bar = _progress_bar(sum(n for _, n in splits), not args.no_progress)
         start = time.perf_counter()
         try:
             for split, n in splits:
-                render_split(os.path.join(args.out, split), split, n, args.parts, args.seed, args.views,
+                render_split(os.path.join(staging, split), split, n, args.parts, args.seed, args.views,
                              args.workers, args.scenes_per_shard,
-                             os.path.join(tf_root, split) if args.tfrecord else None, args.files_per_split, bar)
+                             os.path.join(staging, "tfrecord", split) if args.tfrecord else None,
+                             args.files_per_split, bar)
         finally:
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - start
+        for split, _ in splits:
+            moves = [(os.path.join(staging, split), os.path.join(args.out, split))]
+            if args.tfrecord:
+                moves.append((os.path.join(staging, "tfrecord", split), os.path.join(tf_root, split)))
+            for src, dst in moves:
+                if os.path.exists(dst):
+                    shutil.rmtree(dst)
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                os.replace(src, dst)
+        shutil.rmtree(staging)
     except RenderError as error:
         raise SystemExit(f"error: {error}") from None
     total = sum(n for _, n in splits)

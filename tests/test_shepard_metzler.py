@@ -248,6 +248,28 @@ def test_cli_writes_both_formats_and_refuses_to_mix_runs(tmp_path):
         sm.main(["--out", str(tmp_path / "x"), "--parts", "0"])
 
 
+def test_cli_render_that_fails_midway_leaves_the_earlier_data_whole(tmp_path, monkeypatch):
+    """--overwrite deleted the earlier splits before rendering, and a killed render left a part of a split
+    that trains without a word; now the new splits replace the old only once they are complete."""
+    out = tmp_path / "sm"
+    args = ["--out", str(out), "--parts", "5", "--train_scenes", "4", "--test_scenes", "2", "--workers", "1",
+            "--no_progress", "--scenes_per_shard", "2"]
+    sm.main(args)
+    before = {split: sorted(os.listdir(out / split)) for split in ("train", "test")}
+    real = sm.render_split
+
+    def dies_on_test(split_dir, split, *a, **k):
+        if split == "test":
+            raise sm.RenderError("killed")
+        return real(split_dir, split, *a, **k)
+    monkeypatch.setattr(sm, "render_split", dies_on_test)
+    with pytest.raises(SystemExit, match="killed"):
+        sm.main(args[:5] + ["6"] + args[6:] + ["--overwrite"])
+    from gqn_dataset import GQNDataset
+    assert {split: sorted(os.listdir(out / split)) for split in ("train", "test")} == before
+    assert len(GQNDataset(str(out / "train"))) == 4
+
+
 def test_ensure_builtin_dataset_renders_once_and_rerenders_on_change(tmp_path, monkeypatch):
     root = tmp_path / "builtin"
     kwargs = dict(parts=5, train_scenes=6, test_scenes=3, seed=0, workers=1, progress=False)
