@@ -13,7 +13,10 @@ seeded, so dragging keeps the same hypothesis of the scene); "mean of N" shows t
 
 Cameras follow the dataset's convention (spec section 4): raw (x, y, z, yaw, pitch), the camera at
 distance d looking at the origin, pitch = asin(-z / d) (negative: above the object), yaw = -atan2(-y, -x).
-The page and the API speak degrees.
+The page and the API speak degrees. Made for scenes seen from outside, around the origin (Shepard-Metzler,
+rooms_ring_camera): for data whose cameras look elsewhere (rooms_free_camera, jaco, mazes) a view's
+yaw and pitch are those of its position, so double-clicking it moves the camera there looking at the
+origin, not along that view's own direction.
 
 The server (Python's http.server, no other dependency) binds 127.0.0.1 unless --host says otherwise and
 answers only these paths; nothing in a request names a file:
