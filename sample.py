@@ -77,6 +77,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="chooses views, --random scenes and noise (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     p.add_argument("--out", default=None, help="output folder (default: the checkpoint's folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace earlier files of the same name (default: keep them and write NAME-2, NAME-3, ...)")
     args = p.parse_args(argv)
     for flag, least in (("context", 1), ("samples", 0), ("frames", 1), ("random", 1), ("seed", 0)):
         value = getattr(args, flag)
@@ -93,6 +95,17 @@ def parse_args(argv=None):
     if not (args.temperature >= 0 and math.isfinite(args.temperature)):
         p.exit(2, f"error: --temperature must be 0 or more, not {args.temperature}\n")
     return args
+
+
+def free_paths(stem, overwrite=False):
+    """The grid's and the orbit's paths, STEM-grid.png and STEM-orbit.gif; where either exists already (an
+    earlier run, perhaps with other scenes or settings, or the README's images in assets/), unless
+    overwrite: STEM-2-..., STEM-3-..., the first pair that is free."""
+    n, suffix = 1, ""
+    while not overwrite and any(os.path.exists(f"{stem}{suffix}-{kind}") for kind in ("grid.png", "orbit.gif")):
+        n += 1
+        suffix = f"-{n}"
+    return f"{stem}{suffix}-grid.png", f"{stem}{suffix}-orbit.gif"
 
 
 def choose_scenes(args, num_scenes, data_dir):
@@ -189,7 +202,7 @@ def sample(args):
 
     stem = os.path.join(out, f"{os.path.splitext(os.path.basename(args.checkpoint))[0]}-seed{args.seed}"
                              + (f"-t{args.temperature:g}" if args.temperature != 1 else ""))
-    grid_path, orbit_path = f"{stem}-grid.png", f"{stem}-orbit.gif"
+    grid_path, orbit_path = free_paths(stem, args.overwrite)
     save_png(grid_image(x, x_q, reconstruction, generated), grid_path)
     save_gif(orbit_images(x, frames), orbit_path)
     m, k = args.context, args.samples

@@ -75,6 +75,19 @@ def test_same_seed_same_bytes_and_another_seed_other_bytes(tiny_checkpoint, tiny
             assert first == fb.read() and first != fc.read()
 
 
+def test_a_second_run_keeps_the_first_runs_files_unless_told_to_overwrite(tiny_checkpoint, tiny_data, tmp_path):
+    """Another --scenes (or any other setting) wrote under the same name and replaced the earlier images,
+    the README's own in assets/ among them."""
+    flags = ["--frames", "2", "--samples", "1"]
+    first = run(tiny_checkpoint, tiny_data[1], tmp_path, *flags, "--scenes", "0")
+    kept = [open(p, "rb").read() for p in first]
+    second = run(tiny_checkpoint, tiny_data[1], tmp_path, *flags, "--scenes", "1")
+    assert [str(p).replace("-2-", "-") for p in second] == [str(p) for p in first]
+    assert [open(p, "rb").read() for p in first] == kept
+    third = run(tiny_checkpoint, tiny_data[1], tmp_path, *flags, "--scenes", "1", "--overwrite")
+    assert third == first and [open(p, "rb").read() for p in first] == [open(p, "rb").read() for p in second]
+
+
 def test_orbit_circles_in_the_datasets_camera_convention():
     v = sample.orbit_viewpoints(8, math.radians(-25), 3.0).double().numpy()    # (8, 7)
     position = v[:, :3]
