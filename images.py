@@ -40,9 +40,19 @@ def to_uint8_image(chw):
 
 def save_png(chw, path):
     """Write a (3, H, W) image in [0, 1] as PNG, atomically (so a kill never leaves half a file)."""
+    _write_atomically(path, lambda tmp: Image.fromarray(to_uint8_image(chw)).save(tmp, format="PNG"))
+
+
+def _write_atomically(path, write):
+    """write(tmp) then rename tmp to path; a failed write leaves neither path changed nor tmp behind."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    Image.fromarray(to_uint8_image(chw)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def save_gif(frames, path, ms_per_frame=80):
@@ -55,6 +65,5 @@ def save_gif(frames, path, ms_per_frame=80):
     palette = Image.fromarray(np.concatenate(pictures[::every], axis=0)).quantize(
         256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     indexed = [Image.fromarray(p).quantize(palette=palette, dither=Image.Dither.NONE) for p in pictures]
-    tmp = f"{path}.tmp-{os.getpid()}"
-    indexed[0].save(tmp, format="GIF", save_all=True, append_images=indexed[1:], duration=ms_per_frame, loop=0)
-    os.replace(tmp, path)
+    _write_atomically(path, lambda tmp: indexed[0].save(tmp, format="GIF", save_all=True, append_images=indexed[1:],
+                                                        duration=ms_per_frame, loop=0))

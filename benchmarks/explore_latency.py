@@ -63,6 +63,9 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=1, help="render the mean of this many samples (the page's 'mean of N')")
     p.add_argument("--screenshot", default=None, help="also write a PNG of the page as it opens (camera at the query view)")
     args = p.parse_args(argv)
+    if args.drags < 1 or not 1 <= args.samples <= 32:
+        p.exit(2, f"error: --drags must be at least 1 and --samples from 1 to 32 (the page's most), not "
+                  f"{args.drags} and {args.samples}\n")
     from playwright.sync_api import sync_playwright
     server, url = start_server(args.checkpoint, args.data_dir)
     with sync_playwright() as playwright:
