@@ -644,7 +644,7 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="processes converting the files of a split in parallel (default min(4, cpu count))")
     p.add_argument("--full_check", action="store_true",
-                   help="also decode every frame with PIL (the loader's decoder), some 15 times slower. The "
+                   help="also decode every frame with PIL (the loader's decoder), about 20 times slower. The "
                         "default check reads every record (CRC) and checks its frame and camera counts, that "
                         "the cameras are finite and that every frame is a well-formed JPEG (markers from "
                         "start to end: truncation, not a JPEG, damaged headers) of the dataset's size with 3 "

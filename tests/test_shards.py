@@ -81,6 +81,19 @@ def test_missing_and_empty_folders(tmp_path):
     assert "train" in one_sentence(error, tmp_path)                      # points at the split folder
 
 
+def test_a_folder_of_tfrecords_or_of_anything_else_says_what_to_do(tmp_path):
+    (tmp_path / "tf").mkdir()
+    (tmp_path / "tf" / "001-of-010.tfrecord").write_bytes(b"")
+    with pytest.raises(DatasetError) as error:
+        gd.GQNDataset(tmp_path / "tf")
+    assert "but TFRecord files (convert them to shards first)" in one_sentence(error, tmp_path / "tf")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "scene0.png").write_bytes(b"")
+    with pytest.raises(DatasetError) as error:
+        gd.GQNDataset(tmp_path / "other")
+    assert "pass a split folder written by the converter" in one_sentence(error, tmp_path / "other")
+
+
 @pytest.mark.parametrize("damage", ["magic", "json", "truncated"])
 def test_corrupt_shard_header_is_refused_when_opening(tmp_path, damage):
     write_split(tmp_path, make_scenes(2))
