@@ -39,14 +39,24 @@ def ensure_writable(folder):
 
 def save(folder, step, keep=None, **state):
     """Write folder/ckpt-<step>.pt atomically; keep only the `keep` newest. Returns the path."""
-    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, NAME.format(step))
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(dict(state, step=step), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(tmp, "wb") as f:
+            torch.save(dict(state, step=step), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:  # a full disk, a kill: no half-written file left to fill the disk further
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            newest = latest(folder) if os.path.isdir(folder) else None
+            raise CheckpointError(f"cannot write the checkpoint {path} ({e.strerror or e}); free space or fix "
+                                  f"the folder, then resume from the last complete one"
+                                  + (f", {os.path.basename(newest)}" if newest else "")) from None
+        raise
     _fsync_dir(folder)
     if keep:
         for old in checkpoints(folder)[:-keep]:

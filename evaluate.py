@@ -210,6 +210,7 @@ def main(argv=None):
         device = pick_device(args.device)
         state = checkpoint.load(args.checkpoint)
         model = checkpoint.build_model(state)
+        sigma = args.sigma if args.sigma is not None else checkpoint_sigma(state, args.checkpoint)  # before any rendering
         data_dir = resolve_test_dir(state, args.data_dir)
         dataset = gqn_dataset.SceneViews(data_dir)
         check_context(args.context, dataset.num_views, data_dir)
@@ -217,7 +218,6 @@ def main(argv=None):
         if args.scenes is not None and args.scenes > len(dataset):
             print(f"note: {data_dir} holds {len(dataset)} scenes; evaluating all of them")
         loader = gqn_dataset.make_eval_loader(data_dir, scenes, min(args.batch_size, scenes), args.context, args.seed)
-        sigma = args.sigma if args.sigma is not None else checkpoint_sigma(state, args.checkpoint)
     except (checkpoint.CheckpointError, gqn_dataset.DatasetError, UsageError) as e:
         sys.exit(f"error: {e}")
     model.to(device)

@@ -253,7 +253,7 @@ def gaussian_log_prob(x, mu, sigma):
 def bits_per_dim(nats, image_shape):
     """-log-likelihood in nats per scene -> bits per dimension (colour value) of the 8-bit query image.
 
-    The model's density is over values scaled to [0, 1]; one step of 1/256 there is one 8-bit level,
-    so the 8-bit density is 256 times smaller per dimension: + log2(256) = 8 bits. (Without it a sharp
-    model on [0, 1] would report negative bits.)"""
-    return nats / (math.prod(image_shape) * math.log(2)) + 8
+    The model's density is over values scaled to [0, 1] (runtime.split_batch divides by 255), where the
+    256 8-bit levels lie 1/255 apart: a level's probability is the density times 1/255, + log2(255) =
+    7.994 bits per dimension. (Without it a sharp model on [0, 1] would report negative bits.)"""
+    return nats / (math.prod(image_shape) * math.log(2)) + math.log2(255)

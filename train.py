@@ -54,6 +54,7 @@ def train(args):
     log = print if dist.main else (lambda *a, **k: None)
     run_dir = resumed_run_dir(args) or os.path.join(args.root_log_dir, args.log_dir)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
+    refuse_to_mix_runs(args, ckpt_dir)
     state = resume_state(args, ckpt_dir, log)
     if args.seed is None:  # drawn once, by process 0: every process's data order and noise follow it
         args.seed = dist.shared(int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF)
@@ -117,12 +118,11 @@ def train(args):
             step += 1
             for schedule in schedules.values():
                 schedule.step()
-            if values is None:
-                if not batchless:                                # a non-finite loss (not a batch of bad scenes)
-                    skipped += 1
-                    run_log.count("skipped_nonfinite_steps", skipped, step)
-                continue
-            run_log.step(step, *values, sigma, lr, beta, frames.shape[-3:])
+            if values is not None:
+                run_log.step(step, *values, sigma, lr, beta, frames.shape[-3:])
+            elif not batchless:                                  # a non-finite loss or gradient, skipped
+                skipped += 1
+                run_log.count("skipped_nonfinite_steps", skipped, step)
             if step % args.log_interval == 0 or step == args.gradient_steps:
                 run_log.test(model, test_batch, step, sigma, dist.device, args.dtype)
             if step % args.save_interval == 0 and step < args.gradient_steps:
@@ -160,6 +160,16 @@ def resumed_run_dir(args):
     run_dir = os.path.dirname(folder)
     args.root_log_dir, args.log_dir = os.path.dirname(run_dir), os.path.basename(run_dir)
     return run_dir
+
+
+def refuse_to_mix_runs(args, ckpt_dir):
+    """A new run (no --resume) in a folder that holds another run's checkpoints would save among them:
+    --keep would delete its own newer-numbered or the older run's files, and --resume would later pick
+    either. Refused in one sentence, before anything is written."""
+    newest = None if args.resume else ckpt_io.latest(ckpt_dir)
+    if newest:
+        raise UsageError(f"{ckpt_dir} holds the checkpoints of an earlier run (newest {os.path.basename(newest)}); "
+                         f"continue it with --resume, or start this run in another --log_dir (or delete that folder)")
 
 
 def resume_state(args, ckpt_dir, log):

@@ -40,6 +40,14 @@ def train_step(model, optimizer, frames, viewpoints, sigma, device, dtype="float
             return None
         raise NonFiniteLoss(f"the loss is {values[0]}")
     loss.backward()
+    # a finite loss can still have an inf or NaN gradient, and one such step makes every weight NaN; the
+    # gradients are the same on every process (DDP averages them), so all decide alike
+    norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    if not torch.isfinite(norm):
+        optimizer.zero_grad(set_to_none=True)
+        if skip_nonfinite:
+            return None
+        raise NonFiniteLoss(f"the loss is finite ({values[0]:.6g}) but its gradient is not")
     optimizer.step()
     return values
 
@@ -205,6 +213,29 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
+def drop_rows_after(path, step):
+    """Keep the JSON lines of `path` whose "step" is at most `step` (and drop a line cut off by a kill), so
+    the steps a resumed run redoes are not logged twice; written atomically. Nothing if there is no file."""
+    if not os.path.exists(path):
+        return
+    kept, changed = [], False
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+                keep = line.endswith("\n") and row.get("step", 0) <= step
+            except ValueError:
+                keep = False
+            if keep:
+                kept.append(line)
+            changed |= not keep
+    if changed:
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+
+
 class RunLog:
     """Where a run's progress goes, from one call per step: the tqdm bar (its rate at most once a second),
     TensorBoard (train/..., test/... and image grids) and, as JSON lines, <run>/metrics.jsonl (every step)
@@ -219,6 +250,8 @@ class RunLog:
         self.last_step = step
         if enabled:
             from tensorboardX import SummaryWriter
+            for name in ("metrics.jsonl", "test_metrics.jsonl"):  # a resumed run redoes the steps after its checkpoint
+                drop_rows_after(os.path.join(run_dir, name), step)
             self.writer = SummaryWriter(run_dir)
             self.metrics = open(os.path.join(run_dir, "metrics.jsonl"), "a")
 

@@ -107,6 +107,11 @@ CONFIGS = {
                                   "as fine_demo_m3_gate_300 with sigma 1.0 -> 0.2 (does z get used sooner?)"),
     "fine_demo_m3_gate_300_beta": ([*FINE_GATE_300, "--beta_i", "0.3", "--beta_f", "1", "--beta_n", "300"],
                                    "`--preset demo` now (fresh clone: 8 min 44 s): as fine_demo_m3_gate_300 with the KL weight rising from 0.3 to 1 over the 300 steps"),
+    "fine_demo_m3_gate_b8_600": ([*FINE_GATE_300, "--beta_i", "0.3", "--beta_f", "1", "--batch_size", "8",
+                                  "--gradient_steps", "600", "--save_interval", "600", "--log_interval", "200",
+                                  "--sigma_n", "400", "--beta_n", "600", "--mu_n", "1500"],
+                                 "the demo preset at batch 8 for twice the steps (the same scenes; schedules per scene "
+                                 "seen): geo_b8_800 had a lower colour error than geo_demo"),
     "fine_demo": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96"],
                   "as geo_demo, rendering the query view at 64x64 (GeometricFine; r 96: 64 rendered + 32 learned)"),
     "fine_demo_skip": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96", "--render_skip", "true"],
@@ -152,7 +157,9 @@ def run(name, root, extra=()):
     if os.path.exists(os.path.join(out, "final.json")):
         print(f"{name}: finished already ({out})")
         return
-    cmd = [sys.executable, TRAIN, *BASE, *flags, "--root_log_dir", root, "--log_dir", name, *extra]
+    stopped = os.path.isdir(os.path.join(out, "checkpoints")) and os.listdir(os.path.join(out, "checkpoints"))
+    cmd = [sys.executable, TRAIN, *BASE, *flags, "--root_log_dir", root, "--log_dir", name, *extra,
+           *(["--resume"] if stopped else [])]                  # a run stopped part way goes on
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
 

@@ -35,12 +35,14 @@ def start(args, **kw):
 
 
 def losses(run_dir):
-    """step -> loss from metrics.jsonl; a step redone after a resume counts with its last value."""
+    """step -> loss from metrics.jsonl, where each step is logged once (a resumed run drops the rows of the
+    steps it redoes)."""
     out = {}
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         for line in f:
             if line.strip():
                 row = json.loads(line)
+                assert row["step"] not in out, f"step {row['step']} logged twice"
                 out[row["step"]] = row["loss"]
     return out
 
@@ -134,6 +136,51 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     state = checkpoint.load(checkpoint.latest(tmp_path / "skip" / "checkpoints"))
     assert all(torch.isfinite(t).all() for t in state["model"].values())
     assert sorted(losses(tmp_path / "skip")) == [1, 2, 4, 5]  # step 3 skipped, not trained on
+
+
+def test_a_finite_loss_with_a_nan_gradient_is_caught_before_it_reaches_the_weights(tiny_data, tmp_path, monkeypatch):
+    """Only the loss was checked: a step whose loss is finite but whose gradient is not made every weight NaN,
+    every later step was skipped (nothing saved or tested), and the last checkpoint was NaN."""
+    real = train.GQN.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kw):
+        calls["n"] += 1
+        elbo, kl, nll = real(self, *args, **kw)
+        if calls["n"] == 3:   # sqrt at 0: the value 0, the gradient inf * 0 = NaN
+            nll = nll + torch.sqrt(self.eta_g.weight.sum() * 0)
+        return elbo, kl, nll
+
+    monkeypatch.setattr(train.GQN, "forward", poisoned)
+    with pytest.raises(train.TrainingError, match=r"step 3: the loss is finite .* but its gradient is not"):
+        train.train(train.parse_args(argv(tiny_data, tmp_path, "nan", "--gradient_steps", "5", "--save_interval", "1")))
+    calls["n"] = 0
+    assert train.train(train.parse_args(argv(tiny_data, tmp_path, "skip", "--gradient_steps", "5",
+                                             "--skip_nonfinite", "--save_interval", "3"))) == 5
+    saved = [checkpoint.load(p) for p in checkpoint.checkpoints(tmp_path / "skip" / "checkpoints")]
+    assert [s["step"] for s in saved] == [3, 5]          # the skipped step's checkpoint is still written
+    assert all(torch.isfinite(t).all() for s in saved for t in s["model"].values())
+    assert sorted(losses(tmp_path / "skip")) == [1, 2, 4, 5]
+
+
+def test_a_full_disk_while_saving_is_one_sentence_and_leaves_no_partial_file(tiny_data, tmp_path, monkeypatch):
+    import errno
+    real = checkpoint.torch.save
+    calls = {"n": 0}
+
+    def disk_fills(obj, f):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            f.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f)
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_fills)
+    with pytest.raises(SystemExit) as e:
+        train.main(argv(tiny_data, tmp_path, "full", "--gradient_steps", "3", "--save_interval", "1"))
+    message = str(e.value.code)
+    assert "No space left on device" in message and "ckpt-00000001.pt" in message and "\n" not in message
+    assert os.listdir(tmp_path / "full" / "checkpoints") == ["ckpt-00000001.pt"]
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the crafted file itself

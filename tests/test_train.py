@@ -79,11 +79,24 @@ def test_three_steps_write_events_and_a_checkpoint_that_rebuilds_its_model(tiny_
 
 def test_same_seed_same_run_and_an_existing_log_folder_is_fine(tiny_data, tmp_path):
     run(tiny_data, tmp_path, "a", "--gradient_steps", "2")
-    run(tiny_data, tmp_path, "b", "--gradient_steps", "2")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("mine")
     run(tiny_data, tmp_path, "b", "--gradient_steps", "2")  # the folder exists already: fine
     a = checkpoint.load(checkpoint.latest(tmp_path / "a" / "checkpoints"))["model"]
     b = checkpoint.load(checkpoint.latest(tmp_path / "b" / "checkpoints"))["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "b" / "notes.txt").read_text() == "mine"
+
+
+def test_a_new_run_in_a_folder_with_an_earlier_runs_checkpoints_is_refused(tiny_data, tmp_path):
+    """It saved among them: --keep deleted its own lower-numbered checkpoints (or the earlier run's), and a
+    later --resume picked up either run."""
+    run(tiny_data, tmp_path, "a", "--gradient_steps", "3")
+    before = sorted(os.listdir(tmp_path / "a" / "checkpoints"))
+    with pytest.raises(train.UsageError, match="holds the checkpoints of an earlier run .newest ckpt-00000003.pt.; "
+                                               "continue it with --resume"):
+        run(tiny_data, tmp_path, "a", "--gradient_steps", "2")
+    assert sorted(os.listdir(tmp_path / "a" / "checkpoints")) == before
 
 
 def test_resume_continues_at_step_four_exactly(tiny_data, tmp_path):
@@ -121,6 +134,8 @@ def test_resume_alone_continues_the_run_with_its_own_flags(tiny_data, tmp_path):
     whole = checkpoint.load(checkpoint.latest(tmp_path / "whole" / "checkpoints"))
     resumed = checkpoint.load(checkpoint.latest(tmp_path / "split" / "checkpoints"))
     assert resumed["beta_schedule"] == whole["beta_schedule"]
+    logged = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3]                 # step 3, redone after the resume, logged once
     for k in whole["model"]:
         assert torch.allclose(whole["model"][k], resumed["model"][k], atol=1e-6), k
 
