@@ -169,9 +169,11 @@ class GQN(nn.Module):
         if rows is None or not self.training:
             return None
         start, stop, total = rows
-        if like.shape[0] != stop - start:  # a batch that lost bad scenes: no global batch to match
+        # a part that lost bad scenes is shorter: it still takes rows of its own, not another part's noise
+        n = min(like.shape[0], total - start)
+        if n < like.shape[0]:
             return None
-        return torch.randn((total,) + like.shape[1:], device=like.device, dtype=like.dtype)[start:stop]
+        return torch.randn((total,) + like.shape[1:], device=like.device, dtype=like.dtype)[start:start + n]
 
     # -- the original's interface ---------------------------------------------------------------
 
