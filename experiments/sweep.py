@@ -112,6 +112,10 @@ CONFIGS = {
                                   "--sigma_n", "400", "--beta_n", "600", "--mu_n", "1500"],
                                  "the demo preset at batch 8 for twice the steps (the same scenes; schedules per scene "
                                  "seen): geo_b8_800 had a lower colour error than geo_demo"),
+    "fine_demo_m3_gate_b4_1200": ([*FINE_GATE_300, "--beta_i", "0.3", "--beta_f", "1", "--batch_size", "4",
+                                   "--gradient_steps", "1200", "--save_interval", "1200", "--log_interval", "400",
+                                   "--sigma_n", "800", "--beta_n", "1200", "--mu_n", "3000"],
+                                  "as fine_demo_m3_gate_b8_600 at batch 4 for 1,200 steps"),
     "fine_demo": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96"],
                   "as geo_demo, rendering the query view at 64x64 (GeometricFine; r 96: 64 rendered + 32 learned)"),
     "fine_demo_skip": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96", "--render_skip", "true"],
