@@ -106,12 +106,12 @@ CONFIGS = {
     "fine_demo_m3_gate_300_s02": ([*FINE_GATE_300, "--sigma_f", "0.2"],
                                   "as fine_demo_m3_gate_300 with sigma 1.0 -> 0.2 (does z get used sooner?)"),
     "fine_demo_m3_gate_300_beta": ([*FINE_GATE_300, "--beta_i", "0.3", "--beta_f", "1", "--beta_n", "300"],
-                                   "`--preset demo` now (fresh clone: 8 min 44 s): as fine_demo_m3_gate_300 with the KL weight rising from 0.3 to 1 over the 300 steps"),
+                                   "`--preset demo` before batch 8 (fresh clone: 8 min 44 s): as fine_demo_m3_gate_300 with the KL weight rising from 0.3 to 1 over the 300 steps"),
     "fine_demo_m3_gate_b8_600": ([*FINE_GATE_300, "--beta_i", "0.3", "--beta_f", "1", "--batch_size", "8",
                                   "--gradient_steps", "600", "--save_interval", "600", "--log_interval", "200",
                                   "--sigma_n", "400", "--beta_n", "600", "--mu_n", "1500"],
-                                 "the demo preset at batch 8 for twice the steps (the same scenes; schedules per scene "
-                                 "seen): geo_b8_800 had a lower colour error than geo_demo"),
+                                 "`--preset demo` now: fine_demo_m3_gate_300_beta at batch 8 for twice the steps (the "
+                                 "same scenes; the schedules per scene seen)"),
     "fine_demo_m3_gate_b4_1200": ([*FINE_GATE_300, "--beta_i", "0.3", "--beta_f", "1", "--batch_size", "4",
                                    "--gradient_steps", "1200", "--save_interval", "1200", "--log_interval", "400",
                                    "--sigma_n", "800", "--beta_n", "1200", "--mu_n", "3000"],
@@ -130,7 +130,7 @@ CONFIGS = {
                   "--log_interval", "250", "--save_interval", "250"],
                  "geometric, 3,500 steps, lr 1e-3 -> 1e-4 (the shipped checkpoint until geo_long_m3)"),
     # the shipped checkpoint; the same as `python train.py --preset demo --representation geometric --r_dim 32 --render_gate false
-    # --beta_i 1 --gradient_steps 6000 --mu_f 1e-4 --mu_n 6000 --log_interval 250 --save_interval 250`
+    # --beta_i 1 --batch_size 16 --sigma_n 200 --gradient_steps 6000 --mu_f 1e-4 --mu_n 6000 --log_interval 250 --save_interval 250`
     "geo_long_m3": ([*GEO, *M3, "--gradient_steps", "6000", "--mu_f", "1e-4",
                      "--mu_n", "6000", *SIGMA_03, "--log_interval", "250", "--save_interval", "250"],
                     "as geo_long on exactly 3 context views (the demo preset's recipe), 6,000 steps (the shipped checkpoint)"),
