@@ -15,6 +15,8 @@ import re
 
 import torch
 
+from runtime import write_atomically
+
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used, said in one sentence."""
@@ -40,23 +42,20 @@ def ensure_writable(folder):
 def save(folder, step, keep=None, **state):
     """Write folder/ckpt-<step>.pt atomically; keep only the `keep` newest. Returns the path."""
     path = os.path.join(folder, NAME.format(step))
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        os.makedirs(folder, exist_ok=True)
+
+    def write(tmp):
         with open(tmp, "wb") as f:
             torch.save(dict(state, step=step), f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:  # a full disk, a kill: no half-written file left to fill the disk further
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(e, OSError):
-            newest = latest(folder) if os.path.isdir(folder) else None
-            raise CheckpointError(f"cannot write the checkpoint {path} ({e.strerror or e}); free space or fix "
-                                  f"the folder, then resume from the last complete one"
-                                  + (f", {os.path.basename(newest)}" if newest else "")) from None
-        raise
+    try:
+        os.makedirs(folder, exist_ok=True)
+        write_atomically(path, write)   # a full disk, a kill: no half-written file left to fill the disk further
+    except OSError as e:
+        newest = latest(folder) if os.path.isdir(folder) else None
+        raise CheckpointError(f"cannot write the checkpoint {path} ({e.strerror or e}); free space or fix "
+                              f"the folder, then resume from the last complete one"
+                              + (f", {os.path.basename(newest)}" if newest else "")) from None
     _fsync_dir(folder)
     if keep:
         for old in checkpoints(folder)[:-keep]:
@@ -160,9 +159,7 @@ def export(src, dst, data_root="data"):
     if not args.get("train_data_dir"):
         args["data_root"] = data_root
     out = dict(keep, args=args, step=state.get("step"), exported_from=os.path.basename(src))
-    tmp = f"{dst}.tmp-{os.getpid()}"
-    torch.save(out, tmp)
-    os.replace(tmp, dst)
+    write_atomically(dst, lambda tmp: torch.save(out, tmp))
     return dst
 
 

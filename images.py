@@ -1,10 +1,10 @@
 """Image grids and image files (PNG, animated GIF) with Pillow; no torchvision needed."""
 
-import os
-
 import numpy as np
 import torch
 from PIL import Image
+
+from runtime import write_atomically
 
 
 def make_grid(images, nrow, pad=2):
@@ -40,19 +40,7 @@ def to_uint8_image(chw):
 
 def save_png(chw, path):
     """Write a (3, H, W) image in [0, 1] as PNG, atomically (so a kill never leaves half a file)."""
-    _write_atomically(path, lambda tmp: Image.fromarray(to_uint8_image(chw)).save(tmp, format="PNG"))
-
-
-def _write_atomically(path, write):
-    """write(tmp) then rename tmp to path; a failed write leaves neither path changed nor tmp behind."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomically(path, lambda tmp: Image.fromarray(to_uint8_image(chw)).save(tmp, format="PNG"))
 
 
 def save_gif(frames, path, ms_per_frame=80):
@@ -65,5 +53,5 @@ def save_gif(frames, path, ms_per_frame=80):
     palette = Image.fromarray(np.concatenate(pictures[::every], axis=0)).quantize(
         256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     indexed = [Image.fromarray(p).quantize(palette=palette, dither=Image.Dither.NONE) for p in pictures]
-    _write_atomically(path, lambda tmp: indexed[0].save(tmp, format="GIF", save_all=True, append_images=indexed[1:],
-                                                        duration=ms_per_frame, loop=0))
+    write_atomically(path, lambda tmp: indexed[0].save(tmp, format="GIF", save_all=True, append_images=indexed[1:],
+                                                       duration=ms_per_frame, loop=0))

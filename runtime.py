@@ -12,6 +12,8 @@ Also: UsageError (a command-line value that cannot work, in one sentence), the d
 bf16 autocast, and the split of a loader batch into context and query.
 """
 
+import os
+
 import numpy as np
 import torch
 
@@ -52,6 +54,19 @@ def pick_device(name):
         count = torch.cuda.device_count()
         raise UsageError(f"--device {name}: this machine has {count} CUDA GPU(s); pass cuda:0 to cuda:{count - 1}")
     return device
+
+
+def write_atomically(path, write):
+    """write(tmp) into a temporary file beside `path`, then rename it to `path`: a kill or a failed write
+    (a full disk) leaves `path` as it was and no temporary file behind."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def autocast(device, dtype):

@@ -14,7 +14,7 @@ from torch import nn
 import checkpoint as ckpt_io
 import evaluate
 from model import bits_per_dim
-from runtime import UsageError, autocast, split_batch
+from runtime import UsageError, autocast, split_batch, write_atomically
 
 
 class TrainingError(Exception):
@@ -230,10 +230,10 @@ def drop_rows_after(path, step):
                 kept.append(line)
             changed |= not keep
     if changed:
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.writelines(kept)
-        os.replace(tmp, path)
+        def write(tmp):
+            with open(tmp, "w") as f:
+                f.writelines(kept)
+        write_atomically(path, write)
 
 
 class RunLog:
