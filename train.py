@@ -54,7 +54,6 @@ def train(args):
     log = print if dist.main else (lambda *a, **k: None)
     run_dir = resumed_run_dir(args) or os.path.join(args.root_log_dir, args.log_dir)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
-    refuse_to_mix_runs(args, ckpt_dir)
     state = resume_state(args, ckpt_dir, log)
     if args.seed is None:  # drawn once, by process 0: every process's data order and noise follow it
         args.seed = dist.shared(int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF)
@@ -162,28 +161,24 @@ def resumed_run_dir(args):
     return run_dir
 
 
-def refuse_to_mix_runs(args, ckpt_dir):
-    """A new run (no --resume) in a folder that holds another run's checkpoints would save among them:
-    --keep would delete its own newer-numbered or the older run's files, and --resume would later pick
-    either. Refused in one sentence, before anything is written."""
-    newest = None if args.resume else ckpt_io.latest(ckpt_dir)
-    if newest:
-        raise UsageError(f"{ckpt_dir} holds the checkpoints of an earlier run (newest {os.path.basename(newest)}); "
-                         f"continue it with --resume, or start this run in another --log_dir (or delete that folder)")
-
-
 def resume_state(args, ckpt_dir, log):
     """With --resume, the checkpoint to continue: it decides the model, the step and the seed, and the
-    flags not given now are its run's (options.resumed_args)."""
+    flags not given now are its run's (options.resumed_args). Either way, a checkpoint in the folder
+    later than the step the run starts from (0 for a new run) is refused before anything is written:
+    saving among them, --keep would delete one run's files and --resume would later pick either."""
+    newest = ckpt_io.latest(ckpt_dir)
     state = None
-    if args.resume:
-        path = ckpt_io.latest(ckpt_dir) if args.resume == "latest" else args.resume
+    if not args.resume:
+        if newest:
+            raise UsageError(f"{ckpt_dir} holds the checkpoints of an earlier run (newest {os.path.basename(newest)}); "
+                             f"continue it with --resume, or start this run in another --log_dir (or delete that folder)")
+    else:
+        path = newest if args.resume == "latest" else args.resume
         if path is None:
             raise UsageError(f"--resume: no checkpoint in {ckpt_dir}; start without --resume or point "
                              f"--root_log_dir/--log_dir at the run to continue")
         state = ckpt_io.load(path)
-        newest = ckpt_io.latest(ckpt_dir)
-        if newest and ckpt_io.step_of(newest) > state["step"]:  # saving and --keep would mix or delete them
+        if newest and ckpt_io.step_of(newest) > state["step"]:
             raise UsageError(f"--resume: {ckpt_dir} already holds a later checkpoint ({os.path.basename(newest)}) "
                              f"than step {state['step']}, which continuing there would overwrite; resume the newest "
                              f"with --resume alone, or branch from this one into a new --log_dir")
