@@ -133,7 +133,7 @@ def build_model(state):
     return model
 
 
-def model_config(state):
+def saved_model_config(state):
     """The checkpoint's model configuration, with the flags added since it was written at their defaults."""
     return dict(render_skip=False, agreement_vote=False, render_gate=False) | state["config"]
 
@@ -141,7 +141,7 @@ def model_config(state):
 def check_compatible(state, config, given_flags, path):
     """Refuse to resume when a model flag given now differs from the checkpoint's configuration."""
     from options import MODEL_FLAGS
-    saved = model_config(state)
+    saved = saved_model_config(state)
     differ = [f"--{flag} {config[k]} (checkpoint: {saved.get(k)})"
               for k, flag in MODEL_FLAGS.items() if flag in given_flags and saved.get(k) != config[k]]
     if differ:

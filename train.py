@@ -193,7 +193,7 @@ def resume_state(args, ckpt_dir, log):
                              f"drop --seed")
         changed = [f"--{k} {getattr(args, k)} (was {saved[k]})" for k in args.given
                    if k in saved and k not in MACHINE_FLAGS and saved[k] != getattr(args, k)]
-        vars(args).update(vars(resumed_args(args, saved, ckpt_io.model_config(state))))
+        vars(args).update(vars(resumed_args(args, saved, ckpt_io.saved_model_config(state))))
         log(f"resuming from {path} at step {state['step']}, with its run's flags"
             + (f" except {', '.join(changed)}" if changed else ""))
     return state
