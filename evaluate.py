@@ -110,15 +110,18 @@ def evaluate_batch(model, x, v, x_q, v_q, sigma, dtype="float32", temperature=1.
 
 
 @torch.no_grad()
-def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=True, temperature=1.0):
-    """Mean of every metric over all the loader's scenes. Deterministic for a given model and seed."""
+def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=True, temperature=1.0, first=None):
+    """Mean of every metric over all the loader's scenes. Deterministic for a given model and seed. A dict
+    `first` receives the first batch's x, x_q and images, the ones scored (final_report draws them)."""
     from tqdm import tqdm
     model.eval()
     sums, count = {}, 0
     for i, (frames, viewpoints) in enumerate(tqdm(loader, desc="evaluating", disable=not progress, leave=False)):
         torch.manual_seed(noise_seed(seed, i))                            # the noise of batch i
         x, v, x_q, v_q = split_batch(frames, viewpoints, device)
-        out, _ = evaluate_batch(model, x, v, x_q, v_q, sigma, dtype, temperature)
+        out, images = evaluate_batch(model, x, v, x_q, v_q, sigma, dtype, temperature)
+        if i == 0 and first is not None:
+            first.update(x=x, x_q=x_q, **images)
         for k, value in out.items():
             sums[k] = sums.get(k, 0.0) + value.sum().item()
         count += x.shape[0]
@@ -156,12 +159,10 @@ def final_report(model, test_dir, run_dir, scenes, context, seed, device, sigma,
     scenes = min(scenes, len(dataset))
     context = min(context, dataset.num_views - 1)
     loader = gqn_dataset.make_eval_loader(test_dir, scenes, 32, context, seed)
-    metrics = evaluate(model, loader, sigma, device, seed, dtype)
-    frames, viewpoints = next(iter(loader))
-    torch.manual_seed(noise_seed(seed, 0))                               # batch 0's noise, as evaluated
-    x, v, x_q, v_q = split_batch(frames, viewpoints, device)
-    _, images = evaluate_batch(model, x, v, x_q, v_q, sigma, dtype)     # the whole batch: the same draws
-    columns = [x[:8, k] for k in range(x.shape[1])] + [x_q[:8], images["reconstruction"][:8], images["generation"][:8]]
+    first = {}
+    metrics = evaluate(model, loader, sigma, device, seed, dtype, first=first)   # and the first batch's images
+    x = first["x"][:8]
+    columns = [x[:, k] for k in range(x.shape[1])] + [first[k][:8] for k in ("x_q", "reconstruction", "generation")]
     save_png(comparison_grid(columns), os.path.join(run_dir, "final.png"))
     with open(os.path.join(run_dir, "final.json"), "w") as f:
         json.dump(dict(metrics, context=context, seed=seed, sigma=sigma), f, indent=2)
