@@ -36,6 +36,17 @@ GEO_DEMO = [*GEO, *CTX, "--gradient_steps", "400", "--mu_n", "750", "--log_inter
             *SIGMA_03]                          # --preset demo before it trained on 3 views (geo_demo_m3)
 FINE_GATE = ["--representation", "geometric_fine", "--r_dim", "96", "--render_gate"]   # the 64x64 rendering, gated
 FINE_GATE_300 = [*GEO_DEMO, *M3, *FINE_GATE, "--gradient_steps", "300", "--save_interval", "300"]
+BETA_03 = ["--beta_i", "0.3", "--beta_f", "1"]                            # the KL weight rising from 0.3
+
+
+def at_batch(batch, log):
+    """fine_demo_m3_gate_300_beta at another batch size: the steps and every schedule stretched by 16 / batch,
+    so that each ends after the same number of scenes as at batch 16; a test every `log` steps."""
+    def scaled(n):
+        return str(round(n * 16 / batch))
+    return [*FINE_GATE_300, *BETA_03, "--batch_size", str(batch), "--gradient_steps", scaled(300),
+            "--save_interval", scaled(300), "--log_interval", str(log), "--sigma_n", scaled(200),
+            "--beta_n", scaled(300), "--mu_n", scaled(750)]
 
 
 def steps(n, log=100):
@@ -105,20 +116,14 @@ CONFIGS = {
                               "as fine_demo_m3_gate, stopped at step 300 (the schedules as for 400)"),
     "fine_demo_m3_gate_300_s02": ([*FINE_GATE_300, "--sigma_f", "0.2"],
                                   "as fine_demo_m3_gate_300 with sigma 1.0 -> 0.2 (does z get used sooner?)"),
-    "fine_demo_m3_gate_300_beta": ([*FINE_GATE_300, "--beta_i", "0.3", "--beta_f", "1", "--beta_n", "300"],
+    "fine_demo_m3_gate_300_beta": ([*FINE_GATE_300, *BETA_03, "--beta_n", "300"],
                                    "`--preset demo` before batch 8 (fresh clone: 8 min 44 s): as fine_demo_m3_gate_300 with the KL weight rising from 0.3 to 1 over the 300 steps"),
-    "fine_demo_m3_gate_b8_600": ([*FINE_GATE_300, "--beta_i", "0.3", "--beta_f", "1", "--batch_size", "8",
-                                  "--gradient_steps", "600", "--save_interval", "600", "--log_interval", "200",
-                                  "--sigma_n", "400", "--beta_n", "600", "--mu_n", "1500"],
+    "fine_demo_m3_gate_b8_600": (at_batch(8, 200),
                                  "`--preset demo` now: fine_demo_m3_gate_300_beta at batch 8 for twice the steps (the "
                                  "same scenes; the schedules per scene seen)"),
-    "fine_demo_m3_gate_b4_1200": ([*FINE_GATE_300, "--beta_i", "0.3", "--beta_f", "1", "--batch_size", "4",
-                                   "--gradient_steps", "1200", "--save_interval", "1200", "--log_interval", "400",
-                                   "--sigma_n", "800", "--beta_n", "1200", "--mu_n", "3000"],
+    "fine_demo_m3_gate_b4_1200": (at_batch(4, 400),
                                   "as fine_demo_m3_gate_b8_600 at batch 4 for 1,200 steps"),
-    "fine_demo_m3_gate_b6_800": ([*FINE_GATE_300, "--beta_i", "0.3", "--beta_f", "1", "--batch_size", "6",
-                                  "--gradient_steps", "800", "--save_interval", "800", "--log_interval", "200",
-                                  "--sigma_n", "533", "--beta_n", "800", "--mu_n", "2000"],
+    "fine_demo_m3_gate_b6_800": (at_batch(6, 200),
                                  "as fine_demo_m3_gate_b8_600 at batch 6 for 800 steps"),
     "fine_demo": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96"],
                   "as geo_demo, rendering the query view at 64x64 (GeometricFine; r 96: 64 rendered + 32 learned)"),
