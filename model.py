@@ -168,10 +168,9 @@ class GQN(nn.Module):
             rows = rows.get(like.device.index)
         if rows is None or not self.training:
             return None
-        start, stop, total = rows
-        # a part that lost bad scenes is shorter: it still takes rows of its own, not another part's noise
-        n = min(like.shape[0], total - start)
-        if n < like.shape[0]:
+        start, _, total = rows
+        n = like.shape[0]   # a part that lost bad scenes is shorter: it still takes rows of its own
+        if start + n > total:
             return None
         return torch.randn((total,) + like.shape[1:], device=like.device, dtype=like.dtype)[start:start + n]
 
