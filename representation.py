@@ -9,6 +9,7 @@ Channel widths derive from r_dim (256 in the paper): r_dim and r_dim // 2 in the
 """
 
 import math
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -179,8 +180,11 @@ class Geometric(nn.Module):
         """Where points (B, P, 3) fall in each of the M context views v (B*M, 7): grid_sample's (B*M, P, 1, 2);
         a point behind a camera is sent outside its image."""
         # geometry: no parameters, and in float32 under bfloat16 autocast (its matrix product would cast
-        # the points to bfloat16, a quarter of a pixel off at 64x64)
-        with torch.no_grad(), torch.autocast(pts.device.type, enabled=False):
+        # the points to bfloat16, a quarter of a pixel off at 64x64); the meta device (bench.py's FLOP
+        # count) has no autocast to turn off
+        device = pts.device.type
+        float32 = torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext()
+        with torch.no_grad(), float32:
             grid, depth = project(pts.float().repeat_interleave(M, dim=0), v.float())
             grid = torch.where(depth[..., None] > 1e-3, grid, torch.full_like(grid, 2.0))
         return grid[:, :, None]

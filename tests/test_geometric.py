@@ -41,6 +41,16 @@ def test_under_bfloat16_autocast_the_rays_still_land_on_their_pixels():
     assert grid.dtype == torch.float32 and torch.equal(grid, exact)
 
 
+@pytest.mark.parametrize("cls", [Geometric, GeometricFine])
+def test_the_representation_runs_on_the_meta_device_as_benchs_flop_count_does(cls):
+    """bench.py counts FLOPs on the meta device, which has no autocast to turn off: the float32 guard of
+    the projection broke every geometric benchmark."""
+    with torch.device("meta"):
+        g = cls(r_dim=96)
+        r = g(torch.rand(2, 3, 3, 64, 64), torch.randn(2, 3, 7), torch.randn(2, 7))
+    assert r.shape == (2, 96, 16, 16)
+
+
 def test_query_rays_pass_through_their_pixel_centres():
     _, _, positions = sm.random_scene(seed=0, split="test", index=1, parts=5)
     v = viewpoints(positions[:2])
