@@ -29,12 +29,17 @@ def train_step(model, optimizer, frames, viewpoints, sigma, device, dtype="float
     sigma = torch.full((x.shape[0],), sigma, device=device)          # a tensor: see GQN.elbo_terms
     with autocast(device, dtype):
         elbo, kl, nll = model(x, v, v_q, x_q, sigma, terms=True)
-    values = torch.stack([-elbo.detach().float().mean(), kl.detach().float().mean(), nll.detach().float().mean()])
+    scenes = elbo.shape[0]
+    sums = torch.stack([-elbo.detach().float().sum(), kl.detach().float().sum(), nll.detach().float().sum(),
+                        torch.tensor(float(scenes), device=elbo.device)])
     loss = (nll.float() + beta * kl.float()).mean()                  # -ELBO when beta = 1
-    if torch.distributed.is_initialized():  # the global batch's means, so every process decides alike
-        torch.distributed.all_reduce(values)
-        values /= torch.distributed.get_world_size()
-    values = values.tolist()
+    if torch.distributed.is_initialized():  # the global batch's sums, so every process decides alike
+        torch.distributed.all_reduce(sums)
+        # DDP averages the processes' gradients: weighted so, each process's mean counts in proportion to
+        # its scenes, and the gradient is the global batch's mean even where a process left out bad scenes
+        # (--skip_bad_scenes); with equal parts the weight is exactly 1
+        loss = loss * (torch.distributed.get_world_size() * scenes / sums[3].item())
+    values = (sums[:3] / sums[3]).tolist()
     if not math.isfinite(values[0]):
         if skip_nonfinite:
             return None

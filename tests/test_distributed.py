@@ -179,3 +179,46 @@ def test_without_seed_every_process_follows_the_one_seed_drawn(tiny_data, tmp_pa
     one, two = params_at(tmp_path / "one", 2), params_at(tmp_path / "two", 2)
     for k, t in one["model"].items():
         assert torch.allclose(two["model"][k], t, rtol=1e-4, atol=ADAM_ATOL), k
+
+
+class _SceneLoss(torch.nn.Module):
+    """A stand-in for the GQN with the same call: scene i's nll is (w * mean(x_q_i) - 1)^2, no kl."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x, v, v_q, x_q, sigma, terms=False):
+        nll = (self.w * x_q.mean(dim=(1, 2, 3)) - 1) ** 2
+        kl = torch.zeros_like(nll)
+        return -nll, kl, nll
+
+
+def _step_on_uneven_parts(rank, parts, rendezvous, out):
+    """One train_step under DDP, process `rank` holding parts[rank] (its query images' values)."""
+    from training import train_step
+    torch.distributed.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    try:
+        model = torch.nn.parallel.DistributedDataParallel(_SceneLoss())
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        frames = torch.tensor(parts[rank])[:, None, None, None, None].expand(-1, 2, 3, 2, 2).contiguous()
+        values = train_step(model, optimizer, frames, torch.zeros(len(parts[rank]), 2, 7), 1.0, torch.device("cpu"))
+        if rank == 0:
+            torch.save({"w": model.module.w.detach(), "loss": values[0]}, out)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_a_process_that_lost_scenes_weighs_each_remaining_scene_like_the_others(tmp_path):
+    """With --skip_bad_scenes a process may train on fewer scenes than the others. The gradient (and the
+    logged loss) must still be the mean over every scene of the global batch: DDP's plain average of the
+    processes' means gave the one scene left on process 0 the weight of process 1's three together."""
+    parts = [[0.2], [0.5, 0.6, 0.9]]
+    out = tmp_path / "rank0.pt"
+    torch.multiprocessing.spawn(_step_on_uneven_parts, args=(parts, str(tmp_path / "rendezvous"), str(out)),
+                                nprocs=2)
+    scenes = torch.tensor([m for part in parts for m in part])
+    grad = (2 * (scenes - 1) * scenes).mean()                   # d/dw of (w m - 1)^2 at w = 1, over all 4 scenes
+    result = torch.load(out, weights_only=True)
+    assert torch.allclose(result["w"], 1 - grad, atol=1e-6)
+    assert result["loss"] == pytest.approx(((scenes - 1) ** 2).mean().item(), rel=1e-6)
