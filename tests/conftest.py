@@ -1,12 +1,13 @@
 """Shared test fixtures: tiny scene folders in the project's shard format."""
 
 import io
+import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from dataset.shards import write_split
+from dataset.shards import read_shard_header, write_split
 
 
 def write_random_split(folder, scenes=12, views=6, size=64, seed=0, scenes_per_shard=5):
@@ -34,6 +35,19 @@ def write_random_split(folder, scenes=12, views=6, size=64, seed=0, scenes_per_s
 
     write_split(str(folder), (scene() for _ in range(scenes)), scenes_per_shard=scenes_per_shard)
     return str(folder)
+
+
+def corrupt_one_frame(split_dir, scene=0, view=0):
+    """Overwrite the start (the JPEG SOI marker) of one frame inside a shard."""
+    shard = sorted(p for p in os.listdir(split_dir) if p.endswith(".gqn"))[0]
+    path = os.path.join(split_dir, shard)
+    header = read_shard_header(path)
+    with open(path, "r+b") as f:
+        f.seek(header["offsets_offset"] + 8 * (scene * header["views"] + view))
+        offset = int.from_bytes(f.read(8), "little")
+        f.seek(header["blob_offset"] + offset)
+        f.write(b"\0\0\0\0")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -222,3 +222,24 @@ def test_a_process_that_lost_scenes_weighs_each_remaining_scene_like_the_others(
     result = torch.load(out, weights_only=True)
     assert torch.allclose(result["w"], 1 - grad, atol=1e-6)
     assert result["loss"] == pytest.approx(((scenes - 1) ** 2).mean().item(), rel=1e-6)
+
+
+def test_a_process_whose_part_of_the_batch_is_all_bad_scenes_makes_every_process_skip_the_step(tmp_path):
+    """With --skip_bad_scenes, one scene per process and two bad scenes in eight, some steps leave a process
+    with nothing to train on. Every process must skip those steps together (they decide in one all_reduce)
+    instead of the others waiting in DDP's gradient all_reduce for a process that never reaches it."""
+    import json
+    from conftest import corrupt_one_frame, write_random_split
+    train_dir = write_random_split(tmp_path / "train", scenes=8, views=6, seed=7, scenes_per_shard=8)
+    test_dir = write_random_split(tmp_path / "test", scenes=4, views=6, seed=8)
+    for scene in (1, 2):
+        corrupt_one_frame(train_dir, scene=scene, view=0)
+    steps = 12
+    result = torchrun(2, ["--train_data_dir", train_dir, "--test_data_dir", test_dir, "--root_log_dir", str(tmp_path),
+                          "--log_dir", "bad", *TINY, "--batch_size", "2", "--gradient_steps", str(steps),
+                          "--save_interval", "100", "--dataset", "Room", "--skip_bad_scenes"], tmp_path)
+    left_out = [line for line in result.stdout.splitlines() if "scenes that failed their checks" in line]
+    assert left_out and int(left_out[-1].split()[2]) > 0
+    trained = [json.loads(line)["step"] for line in (tmp_path / "bad" / "metrics.jsonl").read_text().splitlines()]
+    assert 0 < len(trained) < steps                      # some steps trained, the all-bad ones skipped by both
+    assert checkpoint.load(checkpoint.latest(tmp_path / "bad" / "checkpoints"))["step"] == steps

@@ -15,7 +15,7 @@ import torch
 import checkpoint
 from dataset.shards import read_shard_header
 import train
-from conftest import write_random_split
+from conftest import corrupt_one_frame, write_random_split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--layers", "2", "--h_dim", "8", "--r_dim", "16", "--batch_size", "4", "--workers", "0",
@@ -198,19 +198,6 @@ def test_crafted_pickle_as_a_checkpoint_is_refused_and_runs_nothing(tiny_data, t
         train.main(argv(tiny_data, tmp_path, "crafted", "--gradient_steps", "1", "--resume"))
     assert "not a loadable checkpoint" in str(e.value.code) and "\n" not in str(e.value.code)
     assert not marker.exists()
-
-
-def corrupt_one_frame(split_dir, scene=0, view=0):
-    """Overwrite the start (the JPEG SOI marker) of one frame inside a shard."""
-    shard = sorted(p for p in os.listdir(split_dir) if p.endswith(".gqn"))[0]
-    path = os.path.join(split_dir, shard)
-    header = read_shard_header(path)
-    with open(path, "r+b") as f:
-        f.seek(header["offsets_offset"] + 8 * (scene * header["views"] + view))
-        offset = int.from_bytes(f.read(8), "little")
-        f.seek(header["blob_offset"] + offset)
-        f.write(b"\0\0\0\0")
-    return path
 
 
 def test_a_bad_scene_stops_the_run_in_one_sentence_or_is_skipped_and_counted(tmp_path):
