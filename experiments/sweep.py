@@ -154,10 +154,10 @@ CONFIGS = {
     "fine_long_m3_gate": ([*GEO, *M3, *FINE_GATE, "--gradient_steps", "3000", "--mu_f", "1e-4", "--mu_n", "3000", *SIGMA_03,
                            "--log_interval", "250", "--save_interval", "250"],
                           "as fine_demo_m3_gate with geo_long_m3's recipe in 3,000 steps (lr 1e-3 -> 1e-4 over them)"),
-    # the demo's recipe at batch 8 trained long, as fine_long_m3_gate but for 1.5x its scenes in 3x its steps
-    "fine_long_m3_gate_b8": ([*at_batch(8, 500), "--gradient_steps", "9000", "--mu_f", "1e-4", "--mu_n", "9000",
+    # the demo's recipe at batch 8 trained long, as fine_long_m3_gate (the same scenes) in twice its steps
+    "fine_long_m3_gate_b8": ([*at_batch(8, 500), "--gradient_steps", "6000", "--mu_f", "1e-4", "--mu_n", "6000",
                               "--save_interval", "500"],
-                             "the demo preset (batch 8) with lr 1e-3 -> 1e-4 over 9,000 steps"),
+                             "the demo preset (batch 8) with lr 1e-3 -> 1e-4 over 6,000 steps"),
     # ran as `--resume` of geo_long_m3 with --gradient_steps 11000, stopped by SIGTERM after step 7,500 and
     # evaluated with `evaluate.py --checkpoint .../ckpt-00007500.pt --scenes 200 --out <run>/final.json`; the learning
     # rate schedule does not depend on --gradient_steps, so these flags take the same 7,500 steps (up to the
