@@ -536,6 +536,30 @@ def _clear_split(folder, flag_hint):
     shutil.rmtree(folder)
 
 
+def _render_staged(staging, splits, parts, seed, views, workers, scenes_per_shard, progress, tfrecord=False,
+                   files_per_split=10):
+    """Render the splits [(name, scenes)] into staging/<name> (and, with tfrecord, staging/tfrecord/<name>),
+    after removing what a killed render left there; the caller moves them into place. Returns the seconds."""
+    if os.path.exists(staging):
+        shutil.rmtree(staging)
+    bar = _progress_bar(sum(n for _, n in splits), progress)
+    start = time.perf_counter()
+    try:
+        for split, n in splits:
+            render_split(os.path.join(staging, split), split, n, parts, seed, views, workers, scenes_per_shard,
+                         os.path.join(staging, "tfrecord", split) if tfrecord else None, files_per_split, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return time.perf_counter() - start
+
+
+def _move_into_place(src, dst):
+    """A rendered split from the staging folder to dst (absent by now), creating dst's parent folders."""
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    os.replace(src, dst)
+
+
 def ensure_builtin_dataset(root, parts=5, train_scenes=20000, test_scenes=1000, seed=0, workers=None,
                            views=VIEWS, scenes_per_shard=1000, progress=True):
     """Render a Shepard-Metzler dataset into root/train and root/test once, and reuse it afterwards.
@@ -574,21 +598,11 @@ def ensure_builtin_dataset(root, parts=5, train_scenes=20000, test_scenes=1000, 
             if os.path.exists(folder) and (not os.path.isdir(folder) or not _holds_only_shards(folder)):
                 raise RenderError(f"{folder} holds files that are not dataset shards; {hint}.")
         staging = os.path.join(root, ".rendering")
-        if os.path.exists(staging):
-            shutil.rmtree(staging)  # left over from a killed render
-        bar = _progress_bar(train_scenes + test_scenes, progress)
-        start = time.perf_counter()
-        try:
-            for split, n in (("train", train_scenes), ("test", test_scenes)):
-                render_split(os.path.join(staging, split), split, n, parts, seed, views, workers,
-                             scenes_per_shard, progress=bar)
-        finally:
-            if bar is not None:
-                bar.close()
-        seconds = time.perf_counter() - start
+        seconds = _render_staged(staging, [("train", train_scenes), ("test", test_scenes)], parts, seed, views,
+                                 workers, scenes_per_shard, progress)
         for split, folder in (("train", train_dir), ("test", test_dir)):
             _clear_split(folder, hint)
-            os.replace(os.path.join(staging, split), folder)
+            _move_into_place(os.path.join(staging, split), folder)
         os.rmdir(staging)
         _write_json_atomic(done_path, dict(params, seconds=round(seconds, 2)))
         if progress:
@@ -665,20 +679,8 @@ def main(argv=None):
         # rendered into OUT/.rendering and moved into place at the end: a killed render leaves no split
         # that looks whole, and --overwrite keeps the earlier data until the new data are complete
         staging = os.path.join(args.out, ".rendering")
-        if os.path.exists(staging):
-            shutil.rmtree(staging)  # left over from a killed render
-        bar = _progress_bar(sum(n for _, n in splits), not args.no_progress)
-        start = time.perf_counter()
-        try:
-            for split, n in splits:
-                render_split(os.path.join(staging, split), split, n, args.parts, args.seed, args.views,
-                             args.workers, args.scenes_per_shard,
-                             os.path.join(staging, "tfrecord", split) if args.tfrecord else None,
-                             args.files_per_split, bar)
-        finally:
-            if bar is not None:
-                bar.close()
-        seconds = time.perf_counter() - start
+        seconds = _render_staged(staging, splits, args.parts, args.seed, args.views, args.workers,
+                                 args.scenes_per_shard, not args.no_progress, args.tfrecord, args.files_per_split)
         for split, _ in splits:
             moves = [(os.path.join(staging, split), os.path.join(args.out, split))]
             if args.tfrecord:
@@ -686,8 +688,7 @@ def main(argv=None):
             for src, dst in moves:
                 if os.path.exists(dst):
                     shutil.rmtree(dst)
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                os.replace(src, dst)
+                _move_into_place(src, dst)
         shutil.rmtree(staging)
     except RenderError as error:
         raise SystemExit(f"error: {error}") from None
