@@ -60,8 +60,7 @@ class ConvLSTMCell(nn.Module):
         p = self.padding
         small = vec[:, :, None, None].expand(-1, -1, k, k)
         out = F.conv2d(small, weight, padding=p)  # (B, 4h, k, k)
-        # row/column of the small map that stands for each position of the full map
-        idx = torch.full((size,), p, dtype=torch.long, device=vec.device)
-        idx[:p] = torch.arange(p, device=vec.device)
-        idx[size - p:] = torch.arange(k - p, k, device=vec.device)
-        return out[:, :, idx][:, :, :, idx]  # (B, 4h, size, size)
+        # the small map's first p and last p rows and columns stand for the full map's edges, its middle
+        # row and column for every interior position
+        out = torch.cat((out[:, :, :p], out[:, :, p:p + 1].expand(-1, -1, size - 2 * p, -1), out[:, :, p + 1:]), dim=2)
+        return torch.cat((out[..., :p], out[..., p:p + 1].expand(-1, -1, -1, size - 2 * p), out[..., p + 1:]), dim=3)
