@@ -127,6 +127,9 @@ class Distributed:
             self.device = torch.device("cuda", index)
             torch.cuda.set_device(self.device)
         else:
+            if not self.enabled and list(device_ids) != [0]:
+                raise UsageError(f"this machine has no CUDA GPU, and --device_ids {' '.join(map(str, device_ids))} "
+                                 f"asks for GPUs; leave --device_ids out to train on the CPU")
             self.device = torch.device("cpu")
         if self.enabled:
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")

@@ -282,6 +282,16 @@ def test_a_gpu_the_machine_lacks_is_one_sentence(env, argv, expected, tmp_path, 
     assert not (tmp_path / "runs").exists()
 
 
+def test_device_ids_on_a_machine_without_a_gpu_is_one_sentence(tmp_path, monkeypatch):
+    """`--device_ids 0 1 2 3` on a machine without CUDA trained on the CPU without a word."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        train.main(["--root_log_dir", str(tmp_path / "runs"), "--device_ids", "0", "1", "2", "3"])
+    message = str(e.value.code)
+    assert "has no CUDA GPU" in message and "--device_ids 0 1 2 3" in message and "\n" not in message
+    assert not (tmp_path / "runs").exists()
+
+
 def test_device_flag_of_the_scripts_names_the_gpus_there_are(monkeypatch):
     """evaluate.py's, sample.py's and bench.py's --device: a GPU that is not there is one sentence."""
     from runtime import UsageError, pick_device
