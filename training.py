@@ -223,10 +223,11 @@ class StopFlag:
 
 def drop_rows_after(path, step):
     """Keep the JSON lines of `path` whose "step" is at most `step` (and drop a line cut off by a kill), so
-    the steps a resumed run redoes are not logged twice; written atomically. Nothing if there is no file."""
+    the steps a resumed run redoes are not logged twice; written atomically. Returns the last kept row (a
+    dict), or None if there is none or no file."""
     if not os.path.exists(path):
-        return
-    kept, changed = [], False
+        return None
+    kept, changed, last = [], False, None
     with open(path) as f:
         for line in f:
             try:
@@ -236,18 +237,22 @@ def drop_rows_after(path, step):
                 keep = False
             if keep:
                 kept.append(line)
+                last = row
             changed |= not keep
     if changed:
         def write(tmp):
             with open(tmp, "w") as f:
                 f.writelines(kept)
         write_atomically(path, write)
+    return last
 
 
 class RunLog:
     """Where a run's progress goes, from one call per step: the tqdm bar (its rate at most once a second),
     TensorBoard (train/..., test/... and image grids) and, as JSON lines, <run>/metrics.jsonl (every step)
-    and <run>/test_metrics.jsonl (every test). Only the main process writes; elsewhere each call does nothing."""
+    and <run>/test_metrics.jsonl (every test). Only the main process writes; elsewhere each call does nothing.
+    Their "seconds" is the run's training time: a resumed run goes on from the seconds of the last step it
+    kept, so the time between the processes (the run stopped) is not counted."""
 
     def __init__(self, run_dir, total_steps, step, enabled):
         self.enabled, self.run_dir = enabled, run_dir
@@ -258,8 +263,9 @@ class RunLog:
         self.last_step = step
         if enabled:
             from tensorboardX import SummaryWriter
-            for name in ("metrics.jsonl", "test_metrics.jsonl"):  # a resumed run redoes the steps after its checkpoint
-                drop_rows_after(os.path.join(run_dir, name), step)
+            drop_rows_after(os.path.join(run_dir, "test_metrics.jsonl"), step)  # a resumed run redoes the steps
+            last = drop_rows_after(os.path.join(run_dir, "metrics.jsonl"), step)  # after its checkpoint
+            self.start -= (last or {}).get("seconds", 0)
             self.writer = SummaryWriter(run_dir)
             self.metrics = open(os.path.join(run_dir, "metrics.jsonl"), "a")
 

@@ -140,6 +140,22 @@ def test_resume_alone_continues_the_run_with_its_own_flags(tiny_data, tmp_path):
         assert torch.allclose(whole["model"][k], resumed["model"][k], atol=1e-6), k
 
 
+def test_a_resumed_runs_seconds_go_on_from_where_it_stopped(tiny_data, tmp_path):
+    """metrics.jsonl's and test_metrics.jsonl's "seconds" are the run's training time: after --resume they
+    continue from the last kept step's, so plots against time and the sweep's minutes add the parts up."""
+    run(tiny_data, tmp_path, "a", "--gradient_steps", "3")
+    path = tmp_path / "a" / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[-1]["seconds"] = 1000.0                    # as if the first part had trained for 1,000 seconds
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run(tiny_data, tmp_path, "a", "--gradient_steps", "4", "--resume")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert 1000 < rows[-1]["seconds"] < 1000 + 600
+    tests = [json.loads(line) for line in (tmp_path / "a" / "test_metrics.jsonl").read_text().splitlines()]
+    assert tests[-1]["step"] == 4 and tests[-1]["seconds"] > 1000
+
+
 def test_a_schedule_flag_given_on_resume_changes_the_rest_of_that_schedule(tiny_data, tmp_path):
     run(tiny_data, tmp_path, "a", "--gradient_steps", "2", "--mu_i", "1e-3", "--mu_f", "1e-4", "--mu_n", "100")
     run(tiny_data, tmp_path, "a", "--gradient_steps", "3", "--resume", "--mu_f", "1e-5", "--mu_n", "3")
