@@ -142,7 +142,8 @@ CONFIGS = {
     # --beta_i 1 --batch_size 16 --sigma_n 200 --gradient_steps 6000 --mu_f 1e-4 --mu_n 6000 --log_interval 250 --save_interval 250`
     "geo_long_m3": ([*GEO, *M3, "--gradient_steps", "6000", "--mu_f", "1e-4",
                      "--mu_n", "6000", *SIGMA_03, "--log_interval", "250", "--save_interval", "250"],
-                    "as geo_long on exactly 3 context views (the demo preset's recipe), 6,000 steps (the shipped checkpoint)"),
+                    "as geo_long on exactly 3 context views (the demo preset's recipe), 6,000 steps (the shipped checkpoint "
+                    "until fine_long_m3_gate_b8)"),
     # does a wider generator pay later in training? The same 1,000-step recipe with 32 and 64 hidden channels
     "geo_m3_1000": ([*GEO, *M3, "--gradient_steps", "1000", "--mu_f", "1e-4", "--mu_n", "1000", *SIGMA_03,
                      "--log_interval", "250", "--save_interval", "500"],
@@ -154,10 +155,20 @@ CONFIGS = {
     "fine_long_m3_gate": ([*GEO, *M3, *FINE_GATE, "--gradient_steps", "3000", "--mu_f", "1e-4", "--mu_n", "3000", *SIGMA_03,
                            "--log_interval", "250", "--save_interval", "250"],
                           "as fine_demo_m3_gate with geo_long_m3's recipe in 3,000 steps (lr 1e-3 -> 1e-4 over them)"),
-    # the demo's recipe at batch 8 trained long, as fine_long_m3_gate (the same scenes) in twice its steps
+    # the demo's recipe at batch 8 trained long, as fine_long_m3_gate (the same scenes) in twice its steps; it was
+    # paused (SIGSTOP) for 56 minutes and resumed twice: its metrics.jsonl's seconds were made its training
+    # time by hand (the pauses taken out, the parts added up, as train.py now logs a resumed run)
     "fine_long_m3_gate_b8": ([*at_batch(8, 500), "--gradient_steps", "6000", "--mu_f", "1e-4", "--mu_n", "6000",
                               "--save_interval", "500"],
-                             "the demo preset (batch 8) with lr 1e-3 -> 1e-4 over 6,000 steps"),
+                             "the demo preset (batch 8) with lr 1e-3 -> 1e-4 over 6,000 steps (the shipped checkpoint)"),
+    # L, the number of generation steps (the paper's 12; every run above 4, with one shared core): the demo
+    # preset's model at batch 8 for 1,500 steps (lr 1e-3 -> 1e-4 over them) with L 4 and with L 8
+    "fine_b8_1500": ([*at_batch(8, 250), "--gradient_steps", "1500", "--mu_f", "1e-4", "--mu_n", "1500",
+                      "--save_interval", "500"],
+                     "the demo preset (batch 8, L 4) for 1,500 steps, lr 1e-3 -> 1e-4 over them"),
+    "fine_b8_1500_L8": ([*at_batch(8, 250), "--gradient_steps", "1500", "--mu_f", "1e-4", "--mu_n", "1500",
+                         "--save_interval", "500", "--layers", "8"],
+                        "as fine_b8_1500 with L 8 generation steps (the shared core run twice as often)"),
     # ran as `--resume` of geo_long_m3 with --gradient_steps 11000, stopped by SIGTERM after step 7,500 and
     # evaluated with `evaluate.py --checkpoint .../ckpt-00007500.pt --scenes 200 --out <run>/final.json`; the learning
     # rate schedule does not depend on --gradient_steps, so these flags take the same 7,500 steps (up to the
