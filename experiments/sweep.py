@@ -169,6 +169,15 @@ CONFIGS = {
     "fine_b8_1500_L8": ([*at_batch(8, 250), "--gradient_steps", "1500", "--mu_f", "1e-4", "--mu_n", "1500",
                          "--save_interval", "500", "--layers", "8"],
                         "as fine_b8_1500 with L 8 generation steps (the shared core run twice as often)"),
+    # the long runs gained most while the learning rate fell: the demo with its rate falling to 1e-4 within its
+    # own 600 steps (the preset: 1e-3 -> 3e-4 over 1,500, so it ends at about 7.2e-4)
+    "fine_demo_b8_600_mu1e-4": ([*at_batch(8, 200), "--mu_f", "1e-4", "--mu_n", "600"],
+                                "the demo preset with the learning rate 1e-3 -> 1e-4 over its 600 steps"),
+    # how much of a difference between two rows is the training seed's (initialisation, shuffling, noise)? The
+    # demo preset with two other seeds; evaluated, as every row, on seed 0's context and query views
+    # (`evaluate.py --checkpoint <run>/checkpoints/ckpt-00000600.pt --scenes 200 --out <run>/final.json`)
+    "fine_demo_m3_gate_b8_600_seed1": ([*at_batch(8, 200), "--seed", "1"], "fine_demo_m3_gate_b8_600 with training seed 1"),
+    "fine_demo_m3_gate_b8_600_seed2": ([*at_batch(8, 200), "--seed", "2"], "fine_demo_m3_gate_b8_600 with training seed 2"),
     # ran as `--resume` of geo_long_m3 with --gradient_steps 11000, stopped by SIGTERM after step 7,500 and
     # evaluated with `evaluate.py --checkpoint .../ckpt-00007500.pt --scenes 200 --out <run>/final.json`; the learning
     # rate schedule does not depend on --gradient_steps, so these flags take the same 7,500 steps (up to the
