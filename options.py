@@ -24,7 +24,7 @@ PRESETS = {
         representation="geometric_fine", layers=4, shared_core=True, upsample="broadcast", h_dim=32,
         r_dim=96, z_dim=3, render_gate=True, batch_size=8, gradient_steps=600, mu_i=1e-3, mu_f=3e-4,
         mu_n=1500, sigma_i=1.0, sigma_f=0.3, sigma_n=400, beta_i=0.3, beta_f=1.0, beta_n=600, min_context=3,
-        max_context=3, log_interval=200, save_interval=600, workers=0, builtin_parts=5,
+        max_context=3, log_interval=200, save_interval=600, workers=1, builtin_parts=5,
         builtin_train_scenes=4000, builtin_test_scenes=200, seed=0,
     ),
 }
@@ -90,8 +90,7 @@ def build_parser():
     a("--log_interval", type=positive_int, default=S, help="steps between test metrics and images")
     a("--save_interval", type=positive_int, default=S, help="steps between checkpoints")
     a("--workers", type=nonnegative_int, default=S,
-      help="DataLoader worker processes per training process (default: 0 on CPU, the batches loaded between "
-           "steps, up to 8 per GPU)")
+      help="DataLoader worker processes per training process (default: 1 on CPU, up to 8 per GPU)")
     a("--device_ids", type=int, nargs="+", default=S, help="CUDA devices; several wrap DataParallel")
     a("--representation", choices=list(REPRESENTATIONS), default=S,
       help="representation network: the paper's pool, tower or pyramid, or 'geometric', which projects the "

@@ -71,9 +71,9 @@ def train(args):
                      beta_schedule=KLWeightSchedule(args.beta_i, args.beta_f, args.beta_n))
     step = restore(state, optimizer, schedules, args)
     lr_schedule, sigma_schedule, beta_schedule = schedules.values()
-    if args.workers is None:  # enough that a GPU never waits; on a CPU a worker process would take a core from
-        gpus = torch.cuda.device_count() if dist.device.type == "cuda" else 0   # the step (the demo: 10 % slower)
-        args.workers = max(1, min(8, (os.cpu_count() or 2) // max(1, gpus))) if gpus else 0
+    if args.workers is None:  # enough that a GPU never waits; on a CPU the workers would take its cores
+        gpus = torch.cuda.device_count() if dist.device.type == "cuda" else 0
+        args.workers = max(1, min(8, (os.cpu_count() or 2) // max(1, gpus))) if gpus else 1
     batches = iter(gqn_dataset.make_loader(
         train_dir, args.batch_size, max_context, args.seed, args.workers, start_batch=step, rank=dist.rank,
         world_size=dist.world_size, pin_memory=dist.device.type == "cuda", min_context=args.min_context))
