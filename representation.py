@@ -93,16 +93,51 @@ def camera_frame(v):
     return pos, forward, right, up
 
 
+def _view_frame(v):
+    """Cameras v (N, 7) -> their positions (N, 3) and the rows of their camera axes (N, 3, 3): x (right),
+    y (down), depth (forward)."""
+    pos, forward, right, up = camera_frame(v)
+    return pos, torch.stack((right, -up, forward), dim=1)
+
+
+def _to_image(x, y, depth):
+    """Camera coordinates, each (...), -> grid_sample's image coordinates (..., 2) (pinhole, field of view
+    FOV_DEG). Geometry without parameters: no autograd (the products are written straight into place)."""
+    scale = depth.clamp(min=1e-3).mul_(math.tan(math.radians(FOV_DEG) / 2)).reciprocal_()
+    grid = x.new_empty(x.shape + (2,))
+    torch.mul(x, scale, out=grid[..., 0])
+    torch.mul(y, scale, out=grid[..., 1])
+    return grid
+
+
 def project(points, v):
     """World points (N, P, 3) seen by cameras v (N, 7) -> (image coordinates (N, P, 2), depth (N, P)).
 
     The coordinates are grid_sample's (align_corners=False): x from -1 (left edge) to 1 (right edge),
     y from -1 (top) to 1 (bottom); depth is along the viewing direction."""
-    pos, forward, right, up = camera_frame(v)
-    frame = torch.stack((right, -up, forward), dim=1)                     # (N, 3, 3): rows x, y, depth
+    pos, frame = _view_frame(v)
     cam = torch.bmm(points - pos[:, None], frame.transpose(1, 2))          # (N, P, 3) in camera axes
-    depth = cam[..., 2]
-    return cam[..., :2] / (depth.clamp(min=1e-3)[..., None] * math.tan(math.radians(FOV_DEG) / 2)), depth
+    return _to_image(*cam.unbind(-1)), cam[..., 2]
+
+
+def project_rays(origin, dirs, t, v):
+    """The points origin + t * dir along rays, seen by cameras v (N, 7): origin (N, 3), dirs (N, R, 3),
+    t (N, D) -> (image coordinates (N, R, D, 2), depth (N, R, D)), as `project` gives them for the points
+    (N, R * D, 3) in ray, depth order. A camera's coordinates are affine along a ray, so the rays are
+    brought to the camera's axes once and not each of their D points: D times less matrix work."""
+    pos, frame = _view_frame(v)
+    start = torch.bmm((origin - pos)[:, None], frame.transpose(1, 2))      # (N, 1, 3) in camera axes
+    step = torch.bmm(dirs, frame.transpose(1, 2))                          # (N, R, 3)
+    t = t[:, None, :]                                                      # (N, 1, D)
+    x, y, depth = (torch.addcmul(start[..., i, None], step[..., i, None], t) for i in range(3))  # (N, R, D)
+    return _to_image(x, y, depth), depth
+
+
+def _weigh(w, values):
+    """The weighted sum over channels w (C,) . values (..., C, P) -> (..., P), as a batched matrix-vector
+    product: `w @ values` gives the same but first copies values with its channels last (3x the time)."""
+    row = w.view((1,) * (values.dim() - 1) + (-1,))                      # (1, ..., 1, C): a batch of one row
+    return torch.matmul(row, values)[..., 0, :]
 
 
 class Geometric(nn.Module):
@@ -160,9 +195,10 @@ class Geometric(nn.Module):
             nn.Conv2d(r_dim, r_dim, 3, padding=1), nn.ReLU(),
             nn.Conv2d(r_dim, r_dim - direct, 3, padding=1))
 
-    def query_points(self, v_q, rays=None):
-        """Points along the query pixels' rays: (B, rays * rays * depths, 3) in row, column, depth order,
-        and their depths (B, D). `rays` per side, default self.rays."""
+    def query_rays(self, v_q, rays=None):
+        """The query view's pixel rays, `rays` per side (default self.rays): the cameras' positions (B, 3),
+        the rays' directions (B, rays * rays, 3) in row, column order, and the depths t (B, D) of the
+        `depths` points on each ray, across the scene's sphere."""
         pos, forward, right, up = camera_frame(v_q)
         n, d = rays or self.rays, self.depths
         tan_half = math.tan(math.radians(FOV_DEG) / 2)
@@ -172,31 +208,43 @@ class Geometric(nn.Module):
                                                     + w[None, ..., None] * up[:, None, None]))  # (B, n, n, 3)
         dist = pos.norm(dim=-1, keepdim=True)                                          # (B, 1)
         t = torch.linspace(-1, 1, d, device=v_q.device, dtype=v_q.dtype) * SCENE_RADIUS + dist  # (B, D)
-        pts = pos[:, None, None, None] + dirs[:, :, :, None] * t[:, None, None, :, None]        # (B, n, n, D, 3)
+        return pos, dirs.reshape(pos.shape[0], -1, 3), t
+
+    def query_points(self, v_q, rays=None):
+        """The points along the query pixels' rays: (B, rays * rays * depths, 3) in row, column, depth
+        order, and their depths (B, D)."""
+        pos, dirs, t = self.query_rays(v_q, rays)
+        pts = pos[:, None, None] + dirs[:, :, None] * t[:, None, :, None]                # (B, R, D, 3)
         return pts.reshape(pos.shape[0], -1, 3), t
 
     @staticmethod
-    def _grid(pts, v, M):
-        """Where points (B, P, 3) fall in each of the M context views v (B*M, 7): grid_sample's (B*M, P, 1, 2);
-        a point behind a camera is sent outside its image."""
+    def _grid(rays, v, M):
+        """Where the points along the query rays (`query_rays`: per scene B) fall in each of the M context
+        views v (B*M, 7): grid_sample's (B*M, P, 1, 2), P = rays x depths; a point behind a camera is
+        sent outside its image."""
         # geometry: no parameters, and in float32 under bfloat16 autocast (its matrix product would cast
         # the points to bfloat16, a quarter of a pixel off at 64x64); the meta device (bench.py's FLOP
         # count) has no autocast to turn off
-        device = pts.device.type
+        device = v.device.type
         float32 = torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext()
         with torch.no_grad(), float32:
-            grid, depth = project(pts.float().repeat_interleave(M, dim=0), v.float())
-            grid = torch.where(depth[..., None] > 1e-3, grid, torch.full_like(grid, 2.0))
-        return grid[:, :, None]
+            origin, dirs, t = (a.float().repeat_interleave(M, dim=0) for a in rays)
+            grid, depth = project_rays(origin, dirs, t, v.float())
+            grid[..., 0].masked_fill_(depth <= 1e-3, 2.0)                     # x = 2: off the image
+        return grid.view(grid.shape[0], -1, 1, 2)
 
     def _nearest(self, seen, mean, cos, vote_seen, vote_mean):
         """The views' values seen (B, M, C, P) averaged with weights that favour views near the query camera
         (cos (B, M)) and, by a learned vote, views that see the point (with agreement_vote: whose value is
-        near the views' mean (B, C, P), as an occluded view's is not). -> (B, C, P)."""
+        near the views' mean (B, C, P), as an occluded view's is not). -> (B, C, P). Without agreement_vote,
+        mean may be None: vote_mean's term is the same for every view and cancels in the softmax, and is
+        computed only where the mean is at hand, so that vote_mean takes part in the step (as
+        DistributedDataParallel expects of every parameter)."""
+        vote = _weigh(vote_seen, seen)                                           # (B, M, P)
         if self.agreement_vote:
-            vote = vote_seen @ seen - vote_mean @ (seen - mean[:, None]).abs()  # (B, M, P)
-        else:
-            vote = vote_seen @ seen - (vote_mean @ mean)[:, None]             # the same for every view
+            vote = vote - _weigh(vote_mean, (seen - mean[:, None]).abs())
+        elif mean is not None:
+            vote = vote - _weigh(vote_mean, mean)[:, None]                        # the same for every view
         near = torch.softmax(self.sharpness * cos[:, :, None] + vote, dim=1)   # (B, M, P)
         return (seen * near[:, :, None]).sum(dim=1)
 
@@ -234,10 +282,11 @@ class Geometric(nn.Module):
         B, M, x_dim = x.shape[:3]
         n, d = self.rays, self.depths
         with torch.no_grad():
-            pts, t = self.query_points(v_q)                                 # (B, P, 3)
+            rays = self.query_rays(v_q)                                     # pos, dirs (B, n * n, 3), t (B, D)
             cos = F.cosine_similarity(v[..., :3], v_q[:, None, :3], dim=-1)  # (B, M): views near the query
-        P = pts.shape[1]
-        grid = self._grid(pts, v.flatten(0, 1), M)                          # (B*M, P, 1, 2)
+        t = rays[2]
+        P = n * n * d
+        grid = self._grid(rays, v.flatten(0, 1), M)                         # (B*M, P, 1, 2)
         images = x.flatten(0, 1)
         colours = F.grid_sample(images, grid.to(images.dtype), align_corners=False)  # (B*M, 3, P, 1), full size
         feats = self.features(images)                                       # (B*M, C, 32, 32)
@@ -303,15 +352,15 @@ class GeometricFine(Geometric):
                              f"not {size}x{size}")
         d = self.depths
         with torch.no_grad():
-            pts, _ = self.query_points(v_q, size)                          # (B, size * size * D, 3)
+            rays = self.query_rays(v_q, size)                              # one per pixel
         images = x.flatten(0, 1)
-        grid = self._grid(pts, v.flatten(0, 1), M)
+        grid = self._grid(rays, v.flatten(0, 1), M)                        # (B*M, size * size * D, 1, 2)
         colours = F.grid_sample(images, grid.to(images.dtype), align_corners=False)  # (B*M, 3, P, 1)
         colours = colours.view(B, M, x_dim, -1)                                  # (B, M, 3, P)
         learned = F.interpolate(learned.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False)
         alpha = self.opacity(learned.permute(0, 2, 3, 1).reshape(B, -1), self._carve(colours))  # (B, P)
-        nearest = self._nearest(colours, colours.mean(dim=1), cos,
-                                self.vote_seen[-x_dim:], self.vote_mean[-x_dim:])  # (B, 3, P)
+        mean = colours.mean(dim=1) if self.agreement_vote else None
+        nearest = self._nearest(colours, mean, cos, self.vote_seen[-x_dim:], self.vote_mean[-x_dim:])  # (B, 3, P)
         values = torch.cat((nearest, torch.ones_like(nearest[:, :1])), dim=1).view(B, x_dim + 1, size * size, d)
         image = self._composite(alpha.view(B, size * size, d), values.to(alpha.dtype))
         return F.pixel_unshuffle(image.view(B, x_dim + 1, size, size), self.scale)

@@ -39,8 +39,7 @@ def render(x, v, v_q, depths, tau=None):
     """x (B, M, 3, 64, 64), v (B, M, 7), v_q (B, 7) -> the carved (and, with tau, photo-consistent) view."""
     B, M = x.shape[:2]
     rays = Geometric(r_dim=72, depths=depths)
-    pts, _ = rays.query_points(v_q, 64)
-    grid = Geometric._grid(pts, v.flatten(0, 1), M)
+    grid = Geometric._grid(rays.query_rays(v_q, 64), v.flatten(0, 1), M)
     seen = F.grid_sample(x.flatten(0, 1), grid, align_corners=False).view(B, M, 3, -1).transpose(2, 3)
     solid = seen.amax(dim=-1).amin(dim=1) > evaluate.OBJECT_THRESHOLD
     if tau is None:

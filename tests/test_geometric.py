@@ -28,16 +28,34 @@ def test_projection_matches_the_renderer():
     np.testing.assert_allclose(d.numpy(), depth, atol=1e-4)
 
 
+def test_the_rays_land_where_their_points_project_and_points_behind_a_camera_fall_off_its_image():
+    """The representations project each query ray once per context camera (its points' image coordinates
+    follow from the ray's); every point must land where projecting it on its own puts it, and a point
+    behind a camera must read nothing from that camera's image."""
+    _, _, positions = sm.random_scene(seed=2, split="train", index=3, parts=5)
+    v = viewpoints(positions[:4])
+    g = Geometric(r_dim=24, rays=8, depths=5)
+    v_q, context = v[:1], v[1:].clone()
+    context[:, :3] *= 0.2                                # cameras inside the scene: some points lie behind them
+    grid = Geometric._grid(g.query_rays(v_q), context, 3)[:, :, 0]               # (3, P, 2)
+    pts, _ = g.query_points(v_q)
+    expected, depth = project(pts.expand(3, -1, -1), context)
+    behind = depth <= 1e-3
+    assert behind.any() and (~behind).any()
+    np.testing.assert_allclose(grid[~behind].numpy(), expected[~behind].numpy(), rtol=1e-4, atol=1e-5)
+    assert (grid[..., 0][behind] > 1).all()
+
+
 def test_under_bfloat16_autocast_the_rays_still_land_on_their_pixels():
     """--dtype bfloat16: the cameras' matrix product would run in bfloat16 and misplace every ray's
     samples by a fraction of a pixel; the geometry stays in float32."""
     _, _, positions = sm.random_scene(seed=0, split="test", index=1, parts=5)
     v = viewpoints(positions[:4])
     g = Geometric(r_dim=24)
-    pts, _ = g.query_points(v[:1])
-    exact = Geometric._grid(pts, v[1:], 3)
+    rays = g.query_rays(v[:1])
+    exact = Geometric._grid(rays, v[1:], 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        grid = Geometric._grid(pts, v[1:], 3)
+        grid = Geometric._grid(rays, v[1:], 3)
     assert grid.dtype == torch.float32 and torch.equal(grid, exact)
 
 
