@@ -20,11 +20,13 @@ PRESETS = {
         # 2 to 5 on every measure; the 64x64 rendering shown through a learned gate gave the best IoU, and
         # the KL weight rising from 0.3 brings z into use (fine_demo_m3_gate_300_beta); batch 8 for twice
         # the steps, the schedules per scene seen, beat batch 16 and batch 4 on all three measures in the
-        # same minutes: fine_demo_m3_gate_b8_600)
+        # same minutes: fine_demo_m3_gate_b8_600; its 600 steps ran past the 10 minutes on a slower day's
+        # CPU, and 480 with sigma at 0.3 by step 240 scored the lowest colour error of any demo:
+        # fine_demo_b8_480_s240)
         representation="geometric_fine", layers=4, shared_core=True, upsample="broadcast", h_dim=32,
-        r_dim=96, z_dim=3, render_gate=True, batch_size=8, gradient_steps=600, mu_i=1e-3, mu_f=3e-4,
-        mu_n=1500, sigma_i=1.0, sigma_f=0.3, sigma_n=400, beta_i=0.3, beta_f=1.0, beta_n=600, min_context=3,
-        max_context=3, log_interval=200, save_interval=600, workers=1, builtin_parts=5,
+        r_dim=96, z_dim=3, render_gate=True, batch_size=8, gradient_steps=480, mu_i=1e-3, mu_f=3e-4,
+        mu_n=1200, sigma_i=1.0, sigma_f=0.3, sigma_n=240, beta_i=0.3, beta_f=1.0, beta_n=480, min_context=3,
+        max_context=3, log_interval=160, save_interval=480, workers=1, builtin_parts=5,
         builtin_train_scenes=4000, builtin_test_scenes=200, seed=0,
     ),
 }
