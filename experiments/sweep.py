@@ -192,6 +192,10 @@ CONFIGS = {
     "fine_demo_b8_480_s240": ([*at_batch(8, 160), "--gradient_steps", "480", "--save_interval", "480",
                                "--sigma_n", "240", "--beta_n", "480", "--mu_n", "1200"],
                               "as fine_demo_b8_480 with sigma over 240 steps (the KL weight over all 480)"),
+    # the preset now with another training seed (evaluated on seed 0's views, as the seed rows above)
+    "fine_demo_b8_480_s240_seed1": ([*at_batch(8, 160), "--gradient_steps", "480", "--save_interval", "480",
+                                     "--sigma_n", "240", "--beta_n", "480", "--mu_n", "1200", "--seed", "1"],
+                                    "fine_demo_b8_480_s240 with training seed 1"),
     # ran as `--resume` of geo_long_m3 with --gradient_steps 11000, stopped by SIGTERM after step 7,500 and
     # evaluated with `evaluate.py --checkpoint .../ckpt-00007500.pt --scenes 200 --out <run>/final.json`; the learning
     # rate schedule does not depend on --gradient_steps, so these flags take the same 7,500 steps (up to the
