@@ -196,6 +196,11 @@ CONFIGS = {
     "fine_demo_b8_480_s240_seed1": ([*at_batch(8, 160), "--gradient_steps", "480", "--save_interval", "480",
                                      "--sigma_n", "240", "--beta_n", "480", "--mu_n", "1200", "--seed", "1"],
                                     "fine_demo_b8_480_s240 with training seed 1"),
+    # seed 1 left z unused in the preset's 480 steps: does a KL weight starting lower (0.1) bring it in?
+    "fine_demo_b8_480_s240_b01_seed1": ([*at_batch(8, 160), "--gradient_steps", "480", "--save_interval", "480",
+                                         "--sigma_n", "240", "--beta_n", "480", "--mu_n", "1200", "--beta_i", "0.1",
+                                         "--seed", "1"],
+                                        "fine_demo_b8_480_s240_seed1 with the KL weight rising from 0.1"),
     # ran as `--resume` of geo_long_m3 with --gradient_steps 11000, stopped by SIGTERM after step 7,500 and
     # evaluated with `evaluate.py --checkpoint .../ckpt-00007500.pt --scenes 200 --out <run>/final.json`; the learning
     # rate schedule does not depend on --gradient_steps, so these flags take the same 7,500 steps (up to the
