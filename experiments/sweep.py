@@ -49,6 +49,13 @@ def at_batch(batch, log):
             "--beta_n", scaled(300), "--mu_n", scaled(750)]
 
 
+def in_480(sigma_n, beta_n, *more):
+    """The demo at batch 8 (at_batch(8)) in 480 steps with sigma over sigma_n and the KL weight over beta_n,
+    the learning rate over 1,200 (the 600-step recipe's 1,500 x 0.8); a test every 160 steps."""
+    return [*at_batch(8, 160), "--gradient_steps", "480", "--save_interval", "480", "--sigma_n", str(sigma_n),
+            "--beta_n", str(beta_n), "--mu_n", "1200", *more]
+
+
 def steps(n, log=100):
     return ["--gradient_steps", str(n), "--mu_n", str(n), "--log_interval", str(log)]
 
@@ -180,26 +187,20 @@ CONFIGS = {
     "fine_demo_m3_gate_b8_600_seed2": ([*at_batch(8, 200), "--seed", "2"], "fine_demo_m3_gate_b8_600 with training seed 2"),
     # the demo in fewer minutes: the machine's speed varies from day to day, and on a slower day the preset's
     # 600 steps took the demo past its 10 minutes; 480 steps with every schedule shortened alike (x 0.8)
-    "fine_demo_b8_480": ([*at_batch(8, 160), "--gradient_steps", "480", "--save_interval", "480", "--sigma_n", "320",
-                          "--beta_n", "480", "--mu_n", "1200"],
+    "fine_demo_b8_480": (in_480(320, 480),
                          "the demo preset in 480 steps, every schedule x 0.8 (sigma over 320, KL weight over 480, lr over 1,200)"),
     # fine_demo_b8_480's colour error rose in its last steps as z came into use (16 logged scenes: 0.141 at
     # step 320, 0.160 at 480; the 600-step preset's 0.137 at 400, 0.146 at 600): the same 480 steps with sigma
     # and the KL weight reaching their ends sooner, so that z comes into use with steps to spare
-    "fine_demo_b8_480_early": ([*at_batch(8, 160), "--gradient_steps", "480", "--save_interval", "480",
-                                "--sigma_n", "240", "--beta_n", "360", "--mu_n", "1200"],
+    "fine_demo_b8_480_early": (in_480(240, 360),
                                "as fine_demo_b8_480 with sigma over 240 steps and the KL weight over 360"),
-    "fine_demo_b8_480_s240": ([*at_batch(8, 160), "--gradient_steps", "480", "--save_interval", "480",
-                               "--sigma_n", "240", "--beta_n", "480", "--mu_n", "1200"],
+    "fine_demo_b8_480_s240": (in_480(240, 480),
                               "as fine_demo_b8_480 with sigma over 240 steps (the KL weight over all 480)"),
     # the preset now with another training seed (evaluated on seed 0's views, as the seed rows above)
-    "fine_demo_b8_480_s240_seed1": ([*at_batch(8, 160), "--gradient_steps", "480", "--save_interval", "480",
-                                     "--sigma_n", "240", "--beta_n", "480", "--mu_n", "1200", "--seed", "1"],
+    "fine_demo_b8_480_s240_seed1": (in_480(240, 480, "--seed", "1"),
                                     "fine_demo_b8_480_s240 with training seed 1"),
     # seed 1 left z unused in the preset's 480 steps: does a KL weight starting lower (0.1) bring it in?
-    "fine_demo_b8_480_s240_b01_seed1": ([*at_batch(8, 160), "--gradient_steps", "480", "--save_interval", "480",
-                                         "--sigma_n", "240", "--beta_n", "480", "--mu_n", "1200", "--beta_i", "0.1",
-                                         "--seed", "1"],
+    "fine_demo_b8_480_s240_b01_seed1": (in_480(240, 480, "--beta_i", "0.1", "--seed", "1"),
                                         "fine_demo_b8_480_s240_seed1 with the KL weight rising from 0.1"),
     # ran as `--resume` of geo_long_m3 with --gradient_steps 11000, stopped by SIGTERM after step 7,500 and
     # evaluated with `evaluate.py --checkpoint .../ckpt-00007500.pt --scenes 200 --out <run>/final.json`; the learning
