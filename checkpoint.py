@@ -133,9 +133,28 @@ def build_model(state):
     return model
 
 
+def load_weights(model, state, path):
+    """Start `model` from a checkpoint's weights (train.py --init_from): every weight of the checkpoint must
+    fit one of the model's; the model's parameters that the checkpoint lacks (a part added by a flag, as
+    --frustum_conv) keep their initial values. Returns the names of those parameters."""
+    from torch_gqn import convert_viewpoint_order
+    weights = state["model"]
+    if state.get("viewpoint_order", "torch-gqn") == "deepmind":
+        weights = convert_viewpoint_order(weights, state["config"])
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # a weight of another shape
+        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e).strip())
+        unexpected, missing = [first[:160]], []
+    if unexpected:
+        raise CheckpointError(f"{path} holds weights that do not fit the model these flags make ({unexpected[0]}); "
+                              f"give the model flags it was trained with (its configuration: {state['config']})")
+    return missing
+
+
 def saved_model_config(state):
     """The checkpoint's model configuration, with the flags added since it was written at their defaults."""
-    return dict(render_skip=False, agreement_vote=False, render_gate=False) | state["config"]
+    return dict(render_skip=False, agreement_vote=False, render_gate=False, frustum_conv=False) | state["config"]
 
 
 def check_compatible(state, config, given_flags, path):

@@ -31,7 +31,7 @@ SCALE = 4  # the cores run at image_size / 4: x_q and u go down, h_g goes up, by
 class GQN(nn.Module):
     def __init__(self, representation="pool", L=12, shared_core=False, upsample="learned",
                  x_dim=3, v_dim=7, r_dim=256, h_dim=128, z_dim=3, image_size=64, render_skip=False,
-                 agreement_vote=False, render_gate=False):
+                 agreement_vote=False, render_gate=False, frustum_conv=False):
         super().__init__()
         if representation not in REPRESENTATIONS:
             raise ValueError(f"unknown representation {representation!r}: choose one of {sorted(REPRESENTATIONS)}")
@@ -48,8 +48,9 @@ class GQN(nn.Module):
         self.config = dict(representation=representation, L=L, shared_core=bool(shared_core),
                            upsample=upsample, x_dim=x_dim, v_dim=v_dim, r_dim=r_dim, h_dim=h_dim,
                            z_dim=z_dim, image_size=image_size)
-        if agreement_vote and not getattr(REPRESENTATIONS[representation], "query_conditioned", False):
-            raise ValueError(f"agreement_vote is a choice of the geometric representations, not of {representation!r}")
+        for flag, on in (("agreement_vote", agreement_vote), ("frustum_conv", frustum_conv)):
+            if on and not getattr(REPRESENTATIONS[representation], "query_conditioned", False):
+                raise ValueError(f"{flag} is a choice of the geometric representations, not of {representation!r}")
         # only when set, so that configurations saved before these existed rebuild as they were
         if render_skip:
             self.config["render_skip"] = True
@@ -57,6 +58,8 @@ class GQN(nn.Module):
             self.config["agreement_vote"] = True
         if render_gate:
             self.config["render_gate"] = True
+        if frustum_conv:
+            self.config["frustum_conv"] = True
         self.render_skip = bool(render_skip)
         self.representation = representation
         self.L = L
@@ -65,8 +68,8 @@ class GQN(nn.Module):
         self.grid = image_size // SCALE
 
         # psi, the representation network (Figure S1); named phi as in torch-gqn
-        self.phi = REPRESENTATIONS[representation](x_dim, v_dim, r_dim, **(
-            dict(agreement_vote=True) if agreement_vote else {}))
+        choices = dict(agreement_vote=agreement_vote, frustum_conv=frustum_conv)
+        self.phi = REPRESENTATIONS[representation](x_dim, v_dim, r_dim, **{k: True for k, on in choices.items() if on})
 
         # the cores (Figure S2): one per step, or one shared by all steps
         def inference():

@@ -40,7 +40,7 @@ DEFAULTS = dict(
     data_root="data", builtin_parts=7, builtin_train_scenes=20_000, builtin_test_scenes=1_000,
     test_context=3, eval_scenes=200, skip_nonfinite=False, skip_bad_scenes=False, min_context=1,
     max_context=None, beta_i=1.0, beta_f=1.0, beta_n=1, init="torch", render_skip=False,
-    agreement_vote=False, render_gate=False,
+    agreement_vote=False, render_gate=False, frustum_conv=False,
 )
 
 
@@ -110,6 +110,10 @@ def build_parser():
       help="most context views K per training batch (default: set by --dataset, as the paper; departs from it when given)")
     a("--resume", nargs="?", const="latest", default=None,
       help="continue from the newest checkpoint in the log folder, or from the given file")
+    a("--init_from", default=None, metavar="CHECKPOINT",
+      help="start a new run from this checkpoint's weights (step 0, a new optimizer and schedules), the model "
+           "built from this run's flags: every weight must fit it, and parts it adds (as --frustum_conv) start "
+           "at their initial values")
     a("--upsample", choices=["learned", "broadcast"], default=S,
       help="how v_q and r reach the 16x16 core: learned transposed convs (original) or broadcasting")
     a("--h_dim", type=positive_int, default=S, help="conv-LSTM hidden channels (paper: 128)")
@@ -126,6 +130,9 @@ def build_parser():
       help="geometric only: weigh each context view's colour at a point also by how close it is to the views' "
            "mean there (an occluded view sees something else), not only by what it sees; off, the models "
            "trained before it existed")
+    a("--frustum_conv", type=str2bool, nargs="?", const=True, default=S,
+      help="geometric only: a small 3D CNN over the query camera's rays and depths corrects each point's opacity "
+           "from its neighbours', a learned shape prior against the carved hull's excess (departs from the paper)")
     a("--mu_i", type=positive_float, default=S, help="initial learning rate")
     a("--mu_f", type=positive_float, default=S, help="final learning rate")
     a("--mu_n", type=positive_float, default=S, help="steps over which the learning rate anneals")
@@ -167,14 +174,14 @@ def parse_args(argv=None):
     given = set(vars(args))
     merged = {**DEFAULTS, **PRESETS[args.preset], **{k: v for k, v in vars(args).items() if k in given}}
     args = argparse.Namespace(**merged)
-    args.given = sorted(given - {"preset", "resume"})
+    args.given = sorted(given - {"preset", "resume", "init_from"})
     return args
 
 
 # The model's configuration (GQN's keyword arguments, saved in every checkpoint) and the flag of each.
 MODEL_FLAGS = dict(representation="representation", L="layers", shared_core="shared_core", upsample="upsample",
                    r_dim="r_dim", h_dim="h_dim", z_dim="z_dim", render_skip="render_skip",
-                   agreement_vote="agreement_vote", render_gate="render_gate")
+                   agreement_vote="agreement_vote", render_gate="render_gate", frustum_conv="frustum_conv")
 
 # Flags of the machine a run is on rather than of the run: a resumed run takes them from its command line.
 MACHINE_FLAGS = ("device_ids", "workers", "compile", "root_log_dir", "log_dir")

@@ -161,7 +161,8 @@ class Geometric(nn.Module):
     on_grid = True
     scale = 2  # the rendering's pixels per grid cell along each side: 32x32 rays on the 16x16 grid
 
-    def __init__(self, x_dim=3, v_dim=7, r_dim=256, features=8, hidden=32, depths=16, rays=32, agreement_vote=False):
+    def __init__(self, x_dim=3, v_dim=7, r_dim=256, features=8, hidden=32, depths=16, rays=32, agreement_vote=False,
+                 frustum_conv=False):
         super().__init__()
         direct = self.scale ** 2 * (x_dim + 1)               # rendered colour and opacity, per grid cell
         if r_dim <= direct:
@@ -189,6 +190,19 @@ class Geometric(nn.Module):
             nn.Linear(point_in, hidden), nn.ReLU(),
             nn.Linear(hidden, hidden), nn.ReLU(),
             nn.Linear(hidden, hidden + 1))
+        # with frustum_conv, a small 3D CNN over the query camera's frustum (rays x rays x depths) corrects
+        # each point's opacity logit from its neighbours' features and carved occupancy: the per-point MLP
+        # sees one point, and which part of the carved hull is the object is a question of its shape. Its
+        # last layer starts at zero, so the network starts as without it.
+        self.frustum = None
+        if frustum_conv:
+            c = 8
+            self.frustum = nn.Sequential(
+                nn.Conv3d(hidden + 2, c, 1), nn.ReLU(),
+                nn.Conv3d(c, c, 3, padding=2, dilation=2), nn.ReLU(),   # with the next: 7x7x7 points seen
+                nn.Conv3d(c, 1, 3, padding=1))
+            nn.init.zeros_(self.frustum[-1].weight)
+            nn.init.zeros_(self.frustum[-1].bias)
         out = hidden + x_dim + 2                             # + composited colour, opacity, depth
         self.out = nn.Sequential(                            # 32x32 rays -> the 16x16 grid
             nn.Conv2d(out, r_dim, 4, stride=2, padding=1), nn.ReLU(),
@@ -300,7 +314,13 @@ class Geometric(nn.Module):
         nearest = self._nearest(seen, mean, cos, self.vote_seen, self.vote_mean)
         h = self._points(torch.cat((mean, var, lowest, nearest), dim=1))   # (B, hidden+1, P)
         learned = h[:, -1]                                                  # (B, P): the learned opacity logit
-        alpha = self.opacity(learned, self._carve(seen[:, :, -x_dim:]))
+        carve = self._carve(seen[:, :, -x_dim:])
+        if self.frustum is not None:
+            volume = torch.cat((h, torch.sigmoid(carve)[:, None]), dim=1).view(B, -1, n, n, d)
+            # channels last: about 1.6x faster forward and backward on a CPU (bench.py)
+            volume = volume.contiguous(memory_format=torch.channels_last_3d)
+            learned = learned + self.frustum(volume).reshape(B, P)
+        alpha = self.opacity(learned, carve)
         rel_depth = (t - t.mean(dim=1, keepdim=True)) / SCENE_RADIUS        # (B, D) in [-1, 1]
         depth = rel_depth[:, None, None].expand(-1, 1, n * n, -1)           # (B, 1, rays, D)
         values = torch.cat((h[:, :-1].view(B, -1, n * n, d), nearest[:, -x_dim:].view(B, x_dim, n * n, d),

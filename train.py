@@ -55,6 +55,10 @@ def train(args):
     run_dir = resumed_run_dir(args) or os.path.join(args.root_log_dir, args.log_dir)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     state = resume_state(args, ckpt_dir, log)
+    if args.init_from and args.resume:
+        raise UsageError("--init_from starts a new run from a checkpoint's weights and --resume continues a run: "
+                         "give one of them")
+    init = ckpt_io.load(args.init_from) if args.init_from else None   # before the data: a wrong path fails at once
     if args.seed is None:  # drawn once, by process 0: every process's data order and noise follow it
         args.seed = dist.shared(int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF)
     if args.batch_size % dist.world_size:
@@ -64,7 +68,7 @@ def train(args):
     train_dir, test_dir, max_context = resolve_data(args, log)
     if dist.main:
         ckpt_io.ensure_writable(run_dir)
-    model, net = build_model(args, state, dist, log)
+    model, net = build_model(args, state, dist, log, init)
     optimizer = make_optimizer(model, args.mu_i)
     schedules = dict(lr_schedule=AnnealingStepLR(optimizer, args.mu_i, args.mu_f, args.mu_n),
                      sigma_schedule=SigmaSchedule(args.sigma_i, args.sigma_f, args.sigma_n),
@@ -231,15 +235,19 @@ def resolve_data(args, log):
     return train_dir, test_dir, max_context
 
 
-def build_model(args, state, dist, log):
-    """The GQN (the checkpoint's configuration when resuming) on this process's device, and what the loop
-    calls: the model itself, or its DistributedDataParallel / DataParallel / compiled wrapper."""
+def build_model(args, state, dist, log, init=None):
+    """The GQN (the checkpoint's configuration when resuming; with --init_from, the weights of the checkpoint
+    `init`) on this process's device, and what the loop calls: the model itself, or its
+    DistributedDataParallel / DataParallel / compiled wrapper."""
     try:
         model = GQN(**(state["config"] if state else model_config(args)))
     except ValueError as e:  # a combination of model flags that does not make a model
-        raise UsageError(f"{e}; change --representation, --r_dim, --render_skip, --render_gate or --agreement_vote") from None
+        raise UsageError(f"{e}; change --representation, --r_dim, --render_skip, --render_gate, --agreement_vote or --frustum_conv") from None
     if args.init == "kaiming" and not state:
         kaiming_init(model.phi)
+    if init is not None:
+        new = ckpt_io.load_weights(model, init, args.init_from)
+        log(f"weights from {args.init_from}" + (f"; at their initial values: {', '.join(new)}" if new else ""))
     model.to(dist.device)
     if state:
         model.load_state_dict(state["model"])

@@ -56,6 +56,12 @@ def in_480(sigma_n, beta_n, *more):
             "--beta_n", str(beta_n), "--mu_n", "1200", *more]
 
 
+# a new run from the shipped checkpoint's weights, on at its final sigma and KL weight
+WARM_START = ["--init_from", os.path.join(os.path.dirname(HERE), "assets", "gqn-sm5.pt"), "--gradient_steps", "2000",
+              "--save_interval", "250", "--mu_i", "3e-4", "--mu_f", "1e-4", "--mu_n", "2000", "--sigma_i", "0.3",
+              "--beta_i", "1", "--beta_n", "1"]
+
+
 def steps(n, log=100):
     return ["--gradient_steps", str(n), "--mu_n", str(n), "--log_interval", str(log)]
 
@@ -202,6 +208,22 @@ CONFIGS = {
     # seed 1 left z unused in the preset's 480 steps: does a KL weight starting lower (0.1) bring it in?
     "fine_demo_b8_480_s240_b01_seed1": (in_480(240, 480, "--beta_i", "0.1", "--seed", "1"),
                                         "fine_demo_b8_480_s240_seed1 with the KL weight rising from 0.1"),
+    # a learned shape prior against the hull's excess: a 3D CNN over the query camera's frustum corrects each
+    # point's opacity from its neighbours'
+    "fine_demo_b8_480_s240_frustum": (in_480(240, 480, "--frustum_conv"),
+                                      "the demo preset (fine_demo_b8_480_s240) with --frustum_conv"),
+    # it left z unused (KL 0.1): with the KL weight rising from 0.1, and with another training seed
+    "fine_demo_b8_480_s240_frustum_b01": (in_480(240, 480, "--frustum_conv", "--beta_i", "0.1"),
+                                          "fine_demo_b8_480_s240_frustum with the KL weight rising from 0.1"),
+    "fine_demo_b8_480_s240_frustum_seed1": (in_480(240, 480, "--frustum_conv", "--seed", "1"),
+                                            "fine_demo_b8_480_s240_frustum with training seed 1"),
+    "fine_demo_b8_480_s240_frustum_b01_seed1": (in_480(240, 480, "--frustum_conv", "--beta_i", "0.1", "--seed", "1"),
+                                                "fine_demo_b8_480_s240_frustum_b01 with training seed 1"),
+    # the shipped checkpoint (fine_long_m3_gate_b8) trained on with --frustum_conv added (`--init_from`: its
+    # weights, the 3D CNN at its initial values, which start the model as it was): 2,000 steps, the learning
+    # rate 3e-4 -> 1e-4, sigma 0.3 and the KL weight 1 throughout, as where it stopped
+    "fine_long_frustum_2000": ([*at_batch(8, 250), *WARM_START, "--frustum_conv"],
+                               "the shipped checkpoint + --frustum_conv, 2,000 more steps at lr 3e-4 -> 1e-4"),
     # ran as `--resume` of geo_long_m3 with --gradient_steps 11000, stopped by SIGTERM after step 7,500 and
     # evaluated with `evaluate.py --checkpoint .../ckpt-00007500.pt --scenes 200 --out <run>/final.json`; the learning
     # rate schedule does not depend on --gradient_steps, so these flags take the same 7,500 steps (up to the

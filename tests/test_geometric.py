@@ -215,3 +215,25 @@ def test_the_agreement_vote_turns_away_from_the_view_that_disagrees():
             assert voted[0] > neutral[0] + 0.2 and voted[2] < neutral[2] - 0.2        # towards the two reds
         else:
             assert torch.allclose(voted, neutral)
+
+
+def test_the_frustum_conv_starts_as_without_it_and_its_correction_reaches_the_rendering():
+    """--frustum_conv: at initialisation r is exactly the plain representation's (the 3D CNN's last layer is
+    zero), and the model rebuilds from its config; the CNN's correction moves the opacity along the rays,
+    so the rendering (a strongly negative correction empties the carved hull), and the loss reaches it."""
+    centres, colours, positions = sm.random_scene(seed=1, split="test", index=4, parts=5)
+    images = torch.from_numpy(sm.render_views(centres, colours, positions[:4])).permute(0, 3, 1, 2).float() / 255
+    x, v = images[None, :3], viewpoints(positions[:4])[None]
+    plain, conv = GQN(**SMALL_GEOMETRIC), GQN(**SMALL_GEOMETRIC, frustum_conv=True)
+    assert conv.load_state_dict(plain.state_dict(), strict=False).missing_keys == [
+        f"phi.frustum.{i}.{w}" for i in (0, 2, 4) for w in ("weight", "bias")]    # its own weights only
+    assert GQN(**conv.config).phi.frustum is not None and "frustum_conv" not in plain.config
+    with torch.no_grad():
+        assert torch.equal(conv.encode(x, v[:, :3], v[:, 3]), plain.encode(x, v[:, :3], v[:, 3]))
+        carved = Geometric.rendering(conv.encode(x, v[:, :3], v[:, 3]))
+        conv.phi.frustum[-1].bias.fill_(-200.0)                                   # "nothing here", everywhere
+        emptied = Geometric.rendering(conv.encode(x, v[:, :3], v[:, 3]))
+        conv.phi.frustum[-1].bias.zero_()
+    assert carved.amax(dim=1).gt(0.1).float().mean() > 0.05 and emptied.abs().max() < 1e-3
+    (-conv(x, v[:, :3], v[:, 3], images[None, 3], sigma=0.5).sum()).backward()
+    assert conv.phi.frustum[-1].weight.grad.abs().sum() > 0

@@ -239,6 +239,7 @@ def test_min_and_max_context_bound_the_context_views_of_every_batch(tiny_data):
     (["--representation", "geometric", "--r_dim", "16"], "the geometric representation needs r_dim > 16"),
     (["--representation", "geometric_fine", "--r_dim", "64"], "the geometric representation needs r_dim > 64"),
     (["--representation", "pool", "--agreement_vote"], "agreement_vote is a choice of the geometric representations"),
+    (["--representation", "tower", "--frustum_conv"], "frustum_conv is a choice of the geometric representations"),
     (["--representation", "tower", "--render_gate"], "render_gate needs a representation that renders"),
     (["--representation", "geometric", "--r_dim", "32", "--render_skip", "--render_gate"],
      "render_skip and render_gate are two ways to use the representation's rendering"),
@@ -246,7 +247,7 @@ def test_min_and_max_context_bound_the_context_views_of_every_batch(tiny_data):
 def test_model_flags_that_make_no_model_are_a_usage_error(tiny_data, tmp_path, flags, says):
     with pytest.raises(train.UsageError, match=says) as e:
         run(tiny_data, tmp_path, "bad_model", "--gradient_steps", "1", *flags)
-    assert "\n" not in str(e.value) and "change --representation, --r_dim, --render_skip, --render_gate or --agreement_vote" in str(e.value)
+    assert "\n" not in str(e.value) and "change --representation, --r_dim, --render_skip, --render_gate, --agreement_vote or --frustum_conv" in str(e.value)
 
 
 def test_min_context_above_max_context_is_a_usage_error(tiny_data, tmp_path):
@@ -330,3 +331,26 @@ def test_train_data_without_test_data_is_one_sentence_not_a_test_on_training_sce
         train.main(["--train_data_dir", tiny_data[0], "--root_log_dir", str(tmp_path / "runs"), *TINY])
     assert "needs a --test_data_dir too" in str(e.value.code) and "\n" not in str(e.value.code)
     assert not (tmp_path / "runs").exists()
+
+
+def test_init_from_starts_a_new_run_from_a_checkpoints_weights_and_a_flags_new_part_at_its_init(tiny_data, tmp_path):
+    """--init_from: a new run (step 0, its own schedules) that starts from another run's weights, here with
+    --frustum_conv added (its 3D CNN at its initial values); weights of another model are refused in one
+    sentence, and so is --init_from with --resume."""
+    geometric = ["--representation", "geometric", "--r_dim", "32"]
+    run(tiny_data, tmp_path, "a", "--gradient_steps", "2", *geometric)
+    source = checkpoint.load(checkpoint.latest(tmp_path / "a" / "checkpoints"))
+    tiny_lr = ["--mu_i", "1e-12", "--mu_f", "1e-12"]                  # one step that moves no weight visibly
+    assert run(tiny_data, tmp_path, "b", "--gradient_steps", "1", *geometric, *tiny_lr, "--frustum_conv",
+               "--init_from", checkpoint.latest(tmp_path / "a" / "checkpoints")) == 1
+    started = checkpoint.load(checkpoint.latest(tmp_path / "b" / "checkpoints"))
+    assert started["step"] == 1 and started["config"]["frustum_conv"]
+    assert all(torch.allclose(started["model"][k], w, atol=1e-8) for k, w in source["model"].items())
+    assert started["model"]["phi.frustum.4.weight"].abs().max() < 1e-8     # the new part as initialised: zero
+    with pytest.raises(checkpoint.CheckpointError, match="do not fit the model these flags make") as e:
+        run(tiny_data, tmp_path, "c", "--gradient_steps", "1", "--representation", "geometric", "--r_dim", "48",
+            "--init_from", checkpoint.latest(tmp_path / "a" / "checkpoints"))
+    assert "\n" not in str(e.value)
+    with pytest.raises(train.UsageError, match="give one of them"):
+        run(tiny_data, tmp_path, "b", "--gradient_steps", "2", *geometric, "--resume",
+            "--init_from", checkpoint.latest(tmp_path / "a" / "checkpoints"))
