@@ -224,6 +224,9 @@ CONFIGS = {
     # rate 3e-4 -> 1e-4, sigma 0.3 and the KL weight 1 throughout, as where it stopped
     "fine_long_frustum_2000": ([*at_batch(8, 250), *WARM_START, "--frustum_conv"],
                                "the shipped checkpoint + --frustum_conv, 2,000 more steps at lr 3e-4 -> 1e-4"),
+    # the same without the 3D CNN: what do 2,000 more steps give on their own?
+    "fine_long_warm_2000": ([*at_batch(8, 250), *WARM_START],
+                            "the shipped checkpoint, 2,000 more steps at lr 3e-4 -> 1e-4 (fine_long_frustum_2000's control)"),
     # ran as `--resume` of geo_long_m3 with --gradient_steps 11000, stopped by SIGTERM after step 7,500 and
     # evaluated with `evaluate.py --checkpoint .../ckpt-00007500.pt --scenes 200 --out <run>/final.json`; the learning
     # rate schedule does not depend on --gradient_steps, so these flags take the same 7,500 steps (up to the
