@@ -54,10 +54,10 @@ def train(args):
     log = print if dist.main else (lambda *a, **k: None)
     run_dir = resumed_run_dir(args) or os.path.join(args.root_log_dir, args.log_dir)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
-    state = resume_state(args, ckpt_dir, log)
     if args.init_from and args.resume:
         raise UsageError("--init_from starts a new run from a checkpoint's weights and --resume continues a run: "
                          "give one of them")
+    state = resume_state(args, ckpt_dir, log)
     init = ckpt_io.load(args.init_from) if args.init_from else None   # before the data: a wrong path fails at once
     if args.seed is None:  # drawn once, by process 0: every process's data order and noise follow it
         args.seed = dist.shared(int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF)
