@@ -112,20 +112,25 @@ def load(path, map_location="cpu"):
     return state
 
 
+def _weights(state):
+    """The checkpoint's state dict in this project's viewpoint order: a checkpoint whose "viewpoint_order" is
+    "deepmind" (written elsewhere) has its weights converted."""
+    from torch_gqn import convert_viewpoint_order
+    if state.get("viewpoint_order", "torch-gqn") == "deepmind":
+        return convert_viewpoint_order(state["model"], state["config"])
+    return state["model"]
+
+
 def build_model(state):
     """Rebuild the GQN a checkpoint holds, weights loaded, on the CPU. A checkpoint whose
     "viewpoint_order" is "deepmind" (written elsewhere) has its weights converted to this project's order."""
     from model import GQN
-    from torch_gqn import convert_viewpoint_order
     size = state["config"].get("image_size", 64)
     if size != 64:  # every loader brings frames to 64x64 (dataset/jpeg.py)
         raise CheckpointError(f"the checkpoint's model renders {size}x{size} images; this project's data and scripts are 64x64")
     try:
         model = GQN(**state["config"])
-        weights = state["model"]
-        if state.get("viewpoint_order", "torch-gqn") == "deepmind":
-            weights = convert_viewpoint_order(weights, model.config)
-        model.load_state_dict(weights)
+        model.load_state_dict(_weights(state))
     except (TypeError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"the checkpoint's model does not rebuild from its configuration and weights ({first[:160]}); "
@@ -137,12 +142,8 @@ def load_weights(model, state, path):
     """Start `model` from a checkpoint's weights (train.py --init_from): every weight of the checkpoint must
     fit one of the model's; the model's parameters that the checkpoint lacks (a part added by a flag, as
     --frustum_conv) keep their initial values. Returns the names of those parameters."""
-    from torch_gqn import convert_viewpoint_order
-    weights = state["model"]
-    if state.get("viewpoint_order", "torch-gqn") == "deepmind":
-        weights = convert_viewpoint_order(weights, state["config"])
     try:
-        missing, unexpected = model.load_state_dict(weights, strict=False)
+        missing, unexpected = model.load_state_dict(_weights(state), strict=False)
     except RuntimeError as e:  # a weight of another shape
         first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e).strip())
         unexpected, missing = [first[:160]], []
@@ -154,7 +155,8 @@ def load_weights(model, state, path):
 
 def saved_model_config(state):
     """The checkpoint's model configuration, with the flags added since it was written at their defaults."""
-    return dict(render_skip=False, agreement_vote=False, render_gate=False, frustum_conv=False) | state["config"]
+    from model import OPTIONAL_FLAGS
+    return dict.fromkeys(OPTIONAL_FLAGS, False) | state["config"]
 
 
 def check_compatible(state, config, given_flags, path):

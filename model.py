@@ -25,6 +25,9 @@ from core import GenerationCore, InferenceCore
 from representation import REPRESENTATIONS
 
 UPSAMPLE_CHOICES = ("learned", "broadcast")
+# the switches added after the first checkpoints (none of them the paper's): recorded in `config` only when
+# set, so that configurations saved before they existed rebuild as they were
+OPTIONAL_FLAGS = ("render_skip", "agreement_vote", "render_gate", "frustum_conv")
 SCALE = 4  # the cores run at image_size / 4: x_q and u go down, h_g goes up, by 4x4 stride-4 convs
 
 
@@ -51,15 +54,9 @@ class GQN(nn.Module):
         for flag, on in (("agreement_vote", agreement_vote), ("frustum_conv", frustum_conv)):
             if on and not getattr(REPRESENTATIONS[representation], "query_conditioned", False):
                 raise ValueError(f"{flag} is a choice of the geometric representations, not of {representation!r}")
-        # only when set, so that configurations saved before these existed rebuild as they were
-        if render_skip:
-            self.config["render_skip"] = True
-        if agreement_vote:
-            self.config["agreement_vote"] = True
-        if render_gate:
-            self.config["render_gate"] = True
-        if frustum_conv:
-            self.config["frustum_conv"] = True
+        switches = dict(render_skip=render_skip, agreement_vote=agreement_vote, render_gate=render_gate,
+                        frustum_conv=frustum_conv)
+        self.config.update({flag: True for flag in OPTIONAL_FLAGS if switches[flag]})
         self.render_skip = bool(render_skip)
         self.representation = representation
         self.L = L
@@ -68,8 +65,8 @@ class GQN(nn.Module):
         self.grid = image_size // SCALE
 
         # psi, the representation network (Figure S1); named phi as in torch-gqn
-        choices = dict(agreement_vote=agreement_vote, frustum_conv=frustum_conv)
-        self.phi = REPRESENTATIONS[representation](x_dim, v_dim, r_dim, **{k: True for k, on in choices.items() if on})
+        self.phi = REPRESENTATIONS[representation](x_dim, v_dim, r_dim, **{
+            flag: True for flag in ("agreement_vote", "frustum_conv") if switches[flag]})
 
         # the cores (Figure S2): one per step, or one shared by all steps
         def inference():

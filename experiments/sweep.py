@@ -56,12 +56,16 @@ def in_480(sigma_n, beta_n, *more):
             "--beta_n", str(beta_n), "--mu_n", "1200", *more]
 
 
-# a new run from fine_long_m3_gate_b8's last checkpoint ({root}: the sweep's folder), on at its final sigma and
-# KL weight. fine_long_frustum_2000 and fine_long_warm_2000 ran from its copy exported to assets/gqn-sm5.pt (the
-# shipped checkpoint then): the same weights
-WARM_START = ["--init_from", "{root}/fine_long_m3_gate_b8/checkpoints/ckpt-00006000.pt", "--gradient_steps", "2000",
-              "--save_interval", "250", "--mu_i", "3e-4", "--mu_f", "1e-4", "--mu_n", "2000", "--sigma_i", "0.3",
-              "--beta_i", "1", "--beta_n", "1"]
+def warm_start(checkpoint):
+    """A new run of 2,000 steps from a checkpoint in the sweep's folder ({root}), the learning rate 3e-4 -> 1e-4,
+    sigma 0.3 and the KL weight 1 throughout, as where the long runs stopped."""
+    return ["--init_from", "{root}/" + checkpoint, "--gradient_steps", "2000", "--save_interval", "250",
+            "--mu_i", "3e-4", "--mu_f", "1e-4", "--mu_n", "2000", "--sigma_i", "0.3", "--beta_i", "1", "--beta_n", "1"]
+
+
+# fine_long_frustum_2000 and fine_long_warm_2000 ran from this checkpoint's copy exported to assets/gqn-sm5.pt,
+# fine_long_warm_4000 from fine_long_warm_2000's (each the shipped checkpoint then): the same weights
+SHIPPED_6000 = "fine_long_m3_gate_b8/checkpoints/ckpt-00006000.pt"
 
 
 def steps(n, log=100):
@@ -224,15 +228,13 @@ CONFIGS = {
     # the shipped checkpoint (fine_long_m3_gate_b8) trained on with --frustum_conv added (`--init_from`: its
     # weights, the 3D CNN at its initial values, which start the model as it was): 2,000 steps, the learning
     # rate 3e-4 -> 1e-4, sigma 0.3 and the KL weight 1 throughout, as where it stopped
-    "fine_long_frustum_2000": ([*at_batch(8, 250), *WARM_START, "--frustum_conv"],
+    "fine_long_frustum_2000": ([*at_batch(8, 250), *warm_start(SHIPPED_6000), "--frustum_conv"],
                                "the shipped checkpoint + --frustum_conv, 2,000 more steps at lr 3e-4 -> 1e-4"),
     # the same without the 3D CNN: what do 2,000 more steps give on their own?
-    "fine_long_warm_2000": ([*at_batch(8, 250), *WARM_START],
+    "fine_long_warm_2000": ([*at_batch(8, 250), *warm_start(SHIPPED_6000)],
                             "the shipped checkpoint, 2,000 more steps at lr 3e-4 -> 1e-4 (fine_long_frustum_2000's control)"),
-    # a second such cycle, from fine_long_warm_2000's weights (the --init_from given after WARM_START's wins; it
-    # ran from the copy exported to assets/gqn-sm5.pt, the shipped checkpoint then: the same weights)
-    "fine_long_warm_4000": ([*at_batch(8, 250), *WARM_START, "--init_from",
-                             "{root}/fine_long_warm_2000/checkpoints/ckpt-00002000.pt"],
+    # a second such cycle, from fine_long_warm_2000's weights
+    "fine_long_warm_4000": ([*at_batch(8, 250), *warm_start("fine_long_warm_2000/checkpoints/ckpt-00002000.pt")],
                             "fine_long_warm_2000, 2,000 more steps at lr 3e-4 -> 1e-4 again (a second cycle)"),
     # ran as `--resume` of geo_long_m3 with --gradient_steps 11000, stopped by SIGTERM after step 7,500 and
     # evaluated with `evaluate.py --checkpoint .../ckpt-00007500.pt --scenes 200 --out <run>/final.json`; the learning
@@ -251,7 +253,7 @@ def run(name, root, extra=()):
         print(f"{name}: finished already ({out})")
         return
     stopped = os.path.isdir(os.path.join(out, "checkpoints")) and os.listdir(os.path.join(out, "checkpoints"))
-    while stopped and "--init_from" in flags:  # the checkpoints hold the weights now; --resume refuses --init_from
+    if stopped and "--init_from" in flags:  # the checkpoints hold the weights now; --resume refuses --init_from
         i = flags.index("--init_from")
         flags = flags[:i] + flags[i + 2:]
     cmd = [sys.executable, TRAIN, *BASE, *flags, "--root_log_dir", root, "--log_dir", name, *extra,
