@@ -27,14 +27,14 @@ from representation import REPRESENTATIONS
 UPSAMPLE_CHOICES = ("learned", "broadcast")
 # the switches added after the first checkpoints (none of them the paper's): recorded in `config` only when
 # set, so that configurations saved before they existed rebuild as they were
-OPTIONAL_FLAGS = ("render_skip", "agreement_vote", "render_gate", "frustum_conv")
+OPTIONAL_FLAGS = ("render_skip", "agreement_vote", "render_gate", "frustum_conv", "view_net")
 SCALE = 4  # the cores run at image_size / 4: x_q and u go down, h_g goes up, by 4x4 stride-4 convs
 
 
 class GQN(nn.Module):
     def __init__(self, representation="pool", L=12, shared_core=False, upsample="learned",
                  x_dim=3, v_dim=7, r_dim=256, h_dim=128, z_dim=3, image_size=64, render_skip=False,
-                 agreement_vote=False, render_gate=False, frustum_conv=False):
+                 agreement_vote=False, render_gate=False, frustum_conv=False, view_net=False):
         super().__init__()
         if representation not in REPRESENTATIONS:
             raise ValueError(f"unknown representation {representation!r}: choose one of {sorted(REPRESENTATIONS)}")
@@ -51,11 +51,12 @@ class GQN(nn.Module):
         self.config = dict(representation=representation, L=L, shared_core=bool(shared_core),
                            upsample=upsample, x_dim=x_dim, v_dim=v_dim, r_dim=r_dim, h_dim=h_dim,
                            z_dim=z_dim, image_size=image_size)
-        for flag, on in (("agreement_vote", agreement_vote), ("frustum_conv", frustum_conv)):
-            if on and not getattr(REPRESENTATIONS[representation], "query_conditioned", False):
-                raise ValueError(f"{flag} is a choice of the geometric representations, not of {representation!r}")
         switches = dict(render_skip=render_skip, agreement_vote=agreement_vote, render_gate=render_gate,
-                        frustum_conv=frustum_conv)
+                        frustum_conv=frustum_conv, view_net=view_net)
+        geometric_flags = ("agreement_vote", "frustum_conv", "view_net")
+        for flag in geometric_flags:
+            if switches[flag] and not getattr(REPRESENTATIONS[representation], "query_conditioned", False):
+                raise ValueError(f"{flag} is a choice of the geometric representations, not of {representation!r}")
         self.config.update({flag: True for flag in OPTIONAL_FLAGS if switches[flag]})
         self.render_skip = bool(render_skip)
         self.representation = representation
@@ -66,7 +67,7 @@ class GQN(nn.Module):
 
         # psi, the representation network (Figure S1); named phi as in torch-gqn
         self.phi = REPRESENTATIONS[representation](x_dim, v_dim, r_dim, **{
-            flag: True for flag in ("agreement_vote", "frustum_conv") if switches[flag]})
+            flag: True for flag in geometric_flags if switches[flag]})
 
         # the cores (Figure S2): one per step, or one shared by all steps
         def inference():

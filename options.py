@@ -40,7 +40,7 @@ DEFAULTS = dict(
     data_root="data", builtin_parts=7, builtin_train_scenes=20_000, builtin_test_scenes=1_000,
     test_context=3, eval_scenes=200, skip_nonfinite=False, skip_bad_scenes=False, min_context=1,
     max_context=None, beta_i=1.0, beta_f=1.0, beta_n=1, init="torch", render_skip=False,
-    agreement_vote=False, render_gate=False, frustum_conv=False,
+    agreement_vote=False, render_gate=False, frustum_conv=False, view_net=False,
 )
 
 
@@ -133,6 +133,10 @@ def build_parser():
     a("--frustum_conv", type=str2bool, nargs="?", const=True, default=S,
       help="geometric only: a small 3D CNN over the query camera's rays and depths corrects each point's opacity "
            "from its neighbours', a learned shape prior against the carved hull's excess (departs from the paper)")
+    a("--view_net", type=str2bool, nargs="?", const=True, default=S,
+      help="geometric only: a small per-view MLP judges, from what each context view sees at a point and how it "
+           "differs from the others, whether that view sees the point, and weighs its colour so (departs from the "
+           "paper)")
     a("--mu_i", type=positive_float, default=S, help="initial learning rate")
     a("--mu_f", type=positive_float, default=S, help="final learning rate")
     a("--mu_n", type=positive_float, default=S, help="steps over which the learning rate anneals")
@@ -181,7 +185,8 @@ def parse_args(argv=None):
 # The model's configuration (GQN's keyword arguments, saved in every checkpoint) and the flag of each.
 MODEL_FLAGS = dict(representation="representation", L="layers", shared_core="shared_core", upsample="upsample",
                    r_dim="r_dim", h_dim="h_dim", z_dim="z_dim", render_skip="render_skip",
-                   agreement_vote="agreement_vote", render_gate="render_gate", frustum_conv="frustum_conv")
+                   agreement_vote="agreement_vote", render_gate="render_gate", frustum_conv="frustum_conv",
+                   view_net="view_net")
 
 # Flags of the machine a run is on rather than of the run: a resumed run takes them from its command line.
 MACHINE_FLAGS = ("device_ids", "workers", "compile", "root_log_dir", "log_dir")

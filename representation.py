@@ -162,7 +162,7 @@ class Geometric(nn.Module):
     scale = 2  # the rendering's pixels per grid cell along each side: 32x32 rays on the 16x16 grid
 
     def __init__(self, x_dim=3, v_dim=7, r_dim=256, features=8, hidden=32, depths=16, rays=32, agreement_vote=False,
-                 frustum_conv=False):
+                 frustum_conv=False, view_net=False):
         super().__init__()
         direct = self.scale ** 2 * (x_dim + 1)               # rendered colour and opacity, per grid cell
         if r_dim <= direct:
@@ -203,6 +203,17 @@ class Geometric(nn.Module):
                 nn.Conv3d(c, 1, 3, padding=1))
             nn.init.zeros_(self.frustum[-1].weight)
             nn.init.zeros_(self.frustum[-1].bias)
+        # with view_net, a small per-view MLP adds to each view's vote at each point, from what the view sees
+        # there, how far that is from the views' mean and the views' variance: a learned, non-linear judgement of
+        # whether the view sees the point (the linear votes cannot tell which of three disagreeing views is
+        # occluded). Its logits reach the 64x64 pass too. Last layer zero at first: it starts as without it.
+        self.view_net = None
+        if view_net:
+            self.view_net = nn.Sequential(
+                nn.Linear(3 * (features + x_dim), 16), nn.ReLU(),
+                nn.Linear(16, 1))
+            nn.init.zeros_(self.view_net[-1].weight)
+            nn.init.zeros_(self.view_net[-1].bias)
         out = hidden + x_dim + 2                             # + composited colour, opacity, depth
         self.out = nn.Sequential(                            # 32x32 rays -> the 16x16 grid
             nn.Conv2d(out, r_dim, 4, stride=2, padding=1), nn.ReLU(),
@@ -247,14 +258,17 @@ class Geometric(nn.Module):
             grid[..., 0].masked_fill_(depth <= 1e-3, 2.0)                     # x = 2: off the image
         return grid.view(grid.shape[0], -1, 1, 2)
 
-    def _nearest(self, seen, mean, cos, vote_seen, vote_mean):
+    def _nearest(self, seen, mean, cos, vote_seen, vote_mean, view_logits=None):
         """The views' values seen (B, M, C, P) averaged with weights that favour views near the query camera
         (cos (B, M)) and, by a learned vote, views that see the point (with agreement_vote: whose value is
         near the views' mean (B, C, P), as an occluded view's is not). -> (B, C, P). Without agreement_vote,
         mean may be None: vote_mean's term is the same for every view and cancels in the softmax, and is
         computed only where the mean is at hand, so that vote_mean takes part in the step (as
-        DistributedDataParallel expects of every parameter)."""
+        DistributedDataParallel expects of every parameter). view_logits (B, M, P), with view_net: added
+        to the vote."""
         vote = _weigh(vote_seen, seen)                                           # (B, M, P)
+        if view_logits is not None:
+            vote = vote + view_logits
         if self.agreement_vote:
             vote = vote - _weigh(vote_mean, (seen - mean[:, None]).abs())
         elif mean is not None:
@@ -279,9 +293,9 @@ class Geometric(nn.Module):
         even the dimmest view sees something brighter than the black background."""
         return self.carve_gain * (colours.amax(dim=2).amin(dim=1) - self.carve_level)
 
-    def _points(self, features):
-        """The per-point MLP (self.point's Linear layers) on channel-first features (B, C, P) -> (B, C', P)."""
-        for layer in self.point:
+    def _points(self, features, mlp=None):
+        """A per-point MLP (self.point's Linear layers, or mlp's) on channel-first features (B, C, P) -> (B, C', P)."""
+        for layer in self.point if mlp is None else mlp:
             features = torch.baddbmm(layer.bias[:, None], layer.weight.expand(features.shape[0], -1, -1), features) \
                 if isinstance(layer, nn.Linear) else layer(features)
         return features
@@ -311,7 +325,11 @@ class Geometric(nn.Module):
         mean = seen.mean(dim=1)                                             # (B, C+3, P)
         var = (seen - mean[:, None]).pow(2).mean(dim=1)
         lowest = seen.amin(dim=1)
-        nearest = self._nearest(seen, mean, cos, self.vote_seen, self.vote_mean)
+        view_logits = None
+        if self.view_net is not None:
+            judged = torch.cat((seen, (seen - mean[:, None]).abs(), var[:, None].expand_as(seen)), dim=2)
+            view_logits = self._points(judged.flatten(0, 1), self.view_net).view(B, M, P)
+        nearest = self._nearest(seen, mean, cos, self.vote_seen, self.vote_mean, view_logits)
         h = self._points(torch.cat((mean, var, lowest, nearest), dim=1))   # (B, hidden+1, P)
         learned = h[:, -1]                                                  # (B, P): the learned opacity logit
         carve = self._carve(seen[:, :, -x_dim:])
@@ -326,10 +344,11 @@ class Geometric(nn.Module):
         values = torch.cat((h[:, :-1].view(B, -1, n * n, d), nearest[:, -x_dim:].view(B, x_dim, n * n, d),
                             torch.ones_like(depth), depth), dim=1)          # (B, hidden + 5, rays, D)
         ray = self._composite(alpha.view(B, n * n, d), values).view(B, -1, n, n)   # (B, out, n, n)
-        direct = self.direct(ray, learned.view(B, n, n, d), x, v, v_q, cos)
+        direct = self.direct(ray, learned.view(B, n, n, d), x, v, v_q, cos,
+                             None if view_logits is None else view_logits.view(B, M, n, n, d))
         return torch.cat((self.out(ray), direct), dim=1)
 
-    def direct(self, ray, learned, x, v, v_q, cos):
+    def direct(self, ray, learned, x, v, v_q, cos, view_logits=None):
         """The rendered colour and opacity, to the grid as they are: (B, 4 * scale^2, 16, 16)."""
         return F.pixel_unshuffle(ray[:, -5:-1], self.scale)
 
@@ -364,13 +383,26 @@ class GeometricFine(Geometric):
         logit, and the hull's excess could never be cut away; a product can cut it."""
         return torch.sigmoid(carve) * torch.sigmoid(learned + 3)
 
-    def direct(self, ray, learned, x, v, v_q, cos):
+    def direct(self, ray, learned, x, v, v_q, cos, view_logits=None):
+        B, x_dim, size, d = x.shape[0], x.shape[2], x.shape[-1], self.depths
+        colours, alpha, view_logits = self.pixel_points(learned, x, v, v_q, view_logits)
+        mean = colours.mean(dim=1) if self.agreement_vote else None
+        nearest = self._nearest(colours, mean, cos, self.vote_seen[-x_dim:], self.vote_mean[-x_dim:],
+                                view_logits)                                      # (B, 3, P)
+        values = torch.cat((nearest, torch.ones_like(nearest[:, :1])), dim=1).view(B, x_dim + 1, size * size, d)
+        image = self._composite(alpha.view(B, size * size, d), values.to(alpha.dtype))
+        return F.pixel_unshuffle(image.view(B, x_dim + 1, size, size), self.scale)
+
+    def pixel_points(self, learned, x, v, v_q, view_logits=None):
+        """The points of the pass's pixel rays (P = size * size * depths, in row, column, depth order): each
+        context view's colour there (B, M, 3, P) and their opacity (B, P), from the 32x32 pass's learned
+        opacity logits (B, rays, rays, D); with view_net its view logits (B, M, rays, rays, D), brought to the
+        pixels' rays (B, M, P) (else None)."""
         B, M, x_dim, size = x.shape[0], x.shape[1], x.shape[2], x.shape[-1]
         grid_size = self.rays // 2
         if size != grid_size * self.scale:
             raise ValueError(f"GeometricFine renders {grid_size * self.scale}x{grid_size * self.scale} images, "
                              f"not {size}x{size}")
-        d = self.depths
         with torch.no_grad():
             rays = self.query_rays(v_q, size)                              # one per pixel
         images = x.flatten(0, 1)
@@ -378,12 +410,11 @@ class GeometricFine(Geometric):
         colours = F.grid_sample(images, grid.to(images.dtype), align_corners=False)  # (B*M, 3, P, 1)
         colours = colours.view(B, M, x_dim, -1)                                  # (B, M, 3, P)
         learned = F.interpolate(learned.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False)
+        if view_logits is not None:
+            view_logits = F.interpolate(view_logits.flatten(0, 1).permute(0, 3, 1, 2), size=size, mode="bilinear",
+                                        align_corners=False).permute(0, 2, 3, 1).reshape(B, M, -1)
         alpha = self.opacity(learned.permute(0, 2, 3, 1).reshape(B, -1), self._carve(colours))  # (B, P)
-        mean = colours.mean(dim=1) if self.agreement_vote else None
-        nearest = self._nearest(colours, mean, cos, self.vote_seen[-x_dim:], self.vote_mean[-x_dim:])  # (B, 3, P)
-        values = torch.cat((nearest, torch.ones_like(nearest[:, :1])), dim=1).view(B, x_dim + 1, size * size, d)
-        image = self._composite(alpha.view(B, size * size, d), values.to(alpha.dtype))
-        return F.pixel_unshuffle(image.view(B, x_dim + 1, size, size), self.scale)
+        return colours, alpha, view_logits
 
 
 REPRESENTATIONS = {"pool": Pool, "tower": Tower, "pyramid": Pyramid, "geometric": Geometric,

@@ -242,7 +242,7 @@ def build_model(args, state, dist, log, init=None):
     try:
         model = GQN(**(state["config"] if state else model_config(args)))
     except ValueError as e:  # a combination of model flags that does not make a model
-        raise UsageError(f"{e}; change --representation, --r_dim, --render_skip, --render_gate, --agreement_vote or --frustum_conv") from None
+        raise UsageError(f"{e}; change --representation, --r_dim, --render_skip, --render_gate, --agreement_vote, --frustum_conv or --view_net") from None
     if args.init == "kaiming" and not state:
         kaiming_init(model.phi)
     if init is not None:

@@ -172,6 +172,8 @@ def parse_args(argv=None):
                    help="the learned gate onto the geometric representation's rendering (train.py's --render_gate)")
     p.add_argument("--frustum_conv", type=str2bool, default=False,
                    help="the 3D CNN over the query camera's frustum in the geometric representation (train.py's --frustum_conv)")
+    p.add_argument("--view_net", type=str2bool, default=False,
+                   help="the per-view MLP that weighs the context views' colours in the geometric representation (train.py's --view_net)")
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--context", type=int, default=5, help="context views M")
     p.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
@@ -193,7 +195,7 @@ def config(args):
     cfg = dict(representation=args.representation, L=args.layers, shared_core=args.shared_core,
                upsample=args.upsample, x_dim=3, v_dim=7, r_dim=args.r_dim, h_dim=args.h_dim, z_dim=3,
                image_size=64)
-    for flag in ("render_gate", "frustum_conv"):  # only when set: the original formulation has no such argument
+    for flag in ("render_gate", "frustum_conv", "view_net"):  # only when set: the original formulation has no such argument
         if getattr(args, flag):
             cfg[flag] = True
     return cfg

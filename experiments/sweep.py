@@ -236,6 +236,15 @@ CONFIGS = {
     # a second such cycle, from fine_long_warm_2000's weights
     "fine_long_warm_4000": ([*at_batch(8, 250), *warm_start("fine_long_warm_2000/checkpoints/ckpt-00002000.pt")],
                             "fine_long_warm_2000, 2,000 more steps at lr 3e-4 -> 1e-4 again (a second cycle)"),
+    # a learned judgement of which views see a point (--view_net): the shipped model's own view weighting gives
+    # its 64x64 rendering colour error 0.119, the views' mean 0.130, the best of the three views per pixel
+    # (an oracle that knows the truth) 0.083 (experiments/view_choice_bound.py)
+    "fine_demo_b8_480_s240_viewnet": (in_480(240, 480, "--view_net"),
+                                      "the demo preset (fine_demo_b8_480_s240) with --view_net"),
+    # the shipped checkpoint (fine_long_warm_2000) trained on with --view_net added; fine_long_warm_4000 is its control
+    "fine_long_viewnet_4000": ([*at_batch(8, 250), *warm_start("fine_long_warm_2000/checkpoints/ckpt-00002000.pt"),
+                                "--view_net"],
+                               "fine_long_warm_2000 + --view_net, 2,000 more steps at lr 3e-4 -> 1e-4 (control: fine_long_warm_4000)"),
     # ran as `--resume` of geo_long_m3 with --gradient_steps 11000, stopped by SIGTERM after step 7,500 and
     # evaluated with `evaluate.py --checkpoint .../ckpt-00007500.pt --scenes 200 --out <run>/final.json`; the learning
     # rate schedule does not depend on --gradient_steps, so these flags take the same 7,500 steps (up to the

@@ -237,3 +237,29 @@ def test_the_frustum_conv_starts_as_without_it_and_its_correction_reaches_the_re
     assert carved.amax(dim=1).gt(0.1).float().mean() > 0.05 and emptied.abs().max() < 1e-3
     (-conv(x, v[:, :3], v[:, 3], images[None, 3], sigma=0.5).sum()).backward()
     assert conv.phi.frustum[-1].weight.grad.abs().sum() > 0
+
+
+def test_the_view_net_starts_as_without_it_and_its_judgement_reaches_both_renderings():
+    """--view_net: at initialisation r is exactly the plain representation's (the per-view MLP's last layer is
+    zero) and the model rebuilds from its config; once its judgement differs between views it changes the
+    colours of both the 32x32 features and the 64x64 rendering, and the loss reaches it."""
+    centres, colours, positions = sm.random_scene(seed=1, split="test", index=4, parts=5)
+    images = torch.from_numpy(sm.render_views(centres, colours, positions[:4])).permute(0, 3, 1, 2).float() / 255
+    x, v = images[None, :3], viewpoints(positions[:4])[None]
+    small_fine = dict(SMALL_GEOMETRIC, representation="geometric_fine", r_dim=72)
+    plain, judged = GQN(**small_fine), GQN(**small_fine, view_net=True)
+    assert judged.load_state_dict(plain.state_dict(), strict=False).missing_keys == [
+        f"phi.view_net.{i}.{w}" for i in (0, 2) for w in ("weight", "bias")]      # its own weights only
+    assert GQN(**judged.config).phi.view_net is not None and "view_net" not in plain.config
+    with torch.no_grad():
+        r = judged.encode(x, v[:, :3], v[:, 3])
+        assert torch.equal(r, plain.encode(x, v[:, :3], v[:, 3]))
+        judged.phi.view_net[-1].bias.fill_(5.0)             # the same logit for every view cancels in the softmax
+        assert torch.allclose(judged.encode(x, v[:, :3], v[:, 3]), r, atol=1e-5)
+        torch.nn.init.normal_(judged.phi.view_net[-1].weight, std=3.0)
+        moved = judged.encode(x, v[:, :3], v[:, 3])
+    rendered, before = GeometricFine.rendering(moved), GeometricFine.rendering(r)
+    assert (rendered - before).abs().amax() > 0.05                            # the 64x64 rendering's colours
+    assert (moved[:, :-64] - r[:, :-64]).abs().amax() > 1e-3                  # the 32x32 pass's features
+    (-judged(x, v[:, :3], v[:, 3], images[None, 3], sigma=0.5).sum()).backward()
+    assert judged.phi.view_net[0].weight.grad.abs().sum() > 0

@@ -240,6 +240,7 @@ def test_min_and_max_context_bound_the_context_views_of_every_batch(tiny_data):
     (["--representation", "geometric_fine", "--r_dim", "64"], "the geometric representation needs r_dim > 64"),
     (["--representation", "pool", "--agreement_vote"], "agreement_vote is a choice of the geometric representations"),
     (["--representation", "tower", "--frustum_conv"], "frustum_conv is a choice of the geometric representations"),
+    (["--representation", "tower", "--view_net"], "view_net is a choice of the geometric representations"),
     (["--representation", "tower", "--render_gate"], "render_gate needs a representation that renders"),
     (["--representation", "geometric", "--r_dim", "32", "--render_skip", "--render_gate"],
      "render_skip and render_gate are two ways to use the representation's rendering"),
@@ -247,7 +248,7 @@ def test_min_and_max_context_bound_the_context_views_of_every_batch(tiny_data):
 def test_model_flags_that_make_no_model_are_a_usage_error(tiny_data, tmp_path, flags, says):
     with pytest.raises(train.UsageError, match=says) as e:
         run(tiny_data, tmp_path, "bad_model", "--gradient_steps", "1", *flags)
-    assert "\n" not in str(e.value) and "change --representation, --r_dim, --render_skip, --render_gate, --agreement_vote or --frustum_conv" in str(e.value)
+    assert "\n" not in str(e.value) and "change --representation, --r_dim, --render_skip, --render_gate, --agreement_vote, --frustum_conv or --view_net" in str(e.value)
 
 
 def test_min_context_above_max_context_is_a_usage_error(tiny_data, tmp_path):
