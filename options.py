@@ -31,6 +31,25 @@ PRESETS = {
     ),
 }
 
+# The model's on/off switches (model.OPTIONAL_FLAGS, none of them the paper's), in --help's order: each flag
+# is its GQN keyword, off by default, `--flag` alone turning it on.
+MODEL_SWITCHES = dict(
+    render_skip="add the geometric representation's own rendering of the query view to the generator's output "
+                "image, so the generator learns a correction to it (departs from the paper; geometric only)",
+    render_gate="per pixel, a learned gate shows the geometric representation's own rendering of the query view "
+                "instead of the generator's output where it judges that rendering right (departs from the paper; "
+                "geometric only)",
+    agreement_vote="geometric only: weigh each context view's colour at a point also by how close it is to the "
+                   "views' mean there (an occluded view sees something else), not only by what it sees; off, the "
+                   "models trained before it existed",
+    frustum_conv="geometric only: a small 3D CNN over the query camera's rays and depths corrects each point's "
+                 "opacity from its neighbours', a learned shape prior against the carved hull's excess (departs "
+                 "from the paper)",
+    view_net="geometric only: a small per-view MLP judges, from what each context view sees at a point and how it "
+             "differs from the others, whether that view sees the point, and weighs its colour so (departs from "
+             "the paper)",
+)
+
 DEFAULTS = dict(
     gradient_steps=2_000_000, batch_size=36, dataset="Shepard-Metzler", train_data_dir=None,
     test_data_dir=None, root_log_dir="runs", log_dir="GQN", log_interval=100, save_interval=10_000,
@@ -39,8 +58,7 @@ DEFAULTS = dict(
     sigma_i=2.0, sigma_f=0.7, sigma_n=2e5, dtype="float32", compile=False, keep=5,
     data_root="data", builtin_parts=7, builtin_train_scenes=20_000, builtin_test_scenes=1_000,
     test_context=3, eval_scenes=200, skip_nonfinite=False, skip_bad_scenes=False, min_context=1,
-    max_context=None, beta_i=1.0, beta_f=1.0, beta_n=1, init="torch", render_skip=False,
-    agreement_vote=False, render_gate=False, frustum_conv=False, view_net=False,
+    max_context=None, beta_i=1.0, beta_f=1.0, beta_n=1, init="torch", **dict.fromkeys(MODEL_SWITCHES, False),
 )
 
 
@@ -119,24 +137,8 @@ def build_parser():
     a("--h_dim", type=positive_int, default=S, help="conv-LSTM hidden channels (paper: 128)")
     a("--r_dim", type=positive_int, default=S, help="representation channels (paper: 256)")
     a("--z_dim", type=positive_int, default=S, help="latent channels (paper: 3)")
-    a("--render_skip", type=str2bool, nargs="?", const=True, default=S,
-      help="add the geometric representation's own rendering of the query view to the generator's output "
-           "image, so the generator learns a correction to it (departs from the paper; geometric only)")
-    a("--render_gate", type=str2bool, nargs="?", const=True, default=S,
-      help="per pixel, a learned gate shows the geometric representation's own rendering of the query view "
-           "instead of the generator's output where it judges that rendering right (departs from the paper; "
-           "geometric only)")
-    a("--agreement_vote", type=str2bool, nargs="?", const=True, default=S,
-      help="geometric only: weigh each context view's colour at a point also by how close it is to the views' "
-           "mean there (an occluded view sees something else), not only by what it sees; off, the models "
-           "trained before it existed")
-    a("--frustum_conv", type=str2bool, nargs="?", const=True, default=S,
-      help="geometric only: a small 3D CNN over the query camera's rays and depths corrects each point's opacity "
-           "from its neighbours', a learned shape prior against the carved hull's excess (departs from the paper)")
-    a("--view_net", type=str2bool, nargs="?", const=True, default=S,
-      help="geometric only: a small per-view MLP judges, from what each context view sees at a point and how it "
-           "differs from the others, whether that view sees the point, and weighs its colour so (departs from the "
-           "paper)")
+    for flag, text in MODEL_SWITCHES.items():
+        a(f"--{flag}", type=str2bool, nargs="?", const=True, default=S, help=text)
     a("--mu_i", type=positive_float, default=S, help="initial learning rate")
     a("--mu_f", type=positive_float, default=S, help="final learning rate")
     a("--mu_n", type=positive_float, default=S, help="steps over which the learning rate anneals")
@@ -184,9 +186,7 @@ def parse_args(argv=None):
 
 # The model's configuration (GQN's keyword arguments, saved in every checkpoint) and the flag of each.
 MODEL_FLAGS = dict(representation="representation", L="layers", shared_core="shared_core", upsample="upsample",
-                   r_dim="r_dim", h_dim="h_dim", z_dim="z_dim", render_skip="render_skip",
-                   agreement_vote="agreement_vote", render_gate="render_gate", frustum_conv="frustum_conv",
-                   view_net="view_net")
+                   r_dim="r_dim", h_dim="h_dim", z_dim="z_dim", **{flag: flag for flag in MODEL_SWITCHES})
 
 # Flags of the machine a run is on rather than of the run: a resumed run takes them from its command line.
 MACHINE_FLAGS = ("device_ids", "workers", "compile", "root_log_dir", "log_dir")

@@ -39,7 +39,7 @@ import gqn_dataset
 from dataset.errors import DatasetError
 from dataset.shepard_metzler import RenderError, builtin_root
 from model import GQN
-from options import MACHINE_FLAGS, PRESETS, model_config, parse_args, resumed_args  # noqa: F401  (train.parse_args, train.PRESETS: the CLI's)
+from options import MACHINE_FLAGS, MODEL_SWITCHES, PRESETS, model_config, parse_args, resumed_args  # noqa: F401  (train.parse_args, train.PRESETS: the CLI's)
 from representation import kaiming_init
 from runtime import UsageError, noise_seed
 from scheduler import AnnealingStepLR, KLWeightSchedule, SigmaSchedule, linear_anneal
@@ -242,7 +242,8 @@ def build_model(args, state, dist, log, init=None):
     try:
         model = GQN(**(state["config"] if state else model_config(args)))
     except ValueError as e:  # a combination of model flags that does not make a model
-        raise UsageError(f"{e}; change --representation, --r_dim, --render_skip, --render_gate, --agreement_vote, --frustum_conv or --view_net") from None
+        *flags, last = (f"--{flag}" for flag in ("representation", "r_dim", *MODEL_SWITCHES))
+        raise UsageError(f"{e}; change {', '.join(flags)} or {last}") from None
     if args.init == "kaiming" and not state:
         kaiming_init(model.phi)
     if init is not None:
