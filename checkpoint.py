@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically, loaded without unpickling code, carrying their own model config.
+"""Checkpoints: written atomically, loaded without unpickling code, carrying their own model config; and
+opening one with its test data, as evaluate.py, sample.py and explore.py do.
 
 A checkpoint is a dict saved with torch.save: model (state dict), config (GQN's constructor
 arguments, so `GQN(**config)` rebuilds the model from the file alone), optimizer, lr_schedule,
@@ -6,16 +7,21 @@ sigma_schedule, step and args (the run's flags, the seed among them: the data or
 every step are functions of (seed, step), so no generator state needs saving).
 It is written to a temporary file, flushed to disk and renamed, so a kill at any moment leaves the
 newest complete checkpoint loadable, and it is read with `torch.load(weights_only=True)`, which
-refuses anything but tensors and plain containers.
+refuses anything but tensors and plain containers. A checkpoint written before the render gate became an
+observation head (config "render_gate": true) is read as the same model (`_upgrade`).
 """
 
 import glob
 import os
 import re
+from dataclasses import dataclass
 
 import torch
 
-from runtime import write_atomically
+import gqn_dataset
+from dataset.errors import DatasetError
+from dataset.shepard_metzler import builtin_root
+from runtime import UsageError, write_atomically
 
 
 class CheckpointError(Exception):
@@ -39,7 +45,7 @@ def ensure_writable(folder):
                               f"choose another --root_log_dir or fix its permissions") from None
 
 
-def save(folder, step, keep=None, **state):
+def write(folder, step, keep=None, **state):
     """Write folder/ckpt-<step>.pt atomically; keep only the `keep` newest. Returns the path."""
     path = os.path.join(folder, NAME.format(step))
 
@@ -109,7 +115,30 @@ def load(path, map_location="cpu"):
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path} holds no model and config; use a checkpoint written by train.py "
                               f"(a torch-gqn state dict loads with torch_gqn.load_torch_gqn_state_dict)")
-    return state
+    return _upgrade(state, path)
+
+
+# Model options that were measured and not adopted (experiments/README.md), and the last commit that has them.
+REMOVED_OPTIONS = ("render_skip", "agreement_vote", "frustum_conv", "view_net")
+LAST_COMMIT_WITH_REMOVED_OPTIONS = "49db708"
+
+
+def _upgrade(state, path):
+    """The checkpoint in today's form: a config's "render_gate": true is the observation head "render_gate",
+    whose gate's weights moved from render_gate.* to eta_g.gate.*; a model built with a removed option is
+    refused, naming the commit that still builds it."""
+    config = dict(state["config"])
+    used = [flag for flag in REMOVED_OPTIONS if config.pop(flag, False)]
+    if used:
+        raise CheckpointError(f"{path} was trained with --{used[0]}, an option measured and removed "
+                              f"(experiments/README.md); use it with this project at commit "
+                              f"{LAST_COMMIT_WITH_REMOVED_OPTIONS} (git checkout {LAST_COMMIT_WITH_REMOVED_OPTIONS})")
+    if config.pop("render_gate", False):
+        config["observation"] = "render_gate"
+        old = "render_gate."
+        state = dict(state, model={("eta_g.gate." + k[len(old):] if k.startswith(old) else k): w
+                                   for k, w in state["model"].items()})
+    return dict(state, config=config)
 
 
 def _weights(state):
@@ -121,9 +150,9 @@ def _weights(state):
     return state["model"]
 
 
-def build_model(state):
-    """Rebuild the GQN a checkpoint holds, weights loaded, on the CPU. A checkpoint whose
-    "viewpoint_order" is "deepmind" (written elsewhere) has its weights converted to this project's order."""
+def rebuild_model(state):
+    """The GQN a checkpoint holds, weights loaded, on the CPU. A checkpoint whose "viewpoint_order" is
+    "deepmind" (written elsewhere) has its weights converted to this project's order."""
     from model import GQN
     size = state["config"].get("image_size", 64)
     if size != 64:  # every loader brings frames to 64x64 (dataset/jpeg.py)
@@ -140,8 +169,8 @@ def build_model(state):
 
 def load_weights(model, state, path):
     """Start `model` from a checkpoint's weights (train.py --init_from): every weight of the checkpoint must
-    fit one of the model's; the model's parameters that the checkpoint lacks (a part added by a flag, as
-    --frustum_conv) keep their initial values. Returns the names of those parameters."""
+    fit one of the model's; the model's parameters that the checkpoint lacks (a part another flag adds)
+    keep their initial values. Returns the names of those parameters."""
     try:
         missing, unexpected = model.load_state_dict(_weights(state), strict=False)
     except RuntimeError as e:  # a weight of another shape
@@ -153,26 +182,82 @@ def load_weights(model, state, path):
     return missing
 
 
-def saved_model_config(state):
-    """The checkpoint's model configuration, with the flags added since it was written at their defaults."""
-    from model import OPTIONAL_FLAGS
-    return dict.fromkeys(OPTIONAL_FLAGS, False) | state["config"]
+def check_context(context, num_views, data_dir):
+    """M context views and a query must be distinct views of a scene: 1 <= context <= S - 1."""
+    if not 1 <= context < num_views:
+        raise UsageError(f"--context {context} is out of range: the scenes of {data_dir} have {num_views} views, "
+                         f"so pass --context between 1 and {num_views - 1}")
 
 
-def check_compatible(state, config, given_flags, path):
-    """Refuse to resume when a model flag given now differs from the checkpoint's configuration."""
-    from options import MODEL_FLAGS
-    saved = saved_model_config(state)
-    differ = [f"--{flag} {config[k]} (checkpoint: {saved.get(k)})"
-              for k, flag in MODEL_FLAGS.items() if flag in given_flags and saved.get(k) != config[k]]
-    if differ:
-        raise CheckpointError(f"{path} was trained with another model configuration: {', '.join(differ)}; "
-                              f"drop those flags to resume it, or start a new run with another --log_dir")
+def run_sigma(state, path="the checkpoint"):
+    """The pixel sigma the checkpoint's run had reached."""
+    from scheduler import SigmaSchedule
+    if "sigma_schedule" not in state:
+        raise UsageError(f"{path} records no sigma schedule; pass --sigma (e.g. 0.7, the paper's final value)")
+    s = SigmaSchedule()
+    s.load_state_dict(state["sigma_schedule"])
+    return s.sigma
+
+
+def builtin_test_dir(state):
+    """The built-in scenes' test split the checkpoint's run trained next to (the path its run used:
+    relative to the working directory, or to this folder where the run was started from here)."""
+    args = state.get("args", {})
+    if args.get("train_data_dir"):
+        raise DatasetError("this checkpoint was trained on --train_data_dir data; pass --data_dir with its test split")
+    root = builtin_root(args.get("data_root", "data"), args.get("builtin_parts", 7))
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), root)
+    if not os.path.isabs(root) and not os.path.isdir(root) and os.path.isdir(here):
+        root = here
+    return os.path.join(root, "test")
+
+
+def test_split(state, data_dir=None):
+    """--data_dir, or the checkpoint's built-in test split, rendered first (as train.py would) when absent."""
+    if data_dir is not None:
+        return data_dir
+    test_dir = builtin_test_dir(state)
+    if os.path.isdir(test_dir):
+        return test_dir
+    from dataset.shepard_metzler import RenderError, ensure_builtin_dataset
+    args = state.get("args", {})
+    root = os.path.dirname(test_dir)
+    print(f"no --data_dir and no {test_dir}: rendering the checkpoint's built-in scenes into {root} (once)")
+    try:
+        _, test_dir = ensure_builtin_dataset(
+            root, parts=args.get("builtin_parts", 7), train_scenes=args.get("builtin_train_scenes", 20_000),
+            test_scenes=args.get("builtin_test_scenes", 1_000), seed=0, workers=max(1, min(2, os.cpu_count() or 1)))
+    except RenderError as e:
+        raise UsageError(f"{e} (or pass --data_dir)") from None
+    return test_dir
+
+
+@dataclass
+class Opened:
+    """A checkpoint opened with its test data: what evaluate.py, sample.py and explore.py start from."""
+    state: dict
+    model: torch.nn.Module     # on the device, in eval mode
+    data_dir: str
+    dataset: object            # gqn_dataset.SceneViews of data_dir
+    sigma: float = None        # the pixel sigma its run reached (with_sigma=True)
+
+
+def open_with_test_data(path, data_dir=None, context=3, device="cpu", with_sigma=False):
+    """Load the checkpoint at `path`, rebuild its model on `device`, and open `data_dir` (default: the
+    built-in test split its run trained next to, rendered if absent), checking that `context` views and a
+    query fit its scenes. With with_sigma, also the sigma its run reached (checked before any rendering)."""
+    state = load(path)
+    model = rebuild_model(state).to(device).eval()
+    sigma = run_sigma(state, path) if with_sigma else None
+    data_dir = test_split(state, data_dir)
+    dataset = gqn_dataset.SceneViews(data_dir)
+    check_context(context, dataset.num_views, data_dir)
+    return Opened(state, model, data_dir, dataset, sigma)
 
 
 def export(src, dst, data_root="data"):
     """A checkpoint to share: the model, its config, the sigma its run reached, its step and flags, without
-    the optimizer's state (two thirds of the file); `data_root` replaces the run's folder of built-in
+    the optimizer's state; `data_root` replaces the run's folder of built-in
     scenes, so evaluate.py and sample.py find (or render) them relative to where they are run."""
     state = load(src)
     keep = {k: state[k] for k in ("model", "config", "sigma_schedule", "viewpoint_order") if k in state}

@@ -13,52 +13,54 @@ with x (B, M, 3, 64, 64), v (B, M, 7), x_q (B, 3, 64, 64), v_q (B, 7), sigma a f
 The scene encoding (`encode`) and the L-step unroll (`unroll`) are written once. `model.config`
 holds every constructor argument, so `GQN(**config)` rebuilds a model from a checkpoint.
 A state dict saved by torch-gqn loads with `torch_gqn.load_torch_gqn_state_dict` (exact; see there).
+
+The seam for networks that are not the paper's (the registry at the end of this file): the configuration
+names a representation and an observation head.
+- A representation is built as `cls(x_dim, v_dim, r_dim)` and says, as class attributes, where its r lies
+  (`on_grid`: on the cores' 16x16 grid, else 1x1) and whether it needs the query camera
+  (`query_conditioned`: then it is called once per scene as phi(x (B, M, ...), v (B, M, 7), v_q (B, 7)) -> r,
+  else once per view as phi(x (N, 3, 64, 64), v (N, 7)) and GQN sums over the views).
+- An observation head is built as `cls(h_dim, x_dim, phi)` and called as head(u_L, r) -> the image's mean;
+  the paper's is eta_g, a 1x1 conv of u_L (`EtaG`).
 """
 
 import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+import geometric
 from core import GenerationCore, InferenceCore
-from representation import REPRESENTATIONS
+from representation import Pool, Pyramid, Tower
 
 UPSAMPLE_CHOICES = ("learned", "broadcast")
-# the switches added after the first checkpoints (none of them the paper's): recorded in `config` only when
-# set, so that configurations saved before they existed rebuild as they were
-OPTIONAL_FLAGS = ("render_skip", "agreement_vote", "render_gate", "frustum_conv", "view_net")
 SCALE = 4  # the cores run at image_size / 4: x_q and u go down, h_g goes up, by 4x4 stride-4 convs
+
+
+class EtaG(nn.Conv2d):
+    """eta_g (Figure S2): the mean of the image's Gaussian from the canvas u_L, a 1x1 conv."""
+
+    def __init__(self, h_dim, x_dim, phi=None):
+        super().__init__(h_dim, x_dim, kernel_size=1)
+
+    def forward(self, u, r=None):
+        return super().forward(u)
 
 
 class GQN(nn.Module):
     def __init__(self, representation="pool", L=12, shared_core=False, upsample="learned",
-                 x_dim=3, v_dim=7, r_dim=256, h_dim=128, z_dim=3, image_size=64, render_skip=False,
-                 agreement_vote=False, render_gate=False, frustum_conv=False, view_net=False):
+                 x_dim=3, v_dim=7, r_dim=256, h_dim=128, z_dim=3, image_size=64, observation="eta_g"):
         super().__init__()
-        if representation not in REPRESENTATIONS:
-            raise ValueError(f"unknown representation {representation!r}: choose one of {sorted(REPRESENTATIONS)}")
-        if upsample not in UPSAMPLE_CHOICES:
-            raise ValueError(f"unknown upsample {upsample!r}: choose one of {UPSAMPLE_CHOICES}")
+        for name, value, choices in (("representation", representation, REPRESENTATIONS),
+                                     ("observation", observation, OBSERVATION_HEADS),
+                                     ("upsample", upsample, UPSAMPLE_CHOICES)):
+            if value not in choices:
+                raise ValueError(f"unknown {name} {value!r}: choose one of {sorted(choices)}")
         if L < 1:
             raise ValueError(f"L (the number of generative layers) must be at least 1, not {L}")
-        if render_skip and render_gate:
-            raise ValueError("render_skip and render_gate are two ways to use the representation's rendering: choose one")
-        for flag, on in (("render_gate", render_gate), ("render_skip", render_skip)):
-            if on and not hasattr(REPRESENTATIONS[representation], "rendering"):
-                raise ValueError(f"{flag} needs a representation that renders the query view (geometric), "
-                                 f"not {representation!r}")
         self.config = dict(representation=representation, L=L, shared_core=bool(shared_core),
                            upsample=upsample, x_dim=x_dim, v_dim=v_dim, r_dim=r_dim, h_dim=h_dim,
-                           z_dim=z_dim, image_size=image_size)
-        switches = dict(render_skip=render_skip, agreement_vote=agreement_vote, render_gate=render_gate,
-                        frustum_conv=frustum_conv, view_net=view_net)
-        geometric_flags = ("agreement_vote", "frustum_conv", "view_net")
-        for flag in geometric_flags:
-            if switches[flag] and not getattr(REPRESENTATIONS[representation], "query_conditioned", False):
-                raise ValueError(f"{flag} is a choice of the geometric representations, not of {representation!r}")
-        self.config.update({flag: True for flag in OPTIONAL_FLAGS if switches[flag]})
-        self.render_skip = bool(render_skip)
+                           z_dim=z_dim, image_size=image_size, observation=observation)
         self.representation = representation
         self.L = L
         self.shared_core = bool(shared_core)
@@ -66,8 +68,7 @@ class GQN(nn.Module):
         self.grid = image_size // SCALE
 
         # psi, the representation network (Figure S1); named phi as in torch-gqn
-        self.phi = REPRESENTATIONS[representation](x_dim, v_dim, r_dim, **{
-            flag: True for flag in geometric_flags if switches[flag]})
+        self.phi = REPRESENTATIONS[representation](x_dim, v_dim, r_dim)
 
         # the cores (Figure S2): one per step, or one shared by all steps
         def inference():
@@ -85,17 +86,7 @@ class GQN(nn.Module):
         # heads: prior eta_pi(h_g), posterior eta_e(h_e), observation eta_g(u_L)
         self.eta_pi = nn.Conv2d(h_dim, 2 * z_dim, kernel_size=5, padding=2)
         self.eta_e = nn.Conv2d(h_dim, 2 * z_dim, kernel_size=5, padding=2)
-        self.eta_g = nn.Conv2d(h_dim, x_dim, kernel_size=1)
-        # with render_gate (not the paper's): per pixel, how much of the representation's own rendering
-        # of the query view to show instead of eta_g(u_L), decided from u_L and that rendering; it starts
-        # nearly closed (sigmoid(-3) = 0.05), so the model starts as the paper's
-        self.render_gate = None
-        if render_gate:
-            self.render_gate = nn.Sequential(nn.Conv2d(h_dim + x_dim + 1, 16, 3, padding=1), nn.ReLU(),
-                                             nn.Conv2d(16, 1, 1))
-            nn.init.zeros_(self.render_gate[-1].weight)
-            nn.init.constant_(self.render_gate[-1].bias, -3.0)
-
+        self.eta_g = OBSERVATION_HEADS[observation](h_dim, x_dim, self.phi)
         # Fixed inputs' share of the gates computed once per unroll where that saves work: a shared
         # core reuses it L times, and a broadcast 1x1 r costs a (5x5)-map conv instead of a 16x16 one.
         self.precompute_fixed = self.shared_core or (upsample == "broadcast" and not self.phi.on_grid)
@@ -111,7 +102,7 @@ class GQN(nn.Module):
 
     def encode(self, x, v, v_q=None):
         """Scene representation r = sum_k psi(x_k, v_k): x (B, M, 3, H, W), v (B, M, 7) -> (B, r_dim, *, *).
-        A query-conditioned network (representation="geometric") also takes the query cameras v_q (B, 7)."""
+        A query-conditioned network also takes the query cameras v_q (B, 7)."""
         if getattr(self.phi, "query_conditioned", False):
             return self.phi(x, v, v_q)
         B, M = x.shape[:2]
@@ -191,23 +182,8 @@ class GQN(nn.Module):
         return dict(elbo=-nll - kl, kl=kl, nll=nll, x_mu=x_mu)
 
     def observe(self, u, r):
-        """The mean of the image's Gaussian: eta_g(u_L) (the paper's); with render_skip, plus the
-        representation's own rendering of the query view brought to the image size; with render_gate, mixed
-        with that rendering pixel by pixel through the learned gate (neither is the paper's)."""
-        x_mu = self.eta_g(u)
-        if self.render_gate is not None:
-            shown = self._rendering(r, x_mu, opacity=True)                     # colour and opacity
-            gate = torch.sigmoid(self.render_gate(torch.cat((u, shown), dim=1)))
-            x_mu = x_mu + gate * (shown[:, :-1] - x_mu)
-        if self.render_skip:
-            x_mu = x_mu + self._rendering(r, x_mu)
-        return x_mu
-
-    def _rendering(self, r, like, opacity=False):
-        """The representation's rendering of the query view read back from r, at the image size and dtype
-        of `like`: (B, 3 [+ 1 opacity], H, W)."""
-        return F.interpolate(self.phi.rendering(r, opacity=opacity).to(like.dtype), size=like.shape[-2:],
-                             mode="bilinear", align_corners=False)
+        """The mean of the image's Gaussian from the canvas u_L (and, for heads that use it, r)."""
+        return self.eta_g(u, r)
 
     def forward(self, x, v, v_q, x_q, sigma, terms=False):
         """ELBO per scene (B,); with terms=True the tuple (elbo, kl, nll), still from one pass."""
@@ -259,3 +235,10 @@ def bits_per_dim(nats, image_shape):
     256 8-bit levels lie 1/255 apart: a level's probability is the density times 1/255, + log2(255) =
     7.994 bits per dimension. (Without it a sharp model on [0, 1] would report negative bits.)"""
     return nats / (math.prod(image_shape) * math.log(2)) + math.log2(255)
+
+
+# -- the registry: the networks the configuration names ---------------------------------------------------
+# The paper's (representation.py and EtaG above) and the geometric extension's beside them (geometric.py, not
+# the paper's). A new network plugs in with an entry here, providing what this file's docstring says.
+REPRESENTATIONS = {"pool": Pool, "tower": Tower, "pyramid": Pyramid, **geometric.REPRESENTATIONS}
+OBSERVATION_HEADS = {"eta_g": EtaG, **geometric.OBSERVATION_HEADS}

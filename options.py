@@ -2,53 +2,29 @@
 
 parse_args(argv) gives the flags merged over the preset's values over DEFAULTS (the original's, which
 are the paper's), with args.given naming the flags the user gave (a resumed run checks those against
-its checkpoint). Every flag is listed in README.md, "Every flag of train.py".
+its checkpoint). `python train.py --help` lists every flag with its default and the presets' values.
 """
 
 import argparse
 import math
 
-from representation import REPRESENTATIONS
+from model import OBSERVATION_HEADS, REPRESENTATIONS
 
 # Presets set the defaults of flags the user did not give. "paper" is the original's setting.
 PRESETS = {
     "paper": dict(),
-    "demo": dict(  # a small GQN that renders the built-in scenes after 2 CPU cores' 10 minutes
-        # (experiments/sweep.py: the geometric representation, which projects the query camera's rays into
-        # the context views, and sigma brought to 0.3 after 200 steps; with the paper's representations
-        # and sigma 0.7 it stays a blob; training on exactly the 3 context views it is evaluated with beat
-        # 2 to 5 on every measure; the 64x64 rendering shown through a learned gate gave the best IoU, and
-        # the KL weight rising from 0.3 brings z into use (fine_demo_m3_gate_300_beta); batch 8 for twice
-        # the steps, the schedules per scene seen, beat batch 16 and batch 4 on all three measures in the
-        # same minutes: fine_demo_m3_gate_b8_600; its 600 steps ran past the 10 minutes on a slower day's
-        # CPU, and 480 with sigma at 0.3 by step 240 scored the lowest colour error of any demo:
-        # fine_demo_b8_480_s240)
+    # a small GQN that renders the built-in Shepard-Metzler scenes after 2 CPU cores' 10 minutes, found by the
+    # sweep (experiments/README.md): the geometric representation and its gated 64x64 rendering (not the
+    # paper's), exactly the 3 context views it is evaluated with, sigma brought to 0.3 early, and the KL
+    # weight rising from 0.3 so that z comes into use
+    "demo": dict(
         representation="geometric_fine", layers=4, shared_core=True, upsample="broadcast", h_dim=32,
-        r_dim=96, z_dim=3, render_gate=True, batch_size=8, gradient_steps=480, mu_i=1e-3, mu_f=3e-4,
+        r_dim=96, z_dim=3, observation="render_gate", batch_size=8, gradient_steps=480, mu_i=1e-3, mu_f=3e-4,
         mu_n=1200, sigma_i=1.0, sigma_f=0.3, sigma_n=240, beta_i=0.3, beta_f=1.0, beta_n=480, min_context=3,
         max_context=3, log_interval=160, save_interval=480, workers=1, builtin_parts=5,
         builtin_train_scenes=4000, builtin_test_scenes=200, seed=0,
     ),
 }
-
-# The model's on/off switches (model.OPTIONAL_FLAGS, none of them the paper's), in --help's order: each flag
-# is its GQN keyword, off by default, `--flag` alone turning it on.
-MODEL_SWITCHES = dict(
-    render_skip="add the geometric representation's own rendering of the query view to the generator's output "
-                "image, so the generator learns a correction to it (departs from the paper; geometric only)",
-    render_gate="per pixel, a learned gate shows the geometric representation's own rendering of the query view "
-                "instead of the generator's output where it judges that rendering right (departs from the paper; "
-                "geometric only)",
-    agreement_vote="geometric only: weigh each context view's colour at a point also by how close it is to the "
-                   "views' mean there (an occluded view sees something else), not only by what it sees; off, the "
-                   "models trained before it existed",
-    frustum_conv="geometric only: a small 3D CNN over the query camera's rays and depths corrects each point's "
-                 "opacity from its neighbours', a learned shape prior against the carved hull's excess (departs "
-                 "from the paper)",
-    view_net="geometric only: a small per-view MLP judges, from what each context view sees at a point and how it "
-             "differs from the others, whether that view sees the point, and weighs its colour so (departs from "
-             "the paper)",
-)
 
 DEFAULTS = dict(
     gradient_steps=2_000_000, batch_size=36, dataset="Shepard-Metzler", train_data_dir=None,
@@ -58,7 +34,7 @@ DEFAULTS = dict(
     sigma_i=2.0, sigma_f=0.7, sigma_n=2e5, dtype="float32", compile=False, keep=5,
     data_root="data", builtin_parts=7, builtin_train_scenes=20_000, builtin_test_scenes=1_000,
     test_context=3, eval_scenes=200, skip_nonfinite=False, skip_bad_scenes=False, min_context=1,
-    max_context=None, beta_i=1.0, beta_f=1.0, beta_n=1, init="torch", **dict.fromkeys(MODEL_SWITCHES, False),
+    max_context=None, beta_i=1.0, beta_f=1.0, beta_n=1, observation="eta_g",
 )
 
 
@@ -115,7 +91,7 @@ def build_parser():
     a("--representation", choices=list(REPRESENTATIONS), default=S,
       help="representation network: the paper's pool, tower or pyramid, or 'geometric', which projects the "
            "query camera's rays into the context views with the known cameras (departs from the paper; "
-           "made for objects seen from outside, as Shepard-Metzler; README, 'What makes it learn'), or "
+           "made for objects seen from outside, as Shepard-Metzler; geometric.py), or "
            "'geometric_fine', which also renders the query view at full resolution (needs --r_dim > 64)")
     a("--layers", type=positive_int, default=S, help="number of generative layers L (paper: 12)")
     a("--shared_core", type=str2bool, nargs="?", const=True, default=S,
@@ -130,24 +106,23 @@ def build_parser():
       help="continue from the newest checkpoint in the log folder, or from the given file")
     a("--init_from", default=None, metavar="CHECKPOINT",
       help="start a new run from this checkpoint's weights (step 0, a new optimizer and schedules), the model "
-           "built from this run's flags: every weight must fit it, and parts it adds (as --frustum_conv) start "
-           "at their initial values")
+           "built from this run's flags: every weight must fit it, and parts its flags add start at their "
+           "initial values")
     a("--upsample", choices=["learned", "broadcast"], default=S,
       help="how v_q and r reach the 16x16 core: learned transposed convs (original) or broadcasting")
     a("--h_dim", type=positive_int, default=S, help="conv-LSTM hidden channels (paper: 128)")
     a("--r_dim", type=positive_int, default=S, help="representation channels (paper: 256)")
     a("--z_dim", type=positive_int, default=S, help="latent channels (paper: 3)")
-    for flag, text in MODEL_SWITCHES.items():
-        a(f"--{flag}", type=str2bool, nargs="?", const=True, default=S, help=text)
+    a("--observation", choices=list(OBSERVATION_HEADS), default=S,
+      help="the observation head: the paper's eta_g (a 1x1 conv of the canvas u_L), or 'render_gate', which "
+           "shows the geometric representation's own rendering of the query view where a learned gate judges "
+           "it right (departs from the paper; geometric representations only)")
     a("--mu_i", type=positive_float, default=S, help="initial learning rate")
     a("--mu_f", type=positive_float, default=S, help="final learning rate")
     a("--mu_n", type=positive_float, default=S, help="steps over which the learning rate anneals")
     a("--sigma_i", type=positive_float, default=S, help="initial pixel standard deviation")
     a("--sigma_f", type=positive_float, default=S, help="final pixel standard deviation")
     a("--sigma_n", type=positive_float, default=S, help="steps over which sigma anneals")
-    a("--init", choices=["torch", "kaiming"], default=S,
-      help="initial weights of the representation network: PyTorch's defaults (torch-gqn's) or He-normal "
-           "with zero biases, which lets the image through at the start (the paper does not say)")
     a("--beta_i", type=positive_float, default=S,
       help="initial weight of the KL term in the training loss (paper: 1, no weight; departs from it when not 1)")
     a("--beta_f", type=positive_float, default=S, help="final KL weight (paper: 1)")
@@ -186,7 +161,7 @@ def parse_args(argv=None):
 
 # The model's configuration (GQN's keyword arguments, saved in every checkpoint) and the flag of each.
 MODEL_FLAGS = dict(representation="representation", L="layers", shared_core="shared_core", upsample="upsample",
-                   r_dim="r_dim", h_dim="h_dim", z_dim="z_dim", **{flag: flag for flag in MODEL_SWITCHES})
+                   r_dim="r_dim", h_dim="h_dim", z_dim="z_dim", observation="observation")
 
 # Flags of the machine a run is on rather than of the run: a resumed run takes them from its command line.
 MACHINE_FLAGS = ("device_ids", "workers", "compile", "root_log_dir", "log_dir")
@@ -206,5 +181,5 @@ def resumed_args(args, saved, config):
         if key not in args.given and key not in MACHINE_FLAGS:
             merged[key] = saved.get(key, DEFAULTS[key])
     for key, flag in MODEL_FLAGS.items():
-        merged[flag] = config[key]
+        merged[flag] = config.get(key, DEFAULTS[flag])
     return argparse.Namespace(**merged)

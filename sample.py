@@ -39,7 +39,6 @@ import numpy as np
 import torch
 
 import checkpoint
-import evaluate
 import gqn_dataset
 from dataset.shepard_metzler import position_from_yaw_pitch
 from dataset.viewpoints import raw_to_viewpoint
@@ -183,11 +182,8 @@ def orbit_images(x, frames):
 def sample(args):
     """Write the grid PNG and the orbit GIF; returns their paths."""
     device = pick_device(args.device)
-    state = checkpoint.load(args.checkpoint)
-    model = checkpoint.build_model(state).to(device).eval()
-    data_dir = evaluate.resolve_test_dir(state, args.data_dir)
-    dataset = gqn_dataset.SceneViews(data_dir)
-    evaluate.check_context(args.context, dataset.num_views, data_dir)
+    opened = checkpoint.open_with_test_data(args.checkpoint, args.data_dir, args.context, device)
+    model, data_dir, dataset = opened.model, opened.data_dir, opened.dataset
     scenes = choose_scenes(args, len(dataset), data_dir)
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
     checkpoint.ensure_writable(out)

@@ -24,7 +24,7 @@ Commands:
 Watch it with `tensorboard --logdir runs` (pip install tensorboard). Everything a run writes goes to <root_log_dir>/<log_dir>:
 TensorBoard events, checkpoints/ckpt-<step>.pt (model, optimizer, schedules, step, config), metrics.jsonl
 and test_metrics.jsonl, and, at the end, final.png and final.json (held-out scenes against three baselines).
-The flags, presets and defaults are in options.py; the step, saving and logging in training.py.
+The flags, presets and defaults are in options.py (`--help` lists them); the step, saving and logging in engine.py.
 """
 
 import os
@@ -34,17 +34,16 @@ import torch
 from torch import nn
 
 import checkpoint as ckpt_io
-import evaluate
 import gqn_dataset
+import metrics
 from dataset.errors import DatasetError
 from dataset.shepard_metzler import RenderError, builtin_root
+from engine import (BFloat16Replica, Distributed, NonFiniteLoss, RunLog, StopFlag, TrainingError,
+                    data_parallel_rows, keep_freed_memory, make_optimizer, save_checkpoint, train_step)
 from model import GQN
-from options import MACHINE_FLAGS, MODEL_SWITCHES, PRESETS, model_config, parse_args, resumed_args  # noqa: F401  (train.parse_args, train.PRESETS: the CLI's)
-from representation import kaiming_init
+from options import MACHINE_FLAGS, MODEL_FLAGS, PRESETS, model_config, parse_args, resumed_args  # noqa: F401  (train.parse_args, train.PRESETS: the CLI's)
 from runtime import UsageError, noise_seed
 from scheduler import AnnealingStepLR, KLWeightSchedule, SigmaSchedule, linear_anneal
-from training import (BFloat16Replica, Distributed, NonFiniteLoss, RunLog, StopFlag, TrainingError,
-                      data_parallel_rows, keep_freed_memory, make_optimizer, save, train_step)
 
 
 def train(args):
@@ -83,14 +82,14 @@ def train(args):
         world_size=dist.world_size, pin_memory=dist.device.type == "cuda", min_context=args.min_context))
     test_batch = None
     if dist.main:
-        test_batch = evaluate.fixed_batch(test_dir, min(args.batch_size, 16), args.test_context, args.seed)
+        test_batch = metrics.fixed_batch(test_dir, min(args.batch_size, 16), args.test_context, args.seed)
         write_args(run_dir, args)
     run_log = RunLog(run_dir, args.gradient_steps, step, dist.main)
     stop = StopFlag()
     skipped = bad_scenes = 0
 
     def checkpoint_now():
-        return save(ckpt_dir, args, model, optimizer, *schedules.values(), step, dist)
+        return save_checkpoint(ckpt_dir, step, model, optimizer, schedules, dist, args.keep, vars(args))
 
     try:
         # -- the loop: a batch, a step of the -ELBO's gradient, the schedules, logs, checkpoints
@@ -141,7 +140,7 @@ def train(args):
                 log(f"stopped by {stop.requested} at step {step}; saved {path}; continue with --resume")
             elif args.eval_scenes:
                 log(f"trained {step} steps in {run_log.seconds():.0f} s; evaluating {args.eval_scenes} held-out scenes")
-                evaluate.final_report(model, test_dir, run_dir, args.eval_scenes, args.test_context,
+                metrics.final_report(model, test_dir, run_dir, args.eval_scenes, args.test_context,
                                       args.seed, dist.device, sigma_schedule.sigma, log, args.dtype)
     finally:
         run_log.close()
@@ -189,7 +188,7 @@ def resume_state(args, ckpt_dir, log):
         if "optimizer" not in state:
             raise UsageError(f"--resume: {path} is an exported checkpoint (weights, no optimizer state), which "
                              f"cannot be continued exactly; resume from a file in a run's checkpoints/ folder")
-        ckpt_io.check_compatible(state, model_config(args), args.given, path)
+        check_model_flags(state["config"], model_config(args), args.given, path)
         saved = state.get("args", {})
         if "seed" in args.given and args.seed != saved.get("seed"):
             raise UsageError(f"--resume: --seed {args.seed} differs from the checkpoint's run's seed "
@@ -197,10 +196,19 @@ def resume_state(args, ckpt_dir, log):
                              f"drop --seed")
         changed = [f"--{k} {getattr(args, k)} (was {saved[k]})" for k in args.given
                    if k in saved and k not in MACHINE_FLAGS and saved[k] != getattr(args, k)]
-        vars(args).update(vars(resumed_args(args, saved, ckpt_io.saved_model_config(state))))
+        vars(args).update(vars(resumed_args(args, saved, state["config"])))
         log(f"resuming from {path} at step {state['step']}, with its run's flags"
             + (f" except {', '.join(changed)}" if changed else ""))
     return state
+
+
+def check_model_flags(config, flags_config, given, path):
+    """Refuse to resume when a model flag given now differs from the checkpoint's model configuration."""
+    differ = [f"--{flag} {flags_config[k]} (checkpoint: {config.get(k)})"
+              for k, flag in MODEL_FLAGS.items() if flag in given and config.get(k) != flags_config[k]]
+    if differ:
+        raise ckpt_io.CheckpointError(f"{path} was trained with another model configuration: {', '.join(differ)}; "
+                                      f"drop those flags to resume it, or start a new run with another --log_dir")
 
 
 def resolve_data(args, log):
@@ -242,10 +250,8 @@ def build_model(args, state, dist, log, init=None):
     try:
         model = GQN(**(state["config"] if state else model_config(args)))
     except ValueError as e:  # a combination of model flags that does not make a model
-        *flags, last = (f"--{flag}" for flag in ("representation", "r_dim", *MODEL_SWITCHES))
+        *flags, last = (f"--{flag}" for flag in ("representation", "r_dim", "observation"))
         raise UsageError(f"{e}; change {', '.join(flags)} or {last}") from None
-    if args.init == "kaiming" and not state:
-        kaiming_init(model.phi)
     if init is not None:
         new = ckpt_io.load_weights(model, init, args.init_from)
         log(f"weights from {args.init_from}" + (f"; at their initial values: {', '.join(new)}" if new else ""))
@@ -259,7 +265,7 @@ def build_model(args, state, dist, log, init=None):
     log(f"GQN {model.config}: {n_params:,} parameters on {dist.device}, dtype {args.dtype}")
     if args.dtype == "bfloat16" and dist.device.type == "cpu" and model.h_dim < 128:
         log(f"note: on a CPU, bfloat16 pays only for wide convs; with --h_dim {model.h_dim} it can be many times "
-            f"slower than float32 (README, 'Speed')")
+            f"slower than float32 (benchmarks/README.md)")
     net = model
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(

@@ -6,7 +6,7 @@
     python benchmarks/bench.py --batch_size 36 --device cuda --dtype bfloat16 --compile true
 
 Each formulation runs in its own process (so peak memory is its own): after --warmup steps it times
---steps real training steps (forward, backward, Adam step: training.train_step, the code train.py runs)
+--steps real training steps (forward, backward, Adam step: engine.train_step, the code train.py runs)
 and reports the median ms/step, scenes/s and peak memory (RSS on CPU, max allocated on CUDA).
 Utilisation = FLOPs of the ORIGINAL formulation for this configuration (counted once with
 torch.utils.flop_counter on reference.PlainGQN, forward + backward) / time / the rate this machine
@@ -34,7 +34,7 @@ sys.path.insert(0, ROOT)                                   # the project's modul
 
 def make_model(impl, cfg, device):
     if impl == "original":
-        from reference import PlainGQN
+        from reference.plain_gqn import PlainGQN
         kw = {k: v for k, v in cfg.items() if k != "upsample"}
         return PlainGQN(**kw).to(device)
     from model import GQN
@@ -66,7 +66,7 @@ def sync(device):
 
 def time_steps(impl, cfg, batch_size, context, steps, warmup, device, dtype, compile_):
     """Run in a child process: median seconds per training step and peak memory in bytes."""
-    from training import keep_freed_memory, make_optimizer, train_step
+    from engine import keep_freed_memory, make_optimizer, train_step
     if impl == "this":
         keep_freed_memory()  # as train.py does
     torch.manual_seed(0)
@@ -100,7 +100,7 @@ def time_steps(impl, cfg, batch_size, context, steps, warmup, device, dtype, com
 
 def not_in_original(cfg):
     """True for a representation torch-gqn's formulation cannot run (query-conditioned: geometric)."""
-    from representation import REPRESENTATIONS
+    from model import REPRESENTATIONS
     return getattr(REPRESENTATIONS[cfg["representation"]], "query_conditioned", False)
 
 
@@ -109,7 +109,7 @@ def original_flops(cfg, batch_size, context):
     representation the original does not have (geometric), this project's model's FLOPs."""
     from torch.utils.flop_counter import FlopCounterMode
     from model import GQN
-    from reference import PlainGQN
+    from reference.plain_gqn import PlainGQN
     with torch.device("meta"):
         if not_in_original(cfg):
             model = GQN(**cfg)
@@ -159,7 +159,7 @@ def loader_rate(batch_size, context, data_dir, batches=20, workers=2):
 
 def parse_args(argv=None):
     from options import str2bool
-    from representation import REPRESENTATIONS
+    from model import OBSERVATION_HEADS, REPRESENTATIONS
     p = argparse.ArgumentParser(description="Time GQN training steps against the original formulation.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--representation", default="pool", choices=list(REPRESENTATIONS))
@@ -168,12 +168,8 @@ def parse_args(argv=None):
     p.add_argument("--upsample", default="learned", choices=["learned", "broadcast"])
     p.add_argument("--h_dim", type=int, default=128)
     p.add_argument("--r_dim", type=int, default=256)
-    p.add_argument("--render_gate", type=str2bool, default=False,
-                   help="the learned gate onto the geometric representation's rendering (train.py's --render_gate)")
-    p.add_argument("--frustum_conv", type=str2bool, default=False,
-                   help="the 3D CNN over the query camera's frustum in the geometric representation (train.py's --frustum_conv)")
-    p.add_argument("--view_net", type=str2bool, default=False,
-                   help="the per-view MLP that weighs the context views' colours in the geometric representation (train.py's --view_net)")
+    p.add_argument("--observation", default="eta_g", choices=list(OBSERVATION_HEADS),
+                   help="the observation head (train.py's --observation)")
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--context", type=int, default=5, help="context views M")
     p.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
@@ -195,9 +191,8 @@ def config(args):
     cfg = dict(representation=args.representation, L=args.layers, shared_core=args.shared_core,
                upsample=args.upsample, x_dim=3, v_dim=7, r_dim=args.r_dim, h_dim=args.h_dim, z_dim=3,
                image_size=64)
-    for flag in ("render_gate", "frustum_conv", "view_net"):  # only when set: the original formulation has no such argument
-        if getattr(args, flag):
-            cfg[flag] = True
+    if args.observation != "eta_g":     # only when not the paper's: the original formulation has no such argument
+        cfg["observation"] = args.observation
     return cfg
 
 
@@ -208,7 +203,7 @@ def elbo_check(steps):
         for dtype in ("float32", "bfloat16"):
             # the demo's size with the pyramid's wider convs (r 128): bf16 is many times slower than
             # float32 on the 32-channel tower's convs on a CPU, and this check is about accuracy
-            argv = ["--preset", "demo", "--representation", "pyramid", "--r_dim", "128", "--render_gate", "false",
+            argv = ["--preset", "demo", "--representation", "pyramid", "--r_dim", "128", "--observation", "eta_g",
                     "--gradient_steps", str(steps), "--dtype", dtype,
                     "--root_log_dir", tmp, "--log_dir", dtype, "--save_interval", str(steps)]
             t = time.perf_counter()

@@ -4,7 +4,7 @@
     python benchmarks/explore_latency.py --checkpoint CKPT --samples 8           # the page's "mean of 8"
     python benchmarks/explore_latency.py --checkpoint CKPT --screenshot assets/explorer.png
 
-Starts explore.py's server on a free port, opens the page in headless Chromium (Debian's package, driven
+Starts explore.py on a free port (a process of its own, as a user runs it), opens the page in headless Chromium (Debian's package, driven
 by Playwright: pip install playwright; apt install chromium), waits for the first image, then drags the
 rendering --drags times, 12 px each, waiting for each new image. The page itself records, for each image,
 the milliseconds from the input event to the image being shown (window.gqn.latencies), and the server
@@ -13,14 +13,12 @@ the model's own time (X-Render-Ms). Prints the median and the 90th percentile. N
 
 import argparse
 import os
+import re
 import statistics
+import subprocess
 import sys
-import threading
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-
-import explore  # noqa: E402
+EXPLORE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "explore.py")
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -28,12 +26,16 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 
 
 def start_server(checkpoint, data_dir=None, device=None):
-    """explore.py's server on a free port of 127.0.0.1, serving in a thread: (server, url)."""
-    args = explore.parse_args(["--checkpoint", checkpoint, "--port", "0"] +
-                              (["--data_dir", data_dir] if data_dir else []) + (["--device", device] if device else []))
-    server, _ = explore.build(args)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+    """explore.py on a free port of 127.0.0.1: (its process, the address it prints)."""
+    cmd = [sys.executable, EXPLORE, "--checkpoint", checkpoint, "--port", "0"] + \
+        (["--data_dir", data_dir] if data_dir else []) + (["--device", device] if device else [])
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    for line in server.stdout:
+        found = re.search(r"http://\S+/", line)
+        if found:
+            return server, found.group(0)
+    server.wait()
+    sys.exit(f"error: explore.py ended without serving (exit status {server.returncode})")
 
 
 def open_page(playwright, url):
@@ -83,12 +85,13 @@ def main(argv=None):
             drag_once(page, box, 12 if k % 2 == 0 else -8)
         latencies = page.evaluate("window.gqn.latencies")[start:]
         browser.close()
-    server.shutdown()
+    server.terminate()
+    server.wait()
     latencies.sort()
     p90 = latencies[int(0.9 * (len(latencies) - 1))]
     what = f"mean of {args.samples} samples" if args.samples > 1 else "one sample"
     print(f"{args.checkpoint} ({what}): drag to new image, {len(latencies)} drags: median {statistics.median(latencies):.0f} ms, "
-          f"90th percentile {p90:.0f} ms (torch threads {__import__('torch').get_num_threads()})")
+          f"90th percentile {p90:.0f} ms ")
 
 
 if __name__ == "__main__":

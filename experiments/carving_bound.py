@@ -23,8 +23,8 @@ from torch.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import evaluate  # noqa: E402
-from representation import Geometric  # noqa: E402
+import metrics  # noqa: E402
+from geometric import Geometric  # noqa: E402
 
 
 def first_solid(solid, colour):
@@ -41,7 +41,7 @@ def render(x, v, v_q, depths, tau=None):
     rays = Geometric(r_dim=72, depths=depths)
     grid = Geometric._grid(rays.query_rays(v_q, 64), v.flatten(0, 1), M)
     seen = F.grid_sample(x.flatten(0, 1), grid, align_corners=False).view(B, M, 3, -1).transpose(2, 3)
-    solid = seen.amax(dim=-1).amin(dim=1) > evaluate.OBJECT_THRESHOLD
+    solid = seen.amax(dim=-1).amin(dim=1) > metrics.OBJECT_THRESHOLD
     if tau is None:
         return first_solid(solid, seen.mean(dim=1))
     pairs = list(itertools.combinations(range(M), 2))
@@ -53,12 +53,12 @@ def render(x, v, v_q, depths, tau=None):
 
 
 def row(name, image, truth, mean_context_mse):
-    drawn, true = evaluate.object_masks(image), evaluate.object_masks(truth)
+    drawn, true = metrics.object_masks(image), metrics.object_masks(truth)
     wrong = ((image - truth).abs().mean(1) * (drawn & true)).sum() / (drawn & true).sum().clamp_min(1)
     missed = (true & ~drawn).sum() / true.sum()
-    mse = evaluate.per_image_mse(image, truth).mean()
-    return (f"| {name} | {mse:.5f} ({mse / mean_context_mse:.2f}x) | {evaluate.object_iou(image, truth).mean():.3f} "
-            f"| {evaluate.object_colour_error(image, truth).mean():.3f} | {missed:.3f} | {wrong:.3f} |")
+    mse = metrics.per_image_mse(image, truth).mean()
+    return (f"| {name} | {mse:.5f} ({mse / mean_context_mse:.2f}x) | {metrics.object_iou(image, truth).mean():.3f} "
+            f"| {metrics.object_colour_error(image, truth).mean():.3f} | {missed:.3f} | {wrong:.3f} |")
 
 
 def main(argv=None):
@@ -66,10 +66,10 @@ def main(argv=None):
     p.add_argument("--data_dir", default=os.path.join("data", "shepard_metzler_5_parts", "test"))
     p.add_argument("--scenes", type=int, default=64)
     args = p.parse_args(argv)
-    views, cameras = evaluate.fixed_batch(args.data_dir, args.scenes, 3, 0)
+    views, cameras = metrics.fixed_batch(args.data_dir, args.scenes, 3, 0)
     views = views.float() / 255
     x, v, truth, v_q = views[:, :3], cameras[:, :3], views[:, 3], cameras[:, 3]
-    mean_context_mse = evaluate.per_image_mse(x.mean(1), truth).mean()
+    mean_context_mse = metrics.per_image_mse(x.mean(1), truth).mean()
     print("| rendering | MSE (x mean context) | IoU | colour error | missed object pixels | colour error where drawn |")
     print("|---|---|---|---|---|---|")
     with torch.no_grad():

@@ -30,7 +30,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import evaluate  # noqa: E402
+import metrics  # noqa: E402
 from dataset import shepard_metzler as sm  # noqa: E402
 from dataset.jpeg import decode_jpeg  # noqa: E402
 
@@ -65,10 +65,10 @@ def median_colour(samples=100_000):
 
 
 def scores(pred, truth):
-    """evaluate.object_iou and evaluate.object_colour_error of one (64, 64, 3) image against the truth."""
+    """metrics.object_iou and metrics.object_colour_error of one (64, 64, 3) image against the truth."""
     pred, truth = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None]
                    for a in (pred, truth))
-    return float(evaluate.object_iou(pred, truth)), float(evaluate.object_colour_error(pred, truth))
+    return float(metrics.object_iou(pred, truth)), float(metrics.object_colour_error(pred, truth))
 
 
 EXACT = "the exact rendering (every cube's colour known), before JPEG"

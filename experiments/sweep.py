@@ -1,15 +1,19 @@
 """The demo sweep: which training recipe makes a small GQN render the built-in scenes on a CPU.
 
-Every configuration is `python train.py` with the shared flags (BASE) and its own, in its own log folder;
-the table (README, "What makes it learn") comes from each run's final.json (200 held-out scenes, 3
-context views, generations sampled from the prior) and metrics.jsonl (wall-clock minutes of training).
+Every configuration is `python train.py` with the shared flags (BASE) and its own, in its own log folder.
+A finished run's row (from its final.json: 200 held-out scenes, 3 context views, generations sampled from
+the prior; and its metrics.jsonl: wall-clock minutes of training) is recorded in experiments/results.jsonl,
+the sweep's log, and the table in experiments/README.md is printed from that log (a test checks that the
+two agree).
 
-    python experiments/sweep.py --list                       # the configurations
-    python experiments/sweep.py --run tower32 tower32_s05     # train these (skips finished ones)
-    python experiments/sweep.py --table                      # the table of every finished run
+    python experiments/sweep.py --list                            # the configurations
+    python experiments/sweep.py --run tower_s03 geo_demo_m3        # train these (skips finished ones)
+    python experiments/sweep.py --record geo_demo_m3               # add a finished run's row to the log
+    python experiments/sweep.py --table                           # the table of the log, as in experiments/README.md
 
 Runs go to runs/sweep/<name> (--root). Train one at a time: two at once share the cores, and the
-minutes in the table would not compare.
+minutes in the table would not compare. A row whose configuration used an option measured and removed
+since names the commit it reproduces at ("reproduce at"); check that commit out to run it.
 """
 
 import argparse
@@ -20,6 +24,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRAIN = os.path.join(os.path.dirname(HERE), "train.py")
+RESULTS = os.path.join(HERE, "results.jsonl")
 
 # What every configuration shares: the demo's data and model size (L 4, shared core, broadcast, h 32,
 # batch 16, 5-cube scenes, 4,000 training scenes, seed 0). The configurations add or override flags.
@@ -34,7 +39,7 @@ M3 = ["--min_context", "3", "--max_context", "3"]                         # the 
 SIGMA_03 = ["--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"]    # the demo's pixel sigma schedule
 GEO_DEMO = [*GEO, *CTX, "--gradient_steps", "400", "--mu_n", "750", "--log_interval", "100", "--save_interval", "200",
             *SIGMA_03]                          # --preset demo before it trained on 3 views (geo_demo_m3)
-FINE_GATE = ["--representation", "geometric_fine", "--r_dim", "96", "--render_gate"]   # the 64x64 rendering, gated
+FINE_GATE = ["--representation", "geometric_fine", "--r_dim", "96", "--observation", "render_gate"]   # the 64x64 rendering, gated
 FINE_GATE_300 = [*GEO_DEMO, *M3, *FINE_GATE, "--gradient_steps", "300", "--save_interval", "300"]
 BETA_03 = ["--beta_i", "0.3", "--beta_f", "1"]                            # the KL weight rising from 0.3
 
@@ -63,8 +68,8 @@ def warm_start(checkpoint):
             "--mu_i", "3e-4", "--mu_f", "1e-4", "--mu_n", "2000", "--sigma_i", "0.3", "--beta_i", "1", "--beta_n", "1"]
 
 
-# fine_long_frustum_2000 and fine_long_warm_2000 ran from this checkpoint's copy exported to assets/gqn-sm5.pt,
-# fine_long_warm_4000 from fine_long_warm_2000's (each the shipped checkpoint then): the same weights
+# fine_long_warm_2000 ran from this checkpoint's copy exported to assets/gqn-sm5.pt, fine_long_warm_4000 from
+# fine_long_warm_2000's (each the shipped checkpoint then): the same weights
 SHIPPED_6000 = "fine_long_m3_gate_b8/checkpoints/ckpt-00006000.pt"
 
 
@@ -78,8 +83,6 @@ CONFIGS = {
                      "--sigma_n", "400"], "pyramid r 128 (the old demo's model), sigma 2 -> 0.7 (paper's end) over 400"),
     "tower_s03": ([*TOWER, *CTX, *steps(600), "--sigma_f", "0.3", "--sigma_n", "300", "--eval_scenes", "100"],
                   "tower r 32, sigma 2 -> 0.3 over 300"),
-    "tower_s03_kaiming": ([*TOWER, *CTX, *steps(600), "--sigma_f", "0.3", "--sigma_n", "300", "--eval_scenes", "100",
-                           "--init", "kaiming"], "as tower_s03, He-normal init of the representation network"),
     "tower_s1-03_800": ([*TOWER, *CTX, *steps(800, 200), "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200"],
                         "tower r 32, sigma 1.0 -> 0.3 over 200, 800 steps"),
     # the long runs: one thread each, side by side, stopped (SIGTERM: a checkpoint, no final.json) when the
@@ -101,7 +104,7 @@ CONFIGS = {
     "demo_beta2": ([*TOWER, *CTX, *steps(750, 250), "--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "200",
                     "--beta_i", "2", "--beta_f", "2", "--beta_n", "1"],
                    "as demo, KL weight 2 (more pressure on the posterior to stay near the prior)"),
-    # the geometric representation (representation.py, Geometric; not the paper's), alone on the 2 cores
+    # the geometric representation (geometric.py; not the paper's), alone on the 2 cores
     "geo_500": ([*GEO, *CTX, "--gradient_steps", "500", "--mu_n", "750", "--log_interval", "100", *SIGMA_03],
                 "the tower demo's recipe (750-step schedules) with the geometric representation, 500 steps"),
     "geo_500_beta3": ([*GEO, *CTX, "--gradient_steps", "500", "--mu_n", "750", "--log_interval", "100", *SIGMA_03,
@@ -109,8 +112,6 @@ CONFIGS = {
                       "as geo_500, KL weight 3"),
     "geo_demo": (GEO_DEMO,
                  "the demo preset before geo_demo_m3: as geo_500, 400 steps (from a fresh clone: 8 min 45 s all told)"),
-    "geo_demo_skip": ([*GEO_DEMO, "--render_skip", "true"],
-                      "as geo_demo, the representation's rendering added to the generator's output"),
     "geo_b8_800": ([*GEO_DEMO, "--batch_size", "8", "--gradient_steps", "800", "--mu_n", "1500", "--log_interval",
                     "200", "--save_interval", "400", "--sigma_n", "400"],
                    "as geo_demo with batch 8 and twice the steps (the same scenes, the schedules in scenes)"),
@@ -125,8 +126,6 @@ CONFIGS = {
                           "as geo_demo_m3, the learning rate down to 3e-4 by step 400 (not 750)"),
     "geo_demo_m3_sn100": ([*GEO_DEMO, *M3, "--sigma_n", "100"],
                           "as geo_demo_m3, sigma down to 0.3 by step 100 (not 200)"),
-    "geo_demo_m3_vote": ([*GEO_DEMO, *M3, "--agreement_vote"],
-                         "as geo_demo_m3, each view's colour also weighed by its agreement with the others"),
     "geo_demo_m3_gate": ([*GEO_DEMO, *M3, "--render_gate"],
                          "as geo_demo_m3, a learned per-pixel gate between the generator's output and the representation's rendering (`--render_gate`)"),
     "fine_demo_m3_gate": ([*GEO_DEMO, *M3, *FINE_GATE],
@@ -146,18 +145,12 @@ CONFIGS = {
                                  "as fine_demo_m3_gate_b8_600 at batch 6 for 800 steps"),
     "fine_demo": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96"],
                   "as geo_demo, rendering the query view at 64x64 (GeometricFine; r 96: 64 rendered + 32 learned)"),
-    "fine_demo_skip": ([*GEO_DEMO, "--representation", "geometric_fine", "--r_dim", "96", "--render_skip", "true"],
-                       "as fine_demo, the 64x64 rendering added to the generator's output"),
-    "fine_long": ([*GEO, *CTX, "--representation", "geometric_fine", "--r_dim", "96", "--render_skip", "true",
-                   "--gradient_steps", "1800", "--mu_f", "1e-4", "--mu_n", "1800", *SIGMA_03,
-                   "--log_interval", "300", "--save_interval", "300"],
-                  "fine_demo_skip trained as geo_long, for 1,800 steps"),
     # the shipped checkpoint (assets/gqn-sm5.pt) until geo_long_m3; it shared the cores with test runs for part
     # of its time
     "geo_long": ([*GEO, *CTX, "--gradient_steps", "3500", "--mu_f", "1e-4", "--mu_n", "3500", *SIGMA_03,
                   "--log_interval", "250", "--save_interval", "250"],
                  "geometric, 3,500 steps, lr 1e-3 -> 1e-4 (the shipped checkpoint until geo_long_m3)"),
-    # the shipped checkpoint; the same as `python train.py --preset demo --representation geometric --r_dim 32 --render_gate false
+    # the shipped checkpoint; the same as `python train.py --preset demo --representation geometric --r_dim 32 --observation eta_g
     # --beta_i 1 --batch_size 16 --sigma_n 200 --gradient_steps 6000 --mu_f 1e-4 --mu_n 6000 --log_interval 250 --save_interval 250`
     "geo_long_m3": ([*GEO, *M3, "--gradient_steps", "6000", "--mu_f", "1e-4",
                      "--mu_n", "6000", *SIGMA_03, "--log_interval", "250", "--save_interval", "250"],
@@ -214,37 +207,13 @@ CONFIGS = {
     # seed 1 left z unused in the preset's 480 steps: does a KL weight starting lower (0.1) bring it in?
     "fine_demo_b8_480_s240_b01_seed1": (in_480(240, 480, "--beta_i", "0.1", "--seed", "1"),
                                         "fine_demo_b8_480_s240_seed1 with the KL weight rising from 0.1"),
-    # a learned shape prior against the hull's excess: a 3D CNN over the query camera's frustum corrects each
-    # point's opacity from its neighbours'
-    "fine_demo_b8_480_s240_frustum": (in_480(240, 480, "--frustum_conv"),
-                                      "the demo preset (fine_demo_b8_480_s240) with --frustum_conv"),
-    # it left z unused (KL 0.1): with the KL weight rising from 0.1, and with another training seed
-    "fine_demo_b8_480_s240_frustum_b01": (in_480(240, 480, "--frustum_conv", "--beta_i", "0.1"),
-                                          "fine_demo_b8_480_s240_frustum with the KL weight rising from 0.1"),
-    "fine_demo_b8_480_s240_frustum_seed1": (in_480(240, 480, "--frustum_conv", "--seed", "1"),
-                                            "fine_demo_b8_480_s240_frustum with training seed 1"),
-    "fine_demo_b8_480_s240_frustum_b01_seed1": (in_480(240, 480, "--frustum_conv", "--beta_i", "0.1", "--seed", "1"),
-                                                "fine_demo_b8_480_s240_frustum_b01 with training seed 1"),
-    # the shipped checkpoint (fine_long_m3_gate_b8) trained on with --frustum_conv added (`--init_from`: its
-    # weights, the 3D CNN at its initial values, which start the model as it was): 2,000 steps, the learning
-    # rate 3e-4 -> 1e-4, sigma 0.3 and the KL weight 1 throughout, as where it stopped
-    "fine_long_frustum_2000": ([*at_batch(8, 250), *warm_start(SHIPPED_6000), "--frustum_conv"],
-                               "the shipped checkpoint + --frustum_conv, 2,000 more steps at lr 3e-4 -> 1e-4"),
-    # the same without the 3D CNN: what do 2,000 more steps give on their own?
+    # the shipped checkpoint (fine_long_m3_gate_b8) trained 2,000 more steps from its weights (`--init_from`), the
+    # learning rate 3e-4 -> 1e-4, sigma 0.3 and the KL weight 1 throughout, as where it stopped
     "fine_long_warm_2000": ([*at_batch(8, 250), *warm_start(SHIPPED_6000)],
                             "the shipped checkpoint, 2,000 more steps at lr 3e-4 -> 1e-4 (fine_long_frustum_2000's control)"),
     # a second such cycle, from fine_long_warm_2000's weights
     "fine_long_warm_4000": ([*at_batch(8, 250), *warm_start("fine_long_warm_2000/checkpoints/ckpt-00002000.pt")],
                             "fine_long_warm_2000, 2,000 more steps at lr 3e-4 -> 1e-4 again (a second cycle)"),
-    # a learned judgement of which views see a point (--view_net): the shipped model's own view weighting gives
-    # its 64x64 rendering colour error 0.119, the views' mean 0.130, the best of the three views per pixel
-    # (an oracle that knows the truth) 0.083 (experiments/view_choice_bound.py)
-    "fine_demo_b8_480_s240_viewnet": (in_480(240, 480, "--view_net"),
-                                      "the demo preset (fine_demo_b8_480_s240) with --view_net"),
-    # the shipped checkpoint (fine_long_warm_2000) trained on with --view_net added; fine_long_warm_4000 is its control
-    "fine_long_viewnet_4000": ([*at_batch(8, 250), *warm_start("fine_long_warm_2000/checkpoints/ckpt-00002000.pt"),
-                                "--view_net"],
-                               "fine_long_warm_2000 + --view_net, 2,000 more steps at lr 3e-4 -> 1e-4 (control: fine_long_warm_4000)"),
     # ran as `--resume` of geo_long_m3 with --gradient_steps 11000, stopped by SIGTERM after step 7,500 and
     # evaluated with `evaluate.py --checkpoint .../ckpt-00007500.pt --scenes 200 --out <run>/final.json`; the learning
     # rate schedule does not depend on --gradient_steps, so these flags take the same 7,500 steps (up to the
@@ -272,7 +241,7 @@ def run(name, root, extra=()):
 
 
 def summary(name, root):
-    """One table row from a finished run, or None."""
+    """The row of a finished run (final.json and metrics.jsonl in root/name), or None."""
     out = os.path.join(root, name)
     try:
         with open(os.path.join(out, "final.json")) as f:
@@ -283,44 +252,77 @@ def summary(name, root):
         return None
     step = final.get("step") or rows[-1]["step"]               # evaluate.py's final.json names its checkpoint's step
     seconds = max(r["seconds"] for r in rows if r["step"] <= step)
-    return dict(name=name, scenes=final["scenes"], steps=step, minutes=seconds / 60,
-                mse_ratio=final["mse_generation"] / final["mse_mean_context"],
-                mse=final["mse_generation"], iou=final["iou_generation"],
-                colour=final["colour_error_generation"], kl=final["kl"],
-                iou_rec=final["iou_reconstruction"], colour_rec=final["colour_error_reconstruction"])
+    return dict(name=name, label=f"`{name}`: {CONFIGS[name][1]}", steps=step, minutes=round(seconds / 60, 1),
+                scenes=final["scenes"], mse=final["mse_generation"],
+                mse_ratio=final["mse_generation"] / final["mse_mean_context"], iou=final["iou_generation"],
+                colour=final["colour_error_generation"], kl=final["kl"], iou_rec=final["iou_reconstruction"],
+                colour_rec=final["colour_error_reconstruction"], reproduce_at=None)
 
 
-def table(root):
+def read_results(path=RESULTS):
+    """The sweep's log: one row per recorded run, in the order recorded."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def removed_configurations(rows):
+    """Configuration name -> the commit it reproduces at, for rows that used an option removed since."""
+    return {row["name"]: row["reproduce_at"] for row in rows if row["reproduce_at"]}
+
+
+def format_row(row):
+    def number(value, digits):
+        return "-" if value is None else f"{value:.{digits}f}"
+    minutes = row["minutes"] if isinstance(row["minutes"], str) else f"{row['minutes']:.1f}"
+    mse = "-" if row["mse"] is None else f"{row['mse']:.5f} ({row['mse_ratio']:.2f}x)"
+    rec = "-" if row["iou_rec"] is None else f"{row['iou_rec']:.3f} / {row['colour_rec']:.3f}"
+    return (f"| {row['label']} | {row['steps']} | {minutes} | {row['scenes'] or '-'} | {mse} | {number(row['iou'], 3)} "
+            f"| {number(row['colour'], 3)} | {number(row['kl'], 1)} | {rec} | {row['reproduce_at'] or 'now'} |")
+
+
+def table(rows):
+    """The markdown table of the log's rows, as experiments/README.md holds it."""
     lines = ["| configuration | steps | minutes | held-out scenes | generation MSE (x mean context) | IoU | colour error "
-             "| KL (nats) | reconstruction IoU / colour |", "|---|---|---|---|---|---|---|---|---|"]
-    for name in CONFIGS:
-        s = summary(name, root)
-        if s is None:
-            continue
-        lines.append(f"| `{name}`: {CONFIGS[name][1]} | {s['steps']} | {s['minutes']:.1f} | {s['scenes']} | {s['mse']:.5f} "
-                     f"({s['mse_ratio']:.2f}x) | {s['iou']:.3f} | {s['colour']:.3f} | {s['kl']:.1f} "
-                     f"| {s['iou_rec']:.3f} / {s['colour_rec']:.3f} |")
-    return "\n".join(lines)
+             "| KL (nats) | reconstruction IoU / colour | reproduce at |", "|---|---|---|---|---|---|---|---|---|---|"]
+    return "\n".join(lines + [format_row(row) for row in rows])
+
+
+def record(name, root, path=RESULTS):
+    """Append a finished run's row to the log."""
+    row = summary(name, root)
+    if row is None:
+        sys.exit(f"error: {os.path.join(root, name)} holds no finished run (final.json and metrics.jsonl); "
+                 f"train it with --run {name} first")
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(format_row(row))
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Train and tabulate the demo sweep's configurations.")
     p.add_argument("--run", nargs="+", default=[], metavar="NAME", help="configurations to train (or 'all')")
-    p.add_argument("--table", action="store_true", help="print the table of the finished runs")
+    p.add_argument("--record", nargs="+", default=[], metavar="NAME", help="add these finished runs' rows to the log")
+    p.add_argument("--table", action="store_true", help="print the table of the log (experiments/README.md's)")
     p.add_argument("--list", action="store_true", help="list the configurations")
     p.add_argument("--root", default=os.path.join("runs", "sweep"), help="folder of the sweep's runs")
     args, extra = p.parse_known_args(argv)
     names = list(CONFIGS) if args.run == ["all"] else args.run
-    unknown = [n for n in names if n not in CONFIGS]
-    if unknown:
-        sys.exit(f"error: no configuration named {', '.join(unknown)}; see --list")
+    removed = removed_configurations(read_results())
+    for name in names + args.record:
+        if name in removed:
+            sys.exit(f"error: {name} used an option measured and removed since; it reproduces at commit "
+                     f"{removed[name]} (git checkout {removed[name]}, then run it there)")
+        if name not in CONFIGS:
+            sys.exit(f"error: no configuration named {name}; see --list")
     if args.list:
         for name, (flags, what) in CONFIGS.items():
             print(f"{name:20s} {what}\n{'':20s} {' '.join(flags)}")
     for name in names:
         run(name, args.root, extra)
-    if args.table or names:
-        print(table(args.root))
+    for name in args.record:
+        record(name, args.root)
+    if args.table:
+        print(table(read_results()))
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import checkpoint  # noqa: E402
-import evaluate  # noqa: E402
+import metrics  # noqa: E402
 from experiments.carving_bound import row  # noqa: E402
-from representation import GeometricFine  # noqa: E402
+from geometric import GeometricFine  # noqa: E402
 
 
 def fine_pass_inputs(phi, x, v, v_q):
@@ -49,7 +49,7 @@ def fine_pass_inputs(phi, x, v, v_q):
         phi(x, v, v_q)
     finally:
         del phi.direct
-    colours, alpha, _ = phi.pixel_points(passed["learned"], x, v, v_q)
+    colours, alpha = phi.pixel_points(passed["learned"], x, v, v_q)
     return colours, alpha
 
 
@@ -59,15 +59,15 @@ def main(argv=None):
     p.add_argument("--data_dir", default=os.path.join("data", "shepard_metzler_5_parts", "test"))
     p.add_argument("--scenes", type=int, default=96)
     args = p.parse_args(argv)
-    model = checkpoint.build_model(checkpoint.load(args.checkpoint)).eval()
+    model = checkpoint.rebuild_model(checkpoint.load(args.checkpoint)).eval()
     if not isinstance(model.phi, GeometricFine):
         sys.exit(f"{args.checkpoint} holds a {model.config['representation']} model; this script reads "
                  f"geometric_fine's 64x64 rendering: give a checkpoint of one")
-    views, cameras = evaluate.fixed_batch(args.data_dir, args.scenes, 3, 0)
+    views, cameras = metrics.fixed_batch(args.data_dir, args.scenes, 3, 0)
     views = views.float() / 255
     x, v, truth, v_q = views[:, :3], cameras[:, :3], views[:, 3], cameras[:, 3]
     B, M, D = x.shape[0], x.shape[1], model.phi.depths
-    mean_context_mse = evaluate.per_image_mse(x.mean(1), truth).mean()
+    mean_context_mse = metrics.per_image_mse(x.mean(1), truth).mean()
     with torch.no_grad():
         colours, alpha = fine_pass_inputs(model.phi, x, v, v_q)
 

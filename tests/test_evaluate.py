@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import evaluate
+import gqn_dataset
+import metrics
 from model import bits_per_dim
 
 
@@ -22,7 +25,7 @@ def run_cli(ckpt, test_dir, out, *extra):
 
 
 def test_cli_reports_every_metric_and_baseline_in_a_table_and_json(tiny_checkpoint, tiny_data, tmp_path, capsys):
-    metrics = run_cli(tiny_checkpoint, tiny_data[1], tmp_path / "m.json", "--context", "2")
+    values = run_cli(tiny_checkpoint, tiny_data[1], tmp_path / "m.json", "--context", "2")
     table = capsys.readouterr().out
     # the names written out: a metric or baseline renamed or dropped in evaluate.py fails here
     methods = ("generation", "reconstruction", "black", "mean_context", "nearest_context")
@@ -31,7 +34,7 @@ def test_cli_reports_every_metric_and_baseline_in_a_table_and_json(tiny_checkpoi
     for header in ("MSE", "PSNR (dB)", "IoU", "colour err", "NLL-floor"):
         assert header in table
     for name in ("neg_elbo", "kl", "nll", "bits_per_dim"):
-        assert math.isfinite(metrics[name])
+        assert math.isfinite(values[name])
     expected = {
         "mse_generation", "psnr_generation", "iou_generation", "colour_error_generation",
         "nll_above_floor_generation",
@@ -43,25 +46,25 @@ def test_cli_reports_every_metric_and_baseline_in_a_table_and_json(tiny_checkpoi
         "mse_nearest_context", "psnr_nearest_context", "iou_nearest_context", "colour_error_nearest_context",
         "nll_above_floor_nearest_context",
     }
-    assert expected <= set(metrics), sorted(expected - set(metrics))
+    assert expected <= set(values), sorted(expected - set(values))
     for method in methods:
-        assert 0 <= metrics[f"mse_{method}"] <= 1 and math.isfinite(metrics[f"psnr_{method}"])
-        assert 0 <= metrics[f"iou_{method}"] <= 1 and 0 <= metrics[f"colour_error_{method}"] <= 1
-        assert metrics[f"nll_above_floor_{method}"] >= 0
+        assert 0 <= values[f"mse_{method}"] <= 1 and math.isfinite(values[f"psnr_{method}"])
+        assert 0 <= values[f"iou_{method}"] <= 1 and 0 <= values[f"colour_error_{method}"] <= 1
+        assert values[f"nll_above_floor_{method}"] >= 0
     assert "IoU" in table and "colour err" in table
     # black renders no object: IoU 0 on scenes that show one, colour error = the object's mean value
-    assert metrics["iou_black"] == 0 and metrics["colour_error_black"] > 0.2
+    assert values["iou_black"] == 0 and values["colour_error_black"] > 0.2
     # the model's NLL is its floor plus the part above it
-    assert metrics["nll"] == pytest.approx(metrics["nll_above_floor_reconstruction"]
-                                           + evaluate.nll_floor(metrics["sigma"], (3, 64, 64)), rel=1e-5)
-    assert metrics["scenes"] == 8 and metrics["context"] == 2 and metrics["step"] == 2
-    assert metrics["neg_elbo"] == pytest.approx(metrics["kl"] + metrics["nll"], rel=1e-5)
+    assert values["nll"] == pytest.approx(values["nll_above_floor_reconstruction"]
+                                           + metrics.nll_floor(values["sigma"], (3, 64, 64)), rel=1e-5)
+    assert values["scenes"] == 8 and values["context"] == 2 and values["step"] == 2
+    assert values["neg_elbo"] == pytest.approx(values["kl"] + values["nll"], rel=1e-5)
     # the same bits per dim as train.py logs
-    assert metrics["bits_per_dim"] == pytest.approx(bits_per_dim(metrics["neg_elbo"], (3, 64, 64)), rel=1e-6)
+    assert values["bits_per_dim"] == pytest.approx(bits_per_dim(values["neg_elbo"], (3, 64, 64)), rel=1e-6)
     # PSNR is per image, then averaged: never below the PSNR of the mean MSE (Jensen)
-    assert metrics["psnr_black"] >= -10 * math.log10(metrics["mse_black"]) - 1e-4
+    assert values["psnr_black"] >= -10 * math.log10(values["mse_black"]) - 1e-4
     # the sigma the run had reached after 2 steps of the default schedule (2.0 -> 0.7 over 2e5)
-    assert metrics["sigma"] == pytest.approx(2.0 - 1.3 * 2 / 2e5)
+    assert values["sigma"] == pytest.approx(2.0 - 1.3 * 2 / 2e5)
 
 
 def test_same_seed_same_numbers_and_another_seed_differs(tiny_checkpoint, tiny_data, tmp_path):
@@ -96,7 +99,7 @@ def test_baselines_are_black_mean_and_nearest_context():
     v[:, :, 0] = torch.tensor([0.0, 1.0, 2.0])           # cameras on the x axis
     v_q = torch.zeros(2, 7)
     v_q[0, 0], v_q[1, 0] = 1.9, 0.2                       # nearest: context view 2, then view 0
-    b = evaluate.baselines(x, v, v_q)
+    b = metrics.baselines(x, v, v_q)
     assert torch.equal(b["black"], torch.zeros(2, 3, 4, 4))
     assert torch.allclose(b["mean_context"], x.mean(dim=1))
     assert torch.equal(b["nearest_context"][0], x[0, 2]) and torch.equal(b["nearest_context"][1], x[1, 0])
@@ -104,9 +107,9 @@ def test_baselines_are_black_mean_and_nearest_context():
 
 def test_builtin_test_dir_follows_the_checkpoints_run(tmp_path):
     state = dict(args=dict(data_root=str(tmp_path), builtin_parts=5))
-    assert evaluate.builtin_test_dir(state) == str(tmp_path / "shepard_metzler_5_parts" / "test")
-    with pytest.raises(evaluate.gqn_dataset.DatasetError, match="pass --data_dir"):
-        evaluate.builtin_test_dir(dict(args=dict(train_data_dir="/somewhere/train")))
+    assert checkpoint.builtin_test_dir(state) == str(tmp_path / "shepard_metzler_5_parts" / "test")
+    with pytest.raises(gqn_dataset.DatasetError, match="pass --data_dir"):
+        checkpoint.builtin_test_dir(dict(args=dict(train_data_dir="/somewhere/train")))
 
 
 @pytest.mark.parametrize("extra, says", [
@@ -139,7 +142,7 @@ def test_missing_checkpoint_and_missing_data_end_in_one_sentence(tiny_checkpoint
 ])
 def test_a_checkpoint_whose_model_cannot_be_rebuilt_is_one_sentence(tiny_checkpoint, tiny_data, tmp_path, change, says):
     """A hand-made or foreign checkpoint: its config or weights do not make a 64x64 model. evaluate.py (and
-    sample.py and explore.py, through checkpoint.build_model) ended in a shape error deep in the model."""
+    sample.py and explore.py, through checkpoint.rebuild_model) ended in a shape error deep in the model."""
     state = torch.load(tiny_checkpoint, weights_only=True)
     change(state)
     torch.save(state, tmp_path / "odd.pt")
@@ -150,10 +153,10 @@ def test_a_checkpoint_whose_model_cannot_be_rebuilt_is_one_sentence(tiny_checkpo
 
 def test_an_absent_builtin_test_split_is_rendered_as_training_would(tmp_path, capsys):
     state = dict(args=dict(data_root=str(tmp_path), builtin_parts=5, builtin_train_scenes=2, builtin_test_scenes=3))
-    test_dir = evaluate.resolve_test_dir(state)
+    test_dir = checkpoint.test_split(state)
     assert test_dir == str(tmp_path / "shepard_metzler_5_parts" / "test") and "rendering" in capsys.readouterr().out
-    assert len(evaluate.gqn_dataset.SceneViews(test_dir)) == 3
-    assert evaluate.resolve_test_dir(state, "/given/dir") == "/given/dir"
+    assert len(gqn_dataset.SceneViews(test_dir)) == 3
+    assert checkpoint.test_split(state, "/given/dir") == "/given/dir"
 
 
 def test_object_iou_and_colour_error_on_known_images():
@@ -162,36 +165,35 @@ def test_object_iou_and_colour_error_on_known_images():
     image = torch.zeros(2, 3, 8, 8)
     image[0] = truth[0]                                      # exact
     image[1, 1, 2:6, 4:8] = 0.5                              # a green 4x4 square shifted by 2 columns
-    iou = evaluate.object_iou(image, truth)
+    iou = metrics.object_iou(image, truth)
     assert iou[0] == 1 and iou[1] == pytest.approx(8 / 24)   # 8 shared pixels, 24 in the union
-    colour = evaluate.object_colour_error(image, truth)
+    colour = metrics.object_colour_error(image, truth)
     # image 1 over the true square: 8 pixels |(0,0.5,0) - (0.8,0,0)| = 1.3/3, 8 pixels 0.8/3
     assert colour[0] == 0 and colour[1] == pytest.approx((8 * 1.3 / 3 + 8 * 0.8 / 3) / 16)
     # dim pixels (largest channel 0.1 or less) are background, in the truth and in the image
-    assert evaluate.object_iou(torch.full((1, 3, 4, 4), 0.1), torch.zeros(1, 3, 4, 4)) == 1
+    assert metrics.object_iou(torch.full((1, 3, 4, 4), 0.1), torch.zeros(1, 3, 4, 4)) == 1
 
 
 def test_the_nll_floor_is_the_plateau_of_sigma_0_7():
     # 12,288 values at sigma 0.7: no image scores below 6,909 nats (the loss other GQN codes sit on)
-    assert evaluate.nll_floor(0.7, (3, 64, 64)) == pytest.approx(12288 * (math.log(0.7) + 0.5 * math.log(2 * math.pi)))
-    assert round(evaluate.nll_floor(0.7, (3, 64, 64))) == 6909
+    assert metrics.nll_floor(0.7, (3, 64, 64)) == pytest.approx(12288 * (math.log(0.7) + 0.5 * math.log(2 * math.pi)))
+    assert round(metrics.nll_floor(0.7, (3, 64, 64))) == 6909
     x, mu = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)
     exact = -torch.distributions.Normal(mu, 0.5).log_prob(x).flatten(1).sum(1)
-    assert torch.allclose(evaluate.nll_above_floor(mu, x, 0.5) + evaluate.nll_floor(0.5, (3, 4, 4)), exact)
+    assert torch.allclose(metrics.nll_above_floor(mu, x, 0.5) + metrics.nll_floor(0.5, (3, 4, 4)), exact)
 
 
 def test_an_exported_checkpoint_holds_the_same_model_without_the_optimizer(tiny_checkpoint, tmp_path):
-    import checkpoint
     out = checkpoint.export(tiny_checkpoint, str(tmp_path / "shared.pt"), data_root="somewhere")
     full, shared = checkpoint.load(tiny_checkpoint), checkpoint.load(out)
     assert "optimizer" not in shared and shared["step"] == full["step"] == 2
     assert shared["args"] == full["args"]           # trained on --train_data_dir: its flags as they were
     assert all(torch.equal(full["model"][k], shared["model"][k]) for k in full["model"])
-    assert evaluate.checkpoint_sigma(shared) == evaluate.checkpoint_sigma(full)
+    assert checkpoint.run_sigma(shared) == checkpoint.run_sigma(full)
     # a run on the built-in scenes records where to find (or render) them, relative to the user
     state = {k: v for k, v in full.items() if k != "step"}
     state["args"] = dict(full["args"], train_data_dir=None, data_root="/tmp/x")
-    builtin = checkpoint.save(str(tmp_path / "b"), 2, **state)
+    builtin = checkpoint.write(str(tmp_path / "b"), 2, **state)
     assert checkpoint.load(checkpoint.export(builtin, str(tmp_path / "b.pt")))["args"]["data_root"] == "data"
 
 
@@ -240,4 +242,4 @@ def test_an_exact_rendering_scores_what_the_readme_says_against_the_jpeg_frames(
     truth = oracle.jpeg_round_trip(frame)
     as_torch = [torch.from_numpy(a).permute(2, 0, 1)[None] for a in (clean, truth)]
     assert oracle.scores(clean, truth) == pytest.approx(
-        (float(evaluate.object_iou(*as_torch)), float(evaluate.object_colour_error(*as_torch))), abs=1e-5)
+        (float(metrics.object_iou(*as_torch)), float(metrics.object_colour_error(*as_torch))), abs=1e-5)

@@ -9,7 +9,7 @@ from dataset import shepard_metzler as sm
 from dataset.viewpoints import SWAP_SIN_COS, raw_to_viewpoint
 from model import GQN
 from torch_gqn import convert_viewpoint_order, from_torch_gqn_state_dict, load_torch_gqn_state_dict, to_torch_gqn_state_dict
-from reference import PlainGQN
+from reference.plain_gqn import PlainGQN
 
 TINY = dict(L=2, r_dim=16, h_dim=8, z_dim=2)
 
@@ -215,7 +215,7 @@ def test_a_compiled_model_trains_on_as_sigma_anneals_without_recompiling(monkeyp
     """train.py --compile: sigma changes every step of its annealing. Passed as a float, torch.compile
     baked it into the graph, recompiled the model each step and, after 8, ran it uncompiled."""
     import torch._dynamo
-    from training import make_optimizer, train_step
+    from engine import make_optimizer, train_step
     torch.manual_seed(0)
     model = GQN(**TINY)
     optimizer = make_optimizer(model, 1e-3)

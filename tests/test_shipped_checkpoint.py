@@ -30,8 +30,8 @@ def test_the_shipped_checkpoint_is_small_safe_and_self_describing():
     assert os.path.getsize(SHIPPED) < 25 * 2 ** 20
     state = checkpoint.load(SHIPPED)                      # torch.load(weights_only=True)
     assert "optimizer" not in state and state["args"]["data_root"] == "data"
-    model = checkpoint.build_model(state)
-    assert model.config["representation"] == "geometric_fine" and model.config["render_gate"]
+    model = checkpoint.rebuild_model(state)
+    assert model.config["representation"] == "geometric_fine" and model.config["observation"] == "render_gate"
     assert model.config["L"] == state["args"]["layers"]
 
 

@@ -55,7 +55,7 @@ def test_three_steps_write_events_and_a_checkpoint_that_rebuilds_its_model(tiny_
     assert os.path.basename(path) == "ckpt-00000003.pt"
     state = checkpoint.load(path)
     assert state["step"] == 3 and state["config"]["L"] == 2 and state["config"]["h_dim"] == 8
-    model = checkpoint.build_model(state)   # from the file alone
+    model = checkpoint.rebuild_model(state)   # from the file alone
     # the model the flags ask for (pool, L 2, h 8, r 16, z 3, learned upsampling, a core per step), its
     # parameters counted from the layer shapes (paper, Figures S1-S2; the k16 upsampling is torch-gqn's);
     # the same count gives torch-gqn's 571,619,279 for the paper's L 12, h 128, r 256
@@ -235,20 +235,14 @@ def test_min_and_max_context_bound_the_context_views_of_every_batch(tiny_data):
 
 
 @pytest.mark.parametrize("flags, says", [
-    (["--representation", "tower", "--render_skip"], "render_skip needs a representation that renders"),
     (["--representation", "geometric", "--r_dim", "16"], "the geometric representation needs r_dim > 16"),
     (["--representation", "geometric_fine", "--r_dim", "64"], "the geometric representation needs r_dim > 64"),
-    (["--representation", "pool", "--agreement_vote"], "agreement_vote is a choice of the geometric representations"),
-    (["--representation", "tower", "--frustum_conv"], "frustum_conv is a choice of the geometric representations"),
-    (["--representation", "tower", "--view_net"], "view_net is a choice of the geometric representations"),
-    (["--representation", "tower", "--render_gate"], "render_gate needs a representation that renders"),
-    (["--representation", "geometric", "--r_dim", "32", "--render_skip", "--render_gate"],
-     "render_skip and render_gate are two ways to use the representation's rendering"),
+    (["--representation", "tower", "--observation", "render_gate"], "render_gate observation needs a representation that renders"),
 ])
 def test_model_flags_that_make_no_model_are_a_usage_error(tiny_data, tmp_path, flags, says):
     with pytest.raises(train.UsageError, match=says) as e:
         run(tiny_data, tmp_path, "bad_model", "--gradient_steps", "1", *flags)
-    assert "\n" not in str(e.value) and "change --representation, --r_dim, --render_skip, --render_gate, --agreement_vote, --frustum_conv or --view_net" in str(e.value)
+    assert "\n" not in str(e.value) and "change --representation, --r_dim or --observation" in str(e.value)
 
 
 def test_min_context_above_max_context_is_a_usage_error(tiny_data, tmp_path):
@@ -336,18 +330,18 @@ def test_train_data_without_test_data_is_one_sentence_not_a_test_on_training_sce
 
 def test_init_from_starts_a_new_run_from_a_checkpoints_weights_and_a_flags_new_part_at_its_init(tiny_data, tmp_path):
     """--init_from: a new run (step 0, its own schedules) that starts from another run's weights, here with
-    --frustum_conv added (its 3D CNN at its initial values); weights of another model are refused in one
+    the render gate added (its gate at its initial values); weights of another model are refused in one
     sentence, and so is --init_from with --resume."""
     geometric = ["--representation", "geometric", "--r_dim", "32"]
     run(tiny_data, tmp_path, "a", "--gradient_steps", "2", *geometric)
     source = checkpoint.load(checkpoint.latest(tmp_path / "a" / "checkpoints"))
     tiny_lr = ["--mu_i", "1e-12", "--mu_f", "1e-12"]                  # one step that moves no weight visibly
-    assert run(tiny_data, tmp_path, "b", "--gradient_steps", "1", *geometric, *tiny_lr, "--frustum_conv",
+    assert run(tiny_data, tmp_path, "b", "--gradient_steps", "1", *geometric, *tiny_lr, "--observation", "render_gate",
                "--init_from", checkpoint.latest(tmp_path / "a" / "checkpoints")) == 1
     started = checkpoint.load(checkpoint.latest(tmp_path / "b" / "checkpoints"))
-    assert started["step"] == 1 and started["config"]["frustum_conv"]
+    assert started["step"] == 1 and started["config"]["observation"] == "render_gate"
     assert all(torch.allclose(started["model"][k], w, atol=1e-8) for k, w in source["model"].items())
-    assert started["model"]["phi.frustum.4.weight"].abs().max() < 1e-8     # the new part as initialised: zero
+    assert torch.allclose(started["model"]["eta_g.gate.2.bias"], torch.tensor([-3.0]))   # the new part as initialised
     with pytest.raises(checkpoint.CheckpointError, match="do not fit the model these flags make") as e:
         run(tiny_data, tmp_path, "c", "--gradient_steps", "1", "--representation", "geometric", "--r_dim", "48",
             "--init_from", checkpoint.latest(tmp_path / "a" / "checkpoints"))

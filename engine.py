@@ -1,5 +1,5 @@
-"""The parts of a training run that train.py puts together (and benchmarks/bench.py times): the step, the optimizer,
-the processes, stopping on a signal, saving, and logging a step.
+"""What train.py's loop is made of (and benchmarks/bench.py times): the step, the optimizer, the processes,
+stopping on a signal, saving a checkpoint, and logging.
 """
 
 import json
@@ -11,8 +11,8 @@ import time
 import torch
 from torch import nn
 
-import checkpoint as ckpt_io
-import evaluate
+import checkpoint
+import metrics
 from model import bits_per_dim
 from runtime import UsageError, autocast, split_batch, write_atomically
 
@@ -88,7 +88,7 @@ def keep_freed_memory():
 
     By default blocks over 32 MiB (gradients, optimizer buffers, large activations) are mapped fresh
     and handed back to the system when freed, so every training step page-faults gigabytes in again
-    (on a CPU a sizeable share of the default model's step: README, "Speed"). Elsewhere than glibc: nothing."""
+    (on a CPU a sizeable share of the default model's step: benchmarks/README.md). Elsewhere than glibc: nothing."""
     try:
         import ctypes
         libc = ctypes.CDLL("libc.so.6")
@@ -157,9 +157,11 @@ class Distributed:
             torch.distributed.destroy_process_group()
 
 
-def save(ckpt_dir, args, model, optimizer, lr_schedule, sigma_schedule, beta_schedule, step, dist):
-    """Every process calls this at the same steps; rank 0 writes the checkpoint. Under DDP the ranks'
-    parameters are compared first (a checksum each), and a divergence stops the run."""
+def save_checkpoint(ckpt_dir, step, model, optimizer, schedules, dist, keep, flags):
+    """Every process calls this at the same steps; rank 0 writes ckpt_dir/ckpt-<step>.pt (keeping the `keep`
+    newest) with the model, its config, the optimizer, the schedules (a dict name -> schedule) and the run's
+    flags (a dict). Under DDP the ranks' parameters are compared first (a checksum each), and a divergence
+    stops the run. Returns the path written (None on other ranks)."""
     if dist.enabled:
         checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
         sums = [torch.zeros_like(checksum) for _ in range(dist.world_size)]
@@ -169,27 +171,26 @@ def save(ckpt_dir, args, model, optimizer, lr_schedule, sigma_schedule, beta_sch
                                 f"resume from the last checkpoint in {ckpt_dir}")
     if not dist.main:
         return None
-    return ckpt_io.save(ckpt_dir, step, keep=args.keep, model=model.state_dict(), config=model.config,
-                        world_size=dist.world_size,
-                        optimizer=optimizer.state_dict(), lr_schedule=lr_schedule.state_dict(),
-                        sigma_schedule=sigma_schedule.state_dict(), beta_schedule=beta_schedule.state_dict(),
-                        args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))})
+    return checkpoint.write(ckpt_dir, step, keep=keep, model=model.state_dict(), config=model.config,
+                            world_size=dist.world_size, optimizer=optimizer.state_dict(),
+                            **{name: schedule.state_dict() for name, schedule in schedules.items()},
+                            args={k: v for k, v in flags.items() if isinstance(v, (int, float, str, bool, list, type(None)))})
 
 
 @torch.no_grad()
 def log_test(writer, model, batch, step, sigma, device, dtype):
     """Test -ELBO, KL, NLL, bits per dim, and the MSE, object IoU, object colour error and NLL above its
     floor of generations and reconstructions, to TensorBoard with image grids, from
-    evaluate.evaluate_batch (one ELBO pass plus one generation); returns the scalars by name."""
+    metrics.evaluate_batch (one ELBO pass plus one generation); returns the scalars by name."""
     from images import make_grid
     model.eval()
     frames, viewpoints = batch
     x, v, x_q, v_q = split_batch(frames, viewpoints, device)
-    metrics, images = evaluate.evaluate_batch(model, x, v, x_q, v_q, sigma, dtype)
+    values, images = metrics.evaluate_batch(model, x, v, x_q, v_q, sigma, dtype)
     names = ["neg_elbo", "kl", "nll", "bits_per_dim"] + [
         f"{name}_{method}" for method in ("generation", "reconstruction", "mean_context")
         for name in ("mse", "iou", "colour_error", "nll_above_floor")]
-    scalars = {name: metrics[name].mean().item() for name in names}
+    scalars = {name: values[name].mean().item() for name in names}
     for name, value in scalars.items():
         writer.add_scalar(f"test/{name}", value, step)
     nrow = min(8, x_q.shape[0])
