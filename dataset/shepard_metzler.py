@@ -51,23 +51,20 @@ if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse
-import io
-import json
 import math
-import multiprocessing
-import shutil
-import time
-import zlib
 
 import numpy as np
-from PIL import Image
+
+from dataset.builtin import (JPEG_QUALITY, RenderError, add_output_arguments, camera_basis, encode_jpeg,  # noqa: F401
+                             ensure_rendered, exit_on_render_error, forward_from_yaw_pitch, hsv_to_rgb,
+                             iter_tasks, run_command, scene_rng, tune_malloc, write_rendered_split)
+from dataset.builtin import check_arguments as check_common_arguments
 
 CAMERA_DISTANCE = 3.333
 FOV_DEG = 45.0            # vertical (= horizontal, the images are square) field of view
 CUBE_SIZE = 0.3675        # cube edge in world units (tuned to REAL_SM5_STATISTICS' coverage and span)
 IMAGE_SIZE = 64
 VIEWS = 15
-JPEG_QUALITY = 90
 AMBIENT = 0.62            # shade = AMBIENT + DIFFUSE * max(0, n . LIGHT_DIR)
 DIFFUSE = 0.38
 SATURATION = 0.875        # HSV saturation and value of every cube's colour (its hue is random)
@@ -79,10 +76,6 @@ SCENES_PER_TASK = 16      # scenes rendered per vectorised call / per multiproce
 # the 6 face normals in the order (axis, sign): -x, +x, -y, +y, -z, +z
 _NORMALS = np.array([[-1, 0, 0], [1, 0, 0], [0, -1, 0], [0, 1, 0], [0, 0, -1], [0, 0, 1]], dtype=np.float64)
 _FACE_SHADE = (AMBIENT + DIFFUSE * np.maximum(0.0, _NORMALS @ LIGHT_DIR)).astype(np.float32)  # (6,)
-
-
-class RenderError(Exception):
-    """A user-facing problem with the renderer's inputs or output folder (one clear sentence)."""
 
 
 # ----------------------------------------------------------------------------- camera convention
@@ -101,23 +94,6 @@ def position_from_yaw_pitch(yaw, pitch, r=CAMERA_DISTANCE):
     """Inverse of camera_from_position: (yaw, pitch, distance) -> position (..., 3), float64."""
     forward = forward_from_yaw_pitch(yaw, pitch)
     return -np.asarray(r, dtype=np.float64)[..., None] * forward
-
-
-def forward_from_yaw_pitch(yaw, pitch):
-    """Unit viewing direction (..., 3) of cameras with the given yaw and pitch (radians)."""
-    yaw = np.asarray(yaw, dtype=np.float64)
-    pitch = np.asarray(pitch, dtype=np.float64)
-    cp = np.cos(pitch)
-    return np.stack([cp * np.cos(yaw), -cp * np.sin(yaw), np.sin(pitch)], axis=-1)
-
-
-def camera_basis(yaw, pitch):
-    """(forward, right, up), each (..., 3): the camera frame for yaw/pitch, no roll (up is in the plane of world z)."""
-    yaw = np.asarray(yaw, dtype=np.float64)
-    forward = forward_from_yaw_pitch(yaw, pitch)
-    right = np.stack([-np.sin(yaw), -np.cos(yaw), np.zeros_like(yaw)], axis=-1)
-    up = np.cross(right, forward)
-    return forward, right, up
 
 
 def camera_basis_from_position(pos):
@@ -177,17 +153,6 @@ def random_object(rng, parts):
     return centres, colours
 
 
-def hsv_to_rgb(hues, saturation=1.0, value=1.0):
-    """Hues (P,) in [0, 1) at the given saturation and value -> RGB (P, 3) float32 in [0, 1].
-
-    The largest channel is `value`, the smallest value * (1 - saturation)."""
-    h6 = np.asarray(hues, dtype=np.float64) * 6.0
-    # each channel is a clipped triangle wave of the hue: R peaks at 0, G at 1/3, B at 2/3
-    rgb = np.stack([np.abs(h6 - 3.0) - 1.0, 2.0 - np.abs(h6 - 2.0), 2.0 - np.abs(h6 - 4.0)], axis=-1)
-    rgb = value * (1.0 - saturation * (1.0 - np.clip(rgb, 0.0, 1.0)))
-    return rgb.astype(np.float32)
-
-
 def random_cameras(rng, views, r=CAMERA_DISTANCE):
     """Camera positions (views, 3) float64 uniform on the sphere of radius r."""
     d = rng.standard_normal((views, 3))
@@ -196,11 +161,6 @@ def random_cameras(rng, views, r=CAMERA_DISTANCE):
         d = rng.standard_normal((views, 3))
         n = np.linalg.norm(d, axis=1, keepdims=True)
     return d / n * r
-
-
-def scene_rng(seed, split, index):
-    """The random generator of one scene, a function of (seed, split, scene index) only."""
-    return np.random.default_rng([int(seed), zlib.crc32(split.encode("utf-8")), int(index)])
 
 
 def random_scene(seed, split, index, parts, views=VIEWS):
@@ -349,13 +309,6 @@ def _cast_object(bmin, inv, near, far, best_t, best_k, check_behind):
         np.copyto(best_k, k, where=hit)
 
 
-def encode_jpeg(image, quality=JPEG_QUALITY):
-    """uint8 (H, W, 3) -> JPEG bytes."""
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
 def render_scenes(seed, split, start, stop, parts, views=VIEWS):
     """Scenes start..stop-1 of a split -> list of (frames: list of `views` JPEG bytes, cameras float32 (views, 5))."""
     scenes = [random_scene(seed, split, i, parts, views) for i in range(start, stop)]
@@ -371,32 +324,11 @@ def _render_task(args):
     return render_scenes(*args)
 
 
-def tune_malloc():
-    """Make glibc keep freed memory in this process's heap (call only in a process that renders).
-
-    By default glibc hands the ray arrays' memory back to the system after every batch and page-faults
-    it in again for the next one: about a third of the rendering time went to those faults."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: keep up to 256 MiB of free heap
-        libc.mallopt(-3, 32 << 20)   # M_MMAP_THRESHOLD: blocks below 32 MiB (glibc's maximum) come from the heap
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
-
-
 def iter_scenes(seed, split, n_scenes, parts, views=VIEWS, workers=1):
     """Yield the n_scenes scenes of a split in order, rendered by `workers` processes."""
     tasks = [(seed, split, s, min(s + SCENES_PER_TASK, n_scenes), parts, views)
              for s in range(0, n_scenes, SCENES_PER_TASK)]
-    if workers <= 1 or len(tasks) <= 1:
-        for t in tasks:
-            yield from _render_task(t)
-        return
-    # spawn, not fork: the caller (the training script) may already run torch's threads
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=tune_malloc) as pool:
-        for chunk in pool.imap(_render_task, tasks):
-            yield from chunk
+    return iter_tasks(_render_task, tasks, workers)
 
 
 # ----------------------------------------------------------------------------- frame statistics
@@ -464,15 +396,7 @@ def _check_arguments(parts, views, workers, scenes_per_shard, counts, seed=0):
         raise RenderError(f"--parts is {parts}; pass a positive number of cubes (DeepMind's data uses 5 or 7).")
     if views < 1:
         raise RenderError(f"--views is {views}; pass a positive number of views (DeepMind's data uses 15).")
-    if workers < 1:
-        raise RenderError(f"--workers is {workers}; pass 1 or more processes.")
-    if scenes_per_shard < 1:
-        raise RenderError(f"--scenes_per_shard is {scenes_per_shard}; pass a positive number.")
-    if seed < 0:
-        raise RenderError(f"--seed is {seed}; pass 0 or a positive integer.")
-    for name, n in counts.items():
-        if n < 0:
-            raise RenderError(f"--{name} is {n}; pass 0 or more scenes.")
+    check_common_arguments(workers, scenes_per_shard, counts, seed)
 
 
 def render_split(split_dir, split, n_scenes, parts, seed, views=VIEWS, workers=1, scenes_per_shard=1000,
@@ -481,218 +405,48 @@ def render_split(split_dir, split, n_scenes, parts, seed, views=VIEWS, workers=1
     DeepMind TFRecord files tfrecord_dir/<i>-of-<n>.tfrecord (n = files_per_split, at most n_scenes).
 
     progress: a tqdm bar to advance by one per scene, or None. Returns the number of scenes written."""
-    from dataset.shards import write_split
-    from dataset.tfrecord import TFRecordWriter, encode_gqn_example, tfrecord_name
-
-    files = max(1, min(files_per_split, n_scenes))
-    state = {"writer": None, "file": 0}
-
-    def scenes():
-        for i, (frames, cameras) in enumerate(iter_scenes(seed, split, n_scenes, parts, views, workers)):
-            if tfrecord_dir is not None:
-                file = i * files // n_scenes + 1  # scenes split into `files` contiguous, near-equal runs
-                if file != state["file"]:
-                    if state["writer"] is not None:
-                        state["writer"].close()
-                    state["writer"] = TFRecordWriter(os.path.join(tfrecord_dir, tfrecord_name(file, files)))
-                    state["file"] = file
-                state["writer"].write(encode_gqn_example(frames, cameras))
-            if progress is not None:
-                progress.update(1)
-            yield frames, cameras
-
-    try:
-        written = write_split(split_dir, scenes(), scenes_per_shard=scenes_per_shard,
-                              extra_header={"dataset": dataset_name(parts), "seed": int(seed), "split": split})
-        if state["writer"] is not None:
-            state["writer"].close()
-    except BaseException:
-        if state["writer"] is not None:
-            state["writer"].abort()
-        raise
-    return written
-
-
-def _progress_bar(total, enabled):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, unit="scene", desc="rendering", dynamic_ncols=True)
-
-
-def _holds_only_shards(folder):
-    """True when a folder holds nothing but shard files (and temporary files of interrupted writes)."""
-    from dataset.shards import SHARD_PATTERN
-    return all(SHARD_PATTERN.fullmatch(name) or (name.startswith(".") and ".tmp-" in name)
-               for name in os.listdir(folder))
-
-
-def _clear_split(folder, flag_hint):
-    """Remove the shards of a split folder about to be rewritten, refusing a folder that holds other files."""
-    if not os.path.exists(folder):
-        return
-    if not os.path.isdir(folder) or not _holds_only_shards(folder):
-        raise RenderError(f"{folder} holds files that are not dataset shards; {flag_hint}.")
-    shutil.rmtree(folder)
-
-
-def _render_staged(staging, splits, parts, seed, views, workers, scenes_per_shard, progress, tfrecord=False,
-                   files_per_split=10):
-    """Render the splits [(name, scenes)] into staging/<name> (and, with tfrecord, staging/tfrecord/<name>),
-    after removing what a killed render left there; the caller moves them into place. Returns the seconds."""
-    if os.path.exists(staging):
-        shutil.rmtree(staging)
-    bar = _progress_bar(sum(n for _, n in splits), progress)
-    start = time.perf_counter()
-    try:
-        for split, n in splits:
-            render_split(os.path.join(staging, split), split, n, parts, seed, views, workers, scenes_per_shard,
-                         os.path.join(staging, "tfrecord", split) if tfrecord else None, files_per_split, bar)
-    finally:
-        if bar is not None:
-            bar.close()
-    return time.perf_counter() - start
-
-
-def _move_into_place(src, dst):
-    """A rendered split from the staging folder to dst (absent by now), creating dst's parent folders."""
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    os.replace(src, dst)
+    return write_rendered_split(split_dir, iter_scenes(seed, split, n_scenes, parts, views, workers), n_scenes,
+                                {"dataset": dataset_name(parts), "seed": int(seed), "split": split},
+                                scenes_per_shard, tfrecord_dir, files_per_split, progress)
 
 
 def ensure_builtin_dataset(root, parts=5, train_scenes=20000, test_scenes=1000, seed=0, workers=None,
                            views=VIEWS, scenes_per_shard=1000, progress=True):
-    """Render a Shepard-Metzler dataset into root/train and root/test once, and reuse it afterwards.
-
-    root/DONE.json, written last, holds the rendering parameters: when it is there with the same
-    parameters nothing is rendered. Otherwise (missing, different parameters, or a killed render)
-    DONE.json is removed first, both splits are rendered into a hidden root/.rendering folder, moved
-    into place, and DONE.json is written: a folder without DONE.json is never taken as complete.
-    A lock file (root/.lock) makes concurrent callers wait for one render. Returns (train_dir, test_dir)."""
-    import fcntl
-
-    root = os.fspath(root)
+    """Render a Shepard-Metzler dataset into root/train and root/test once, and reuse it afterwards
+    (dataset/builtin.py ensure_rendered: DONE.json, a lock, safe against a killed render).
+    Returns (train_dir, test_dir)."""
     workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
     _check_arguments(parts, views, workers, scenes_per_shard,
                      {"train_scenes": train_scenes, "test_scenes": test_scenes}, seed)
-    if train_scenes < 1 or test_scenes < 1:
-        raise RenderError(f"the built-in dataset needs at least one train and one test scene "
-                          f"(got {train_scenes} and {test_scenes}); pass positive counts.")
-    params = render_parameters(parts, train_scenes, test_scenes, seed, views)
-    train_dir, test_dir = os.path.join(root, "train"), os.path.join(root, "test")
-    done_path = os.path.join(root, "DONE.json")
-    try:
-        os.makedirs(root, exist_ok=True)
-        lock = open(os.path.join(root, ".lock"), "a")
-    except OSError as error:
-        raise RenderError(f"cannot create the dataset folder {root} ({error.strerror}); "
-                          f"pass a writable folder.") from None
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _read_done(done_path) == params and os.path.isdir(train_dir) and os.path.isdir(test_dir):
-            return train_dir, test_dir
-        if os.path.exists(done_path):
-            os.remove(done_path)
-        hint = f"move them away or pass another dataset folder than {root}"
-        for folder in (train_dir, test_dir):  # refuse before spending time on rendering
-            if os.path.exists(folder) and (not os.path.isdir(folder) or not _holds_only_shards(folder)):
-                raise RenderError(f"{folder} holds files that are not dataset shards; {hint}.")
-        staging = os.path.join(root, ".rendering")
-        seconds = _render_staged(staging, [("train", train_scenes), ("test", test_scenes)], parts, seed, views,
-                                 workers, scenes_per_shard, progress)
-        for split, folder in (("train", train_dir), ("test", test_dir)):
-            _clear_split(folder, hint)
-            _move_into_place(os.path.join(staging, split), folder)
-        os.rmdir(staging)
-        _write_json_atomic(done_path, dict(params, seconds=round(seconds, 2)))
-        if progress:
-            print(f"rendered {train_scenes + test_scenes} Shepard-Metzler scenes into {root} "
-                  f"at {(train_scenes + test_scenes) / seconds:.0f} scenes/s")
-    return train_dir, test_dir
-
-
-def _read_done(path):
-    """The parameters recorded in DONE.json (without the timing), or None when absent or unreadable."""
-    try:
-        with open(path) as f:
-            done = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(done, dict):
-        return None
-    done.pop("seconds", None)
-    return done
-
-
-def _write_json_atomic(path, obj):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return ensure_rendered(root, render_parameters(parts, train_scenes, test_scenes, seed, views),
+                           train_scenes, test_scenes,
+                           lambda split_dir, split, n, tfrecord_dir, bar: render_split(
+                               split_dir, split, n, parts, seed, views, workers, scenes_per_shard, progress=bar),
+                           progress, "Shepard-Metzler")
 
 
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Render a Shepard-Metzler dataset like DeepMind's gqn-datasets.")
-    p.add_argument("--out", required=True, help="output folder: OUT/train and OUT/test (and OUT/tfrecord)")
     p.add_argument("--parts", type=int, default=7, help="cubes per object (DeepMind: 5 or 7)")
-    p.add_argument("--train_scenes", type=int, default=20000)
-    p.add_argument("--test_scenes", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--views", type=int, default=VIEWS, help="views per scene")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="rendering processes")
-    p.add_argument("--scenes_per_shard", type=int, default=1000)
-    p.add_argument("--tfrecord", action="store_true",
-                   help="also write DeepMind-format TFRecords to OUT/tfrecord/shepard_metzler_<parts>_parts/{train,test}")
-    p.add_argument("--files_per_split", type=int, default=10, help="TFRecord files per split (with --tfrecord)")
-    p.add_argument("--overwrite", action="store_true", help="replace the shards of an earlier run in OUT")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_output_arguments(p, "shepard_metzler_<parts>_parts")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     tune_malloc()       # this process is ours: with --workers 1 it renders
-    try:
+
+    def work():
         _check_arguments(args.parts, args.views, args.workers, args.scenes_per_shard,
                          {"train_scenes": args.train_scenes, "test_scenes": args.test_scenes}, args.seed)
-        if args.files_per_split < 1:
-            raise RenderError(f"--files_per_split is {args.files_per_split}; pass a positive number.")
-        splits = [(s, n) for s, n in (("train", args.train_scenes), ("test", args.test_scenes)) if n > 0]
-        tf_root = os.path.join(args.out, "tfrecord", dataset_name(args.parts))
-        for split, _ in splits:
-            folders = [os.path.join(args.out, split)] + ([os.path.join(tf_root, split)] if args.tfrecord else [])
-            for folder in folders:  # checked before rendering; replaced only after it
-                if os.path.isdir(folder) and os.listdir(folder):
-                    if not args.overwrite:
-                        raise RenderError(f"{folder} is not empty; pass --overwrite to replace its contents "
-                                          f"or choose another --out.")
-                    if folder.startswith(tf_root):
-                        if not all(n.endswith(".tfrecord") for n in os.listdir(folder)):
-                            raise RenderError(f"{folder} holds files that are not TFRecords; move them away.")
-                    elif not _holds_only_shards(folder):
-                        raise RenderError(f"{folder} holds files that are not dataset shards; move them away "
-                                          f"or choose another --out.")
-        # rendered into OUT/.rendering and moved into place at the end: a killed render leaves no split
-        # that looks whole, and --overwrite keeps the earlier data until the new data are complete
-        staging = os.path.join(args.out, ".rendering")
-        seconds = _render_staged(staging, splits, args.parts, args.seed, args.views, args.workers,
-                                 args.scenes_per_shard, not args.no_progress, args.tfrecord, args.files_per_split)
-        for split, _ in splits:
-            moves = [(os.path.join(staging, split), os.path.join(args.out, split))]
-            if args.tfrecord:
-                moves.append((os.path.join(staging, "tfrecord", split), os.path.join(tf_root, split)))
-            for src, dst in moves:
-                if os.path.exists(dst):
-                    shutil.rmtree(dst)
-                _move_into_place(src, dst)
-        shutil.rmtree(staging)
-    except RenderError as error:
-        raise SystemExit(f"error: {error}") from None
-    total = sum(n for _, n in splits)
+        return run_command(args, dataset_name(args.parts), lambda split_dir, split, n, tfrecord_dir, bar: render_split(
+            split_dir, split, n, args.parts, args.seed, args.views, args.workers, args.scenes_per_shard,
+            tfrecord_dir, args.files_per_split, bar))
+
+    total, seconds = exit_on_render_error(work)
     print(f"wrote {total} scenes of {args.parts} cubes x {args.views} views to {args.out} in {seconds:.1f} s: "
           f"{total / max(seconds, 1e-9):.0f} scenes/s with {args.workers} worker(s)")
 
