@@ -17,6 +17,12 @@ Reading a split
         of (seed, k), so any number of workers gives the same batches and start_batch=k resumes.
     make_eval_loader(root, num_scenes, batch_size, num_context, seed) -> the same, finite, with a fixed
         context count over the first num_scenes scenes (FixedContextSampler).
+Labels of a split (the built-in rooms' test split has them; DeepMind's data has none)
+-----------------------------------------------------------------------------------
+    open_labels(root) -> None for a split without label files, else a SceneLabels:
+        labels.view(scene, view) -> uint8 (64, 64): 0 sky, 1 wall, 2 floor, 3 + k object k
+        labels.scene(scene) -> uint8 (S, 64, 64); scene and view indices as GQNDataset's.
+    The file format is documented in dataset/labels.py; region metrics are left out when it is None.
 Mistakes in data or settings raise DatasetError, whose message is one sentence naming the file
 (and scene and view) and the fix.
 """
@@ -29,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dataset.errors import DatasetError
 from dataset.jpeg import decode_views
+from dataset.labels import FIRST_OBJECT, FLOOR, SKY, WALL, SceneLabels, open_labels  # noqa: F401 (the labels API)
 from dataset.legacy import LEGACY_PATTERN, LegacyFolder
 from dataset.shards import SHARD_PATTERN, ShardFolder
 from dataset.viewpoints import raw_to_viewpoint
