@@ -9,7 +9,7 @@ Both cores are a conv-LSTM whose input at every step is [fixed inputs, varying i
 How v_q and a 1x1 r reach the 16x16 grid is a choice (the paper does not say):
 - "learned" (default, as torch-gqn): transposed convs k16 s16 without bias. On a 1x1 input such a
   conv is a matrix product, and it is computed as one (`upsample_point`): same weights, same result,
-  about a hundred times faster on a CPU than the convolution routine.
+  far cheaper than the convolution routine (benchmarks/README.md).
 - "broadcast": the vector is copied to every position; no parameters.
 
 The fixed inputs enter every step unchanged, so `prepare` is called once per core and unroll:

@@ -7,7 +7,7 @@ The baselines answer "does the model render the scene, or something cheaper?":
 - black: an all-black image (what a GQN stuck at the background renders);
 - mean context: the pixel-wise mean of the context views;
 - nearest context: the context view whose camera position is nearest the query's.
-What the figures of the built-in scenes' exact rendering and of a grey blob are: README, "What the demo shows".
+Their ceiling on the built-in scenes (the exact rendering scored against the JPEG frames): experiments/oracle_bound.py.
 """
 
 import json

@@ -38,7 +38,7 @@ What it does and does not do:
   seconds); the workers wait for each other and then convert. A progress bar shows scenes/s, and
   the summary shows the start, the conversion with its rate, and the workers' exit apart.
   Its speed against merely reading the files with tf.data: `python benchmarks/bench_data.py`
-  (README, "Data").
+  (benchmarks/README.md).
 
 TensorFlow (`pip install tensorflow-cpu`) is needed only here, and only when converting; the rest
 of the project never imports it.
@@ -320,8 +320,8 @@ def _features(tf):
 def _raw_records(tf, path):
     """Iterator over the serialized records of a TFRecord file, bytes, each CRC-checked by TensorFlow
     (tf.errors.DataLossError at the first truncated or damaged record). TensorFlow's plain record reader,
-    about three times faster per file than a tf.data pipeline (which costs tens of ms to build and to
-    tear down for each file), tf.data where a TensorFlow no longer has it."""
+    cheaper per file than a tf.data pipeline (which is built and torn down for each file), tf.data where
+    a TensorFlow no longer has it."""
     reader = getattr(getattr(tf.compat.v1, "io", None), "tf_record_iterator", None)
     if reader is None:
         return tf.data.TFRecordDataset(str(path), buffer_size=READ_BUFFER).as_numpy_iterator()
@@ -644,7 +644,7 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="processes converting the files of a split in parallel (default min(4, cpu count))")
     p.add_argument("--full_check", action="store_true",
-                   help="also decode every frame with PIL (the loader's decoder), about 20 times slower. The "
+                   help="also decode every frame with PIL (the loader's decoder), much slower. The "
                         "default check reads every record (CRC) and checks its frame and camera counts, that "
                         "the cameras are finite and that every frame is a well-formed JPEG (markers from "
                         "start to end: truncation, not a JPEG, damaged headers) of the dataset's size with 3 "

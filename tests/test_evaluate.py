@@ -226,7 +226,7 @@ def test_the_sweep_refuses_an_unknown_configuration_in_one_sentence(capsys):
 
 
 def test_an_exact_rendering_scores_what_the_readme_says_against_the_jpeg_frames():
-    """The metrics' ceiling on the built-in scenes (README, "Looking at what it learned"): the exact
+    """The metrics' ceiling on the built-in scenes (README, "What the demo shows"): the exact
     rendering loses IoU and colour only to the frames' JPEG encoding, chiefly its chroma subsampling;
     oracle_bound scores with evaluate.py's metrics."""
     oracle = experiment("oracle_bound")
