@@ -4,7 +4,7 @@ import os
 from dataset.errors import DatasetError
 
 
-def write_file_atomic(path, parts):
+def write_file_atomic(path, parts, buffering=-1):
     """Write the byte strings `parts` as the file at path via a hidden temporary file and os.replace:
     a crash leaves at most the hidden file behind, removed when the write fails here. An OSError
     (no room, no permission, no folder) ends in a DatasetError naming the file."""
@@ -12,7 +12,7 @@ def write_file_atomic(path, parts):
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "wb", buffering=buffering) as f:
             f.writelines(parts)
             f.flush()
             os.fsync(f.fileno())

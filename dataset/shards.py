@@ -43,6 +43,7 @@ import zlib
 
 import numpy as np
 
+from dataset.atomic import write_file_atomic
 from dataset.errors import DatasetError
 from dataset.jpeg import JPEG_TYPES, IMAGE_SIZE, RawViews, jpeg_info
 
@@ -113,27 +114,9 @@ def write_shard(path, frames, cameras, extra_header=None):
     checksums = np.fromiter((view_checksum(camera_bytes[k * _CAMERA_BYTES:(k + 1) * _CAMERA_BYTES], frame)
                              for k, frame in enumerate(blobs)), "<u4", n * views)
 
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb", buffering=_WRITE_BUFFER) as f:   # a crash leaves at most a hidden .tmp file behind
-            f.write(MAGIC)
-            f.write(struct.pack("<Q", len(header_bytes)))
-            f.write(header_bytes)
-            f.write(camera_bytes)
-            f.write(offsets.tobytes())
-            f.write(checksums.tobytes())
-            f.writelines(blobs)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(error, OSError):
-            raise DatasetError(f"cannot write {path} ({error.strerror}); check that its folder exists, "
-                               f"is writable and has room.") from None
-        raise
+    # a crash leaves at most a hidden .tmp file behind
+    write_file_atomic(path, [MAGIC, struct.pack("<Q", len(header_bytes)), header_bytes, camera_bytes,
+                             offsets.tobytes(), checksums.tobytes(), *blobs], buffering=_WRITE_BUFFER)
 
 
 def write_split(split_dir, scenes, scenes_per_shard=1000, start_shard=0, extra_header=None):
