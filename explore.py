@@ -49,14 +49,13 @@ import torch
 from PIL import Image
 
 import checkpoint
-import evaluate
 import gqn_dataset
 from dataset.viewpoints import raw_to_viewpoint
 from dataset.shepard_metzler import camera_from_position, position_from_yaw_pitch
 from images import to_uint8_image
 from runtime import UsageError, noise_seed, pick_device
 
-PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "explore.html")
+PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web", "explore.html")
 MAX_SAMPLES = 32          # "mean of N samples": N at most this
 MAX_DISTANCE = 100.0      # cameras farther than this are refused (the data's sit at 3.3)
 MAX_CLIENTS = 1000        # the coalescer forgets every client past this many
@@ -312,14 +311,11 @@ def build(args):
     """Load the checkpoint and the data and bind the port: (server, explorer). Raises the project's
     one-sentence errors (checkpoint, data, usage) before anything is served."""
     device = pick_device(args.device)
-    state = checkpoint.load(args.checkpoint)
-    model = checkpoint.build_model(state).to(device).eval()
-    data_dir = evaluate.resolve_test_dir(state, args.data_dir)
-    if not os.path.isdir(data_dir):
-        raise gqn_dataset.DatasetError(f"--data_dir {data_dir} is not a folder; pass a split folder such as data/.../test")
-    dataset = gqn_dataset.SceneViews(data_dir)
-    evaluate.check_context(args.context, dataset.num_views, data_dir)
-    explorer = Explorer(model, dataset, device, seed=args.seed, context=args.context)
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise gqn_dataset.DatasetError(f"--data_dir {args.data_dir} is not a folder; pass a split folder such as data/.../test")
+    opened = checkpoint.open_with_test_data(args.checkpoint, args.data_dir, args.context, device)
+    data_dir = opened.data_dir
+    explorer = Explorer(opened.model, opened.dataset, device, seed=args.seed, context=args.context)
     with open(PAGE, "rb") as f:
         page = f.read()
     try:

@@ -85,7 +85,7 @@ def test_dataparallel_replicas_draw_the_noise_of_their_own_rows():
     starts from the same seed; each must draw its own rows of the whole batch's noise (not all the same
     noise), as one process would. On a CPU the replica is faked with the rows of device index None."""
     from model import GQN
-    from training import data_parallel_rows
+    from engine import data_parallel_rows
     for gpus, batch in (([0, 1], 36), ([0, 1, 2, 3], 10), ([2, 3, 5], 4)):
         parts = torch.arange(batch).chunk(len(gpus))
         rows = data_parallel_rows(gpus, batch)
@@ -104,7 +104,7 @@ def test_a_dataparallel_replica_keeps_bfloat16_in_its_own_thread():
     """DataParallel runs each replica in a thread that enters autocast without a dtype: CUDA's default,
     float16. Faked on a CPU with float16 there, the wrapped model still computes in bfloat16."""
     import threading
-    from training import BFloat16Replica
+    from engine import BFloat16Replica
     replica = BFloat16Replica(torch.nn.Linear(4, 4), "cpu")
     out = {}
 
@@ -196,7 +196,7 @@ class _SceneLoss(torch.nn.Module):
 
 def _step_on_uneven_parts(rank, parts, rendezvous, out):
     """One train_step under DDP, process `rank` holding parts[rank] (its query images' values)."""
-    from training import train_step
+    from engine import train_step
     torch.distributed.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
     try:
         model = torch.nn.parallel.DistributedDataParallel(_SceneLoss())
