@@ -130,7 +130,22 @@ def test_only_the_page_and_the_api_are_served(server):
     assert e.value.code == 405
 
 
-def test_waiting_requests_of_one_client_are_coalesced_to_the_newest():
+class TurnWatch:
+    """Stands in for a Coalescer's turn lock and sets the event of each thread (by name) that comes to wait
+    for its turn: by then run() has taken that request's ticket."""
+
+    def __init__(self, lock, names):
+        self.lock, self.waiting = lock, {name: threading.Event() for name in names}
+
+    def __enter__(self):
+        self.waiting[threading.current_thread().name].set()
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc):
+        return self.lock.__exit__(*exc)
+
+
+def test_waiting_requests_of_one_client_are_coalesced_to_the_newest(monkeypatch):
     coalescer = explore.Coalescer()
     inside, release, results = threading.Event(), threading.Event(), {}
 
@@ -139,22 +154,25 @@ def test_waiting_requests_of_one_client_are_coalesced_to_the_newest():
         release.wait(10)
         return "first"
 
-    def call(name, client, work):
-        results[name] = coalescer.run(client, work)
+    def call(client, work):
+        results[threading.current_thread().name] = coalescer.run(client, work)
 
-    first = threading.Thread(target=call, args=("first", "a", slow))
-    first.start()
+    names = ["first", "a0", "a1", "a2", "b"]
+    turn = TurnWatch(coalescer._turn, names)
+    monkeypatch.setattr(coalescer, "_turn", turn)
+    threads = {"first": threading.Thread(target=call, args=("a", slow), name="first")}
+    threads.update({f"a{k}": threading.Thread(target=call, args=("a", lambda k=k: f"a{k}"), name=f"a{k}")
+                    for k in range(3)})
+    threads["b"] = threading.Thread(target=call, args=("b", lambda: "b"), name="b")
+    threads["first"].start()
     assert inside.wait(10)                            # the first render holds the turn
-    waiting = [threading.Thread(target=call, args=(f"a{k}", "a", lambda k=k: f"a{k}")) for k in range(3)]
-    other = threading.Thread(target=call, args=("b", "b", lambda: "b"))
-    for t in waiting:
-        t.start()
-        t.join(0.2)                                   # in order: a0, a1, a2 (each has taken its ticket)
-    other.start()
-    other.join(0.2)
+    for name in names[1:]:                            # in order: a0, a1, a2, then b, each waiting before the next
+        threads[name].start()
+        assert turn.waiting[name].wait(10), name
     release.set()
-    for t in [first, *waiting, other]:
+    for t in threads.values():
         t.join(10)
+        assert not t.is_alive(), t.name
     assert results == {"first": "first", "a0": None, "a1": None, "a2": "a2", "b": "b"}
 
 
