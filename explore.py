@@ -19,7 +19,10 @@ yaw and pitch are those of its position, so double-clicking it moves the camera 
 origin, not along that view's own direction.
 
 The server (Python's http.server, no other dependency) binds 127.0.0.1 unless --host says otherwise and
-answers only these paths; nothing in a request names a file:
+answers only requests whose Host header names it: 127.0.0.1, localhost or [::1], the --host name or the
+address it is bound to, with or without its port. Any other Host gets a 403 and one line on stderr: a web
+page elsewhere cannot drive it through DNS rebinding (its name made to point at 127.0.0.1). It answers only
+these paths; nothing in a request names a file:
     GET /                          the page
     GET /api/scene?scene=I         JSON: number of scenes and views, each view's camera, the view order
     GET /api/view.png?scene=I&view=J                         a ground-truth view, as stored
@@ -59,6 +62,7 @@ PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web", "explore.
 MAX_SAMPLES = 32          # "mean of N samples": N at most this
 MAX_DISTANCE = 100.0      # cameras farther than this are refused (the data's sit at 3.3)
 MAX_CLIENTS = 1000        # the coalescer forgets every client past this many
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")   # the Host names of this machine itself
 
 
 class BadRequest(ValueError):
@@ -249,9 +253,57 @@ class Explorer:
         return 404, "text/plain; charset=utf-8", f"no such page: {path[:80]}; this server has / and /api/...\n".encode(), {}
 
 
-def make_handler(explorer, page):
+def served_names(host, address):
+    """The names a request's Host header may give this server (lower case, without the port): this machine's
+    loopback names, the --host name and the address bound; an IPv6 address in brackets, as in a URL."""
+    names = set(LOOPBACK_NAMES)
+    for name in (host, address):
+        if name:
+            names.add(f"[{name.lower()}]" if ":" in name else name.lower())
+    return names
+
+
+def make_handler(explorer, page, host="127.0.0.1"):
+    """The request handler class of a server of `explorer` bound on --host `host`."""
     class Handler(BaseHTTPRequestHandler):
         server_version = "GQNExplorer"
+
+        def parse_request(self):
+            """http.server's parsing, then the Host check, so that every method passes it."""
+            if not super().parse_request():
+                return False
+            refused = self._host_refused()
+            if refused is None:
+                return True
+            status, what, names = refused
+            # logged before the answer is sent: whoever reads the answer finds the line already written
+            sys.stderr.write(f"explore.py: refused a request {what} from {self.client_address[0]}\n")
+            sys.stderr.flush()
+            self.close_connection = True
+            port = self.server.server_address[1]
+            self._send(status, "text/plain; charset=utf-8",
+                       f"this explorer answers only requests for {', '.join(names[:-1])} or {names[-1]} (with or "
+                       f"without :{port}); start it with --host NAME to serve another name\n".encode(), {})
+            return False
+
+        def _host_refused(self):
+            """None when the Host header names this server, else (status, what to log, the names it answers).
+            Against DNS rebinding: a page of another site whose name is made to point at this machine reaches
+            this server with that site's name as its Host."""
+            address, port = self.server.server_address[:2]
+            names = sorted(served_names(host, address))
+            hosts = self.headers.get_all("Host") or []
+            if len(hosts) == 1:
+                value = hosts[0].strip().lower()
+                if value in names or value in [f"{name}:{port}" for name in names]:
+                    return None
+                # 403, not 421 (Misdirected Request): 421 asks a client to try again on another connection,
+                # which reaches this same server; the refusal is this server's policy, which 403 says
+                return 403, f"for Host {hosts[0][:80]!r}", names
+            if not hosts and self.request_version in ("HTTP/0.9", "HTTP/1.0"):
+                return None                               # Host is required from HTTP/1.1 on; browsers always send it
+            # RFC 9112 section 3.2: a missing Host (HTTP/1.1) or more than one is answered with a 400
+            return 400, f"with {len(hosts)} Host headers" if hosts else "without a Host header", names
 
         def do_GET(self):
             url = urlsplit(self.path)
@@ -281,7 +333,7 @@ def make_handler(explorer, page):
 
         do_HEAD = do_GET
 
-        def log_message(self, format, *args):   # quiet: the terminal shows the address and errors only
+        def log_message(self, format, *args):   # quiet: the terminal shows the address, refusals and errors only
             pass
 
     return Handler
@@ -294,7 +346,9 @@ def parse_args(argv=None):
     p.add_argument("--data_dir", default=None, help="a split folder: built-in scenes, converted DeepMind data or "
                                                     "torch-gqn's files (default: the checkpoint's built-in test split)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address or name to bind (default 127.0.0.1: this machine only); requests must name the server "
+                        "127.0.0.1, localhost, [::1], this name or the address bound, any other Host is refused")
     p.add_argument("--context", type=int, default=3, help="context views a scene starts with (default 3)")
     p.add_argument("--seed", type=int, default=0, help="chooses each scene's starting views as evaluate.py does, "
                                                        "and the noise of the samples (default 0)")
@@ -319,7 +373,7 @@ def build(args):
     with open(PAGE, "rb") as f:
         page = f.read()
     try:
-        server = ThreadingHTTPServer((args.host, args.port), make_handler(explorer, page))
+        server = ThreadingHTTPServer((args.host, args.port), make_handler(explorer, page, args.host))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise UsageError(f"port {args.port} on {args.host} is in use; pass another --port "

@@ -1,6 +1,8 @@
 """explore.py: the render API answers like model.generate, refuses bad requests with a 400, serves
-nothing else, starts only on good input, and the page orbits the camera in a real browser."""
+nothing else, answers only requests addressed to this machine (or --host), starts only on good input, and
+the page orbits the camera in a real browser."""
 
+import http.client
 import io
 import os
 import shutil
@@ -8,6 +10,8 @@ import socket
 import threading
 import urllib.error
 import urllib.request
+from http.server import ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -20,15 +24,23 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
-def server(tiny_checkpoint, tiny_data):
-    """explore.py serving the tiny checkpoint on the tiny test split, on a free port: (explorer, base url)."""
+def served(tiny_checkpoint, tiny_data):
+    """explore.py serving the tiny checkpoint on the tiny test split, on a free port, with no --host:
+    (http server, explorer)."""
     args = explore.parse_args(["--checkpoint", str(tiny_checkpoint), "--data_dir", tiny_data[1], "--port", "0",
                                "--device", "cpu"])
     srv, explorer = explore.build(args)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield explorer, f"http://127.0.0.1:{srv.server_address[1]}"
+    yield srv, explorer
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    """(explorer, base url) of the served explorer."""
+    srv, explorer = served
+    return explorer, f"http://127.0.0.1:{srv.server_address[1]}"
 
 
 def get(url):
@@ -38,6 +50,22 @@ def get(url):
             return r.status, r.headers, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
+
+
+def get_with_host(url, host):
+    """(status, body) of a GET of url (whose address is connected to) sent with the Host header `host`
+    (None: without a Host header), as a browser sends for a page of another site whose name points here."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        connection.putrequest("GET", f"{parts.path}?{parts.query}", skip_host=True)
+        if host is not None:
+            connection.putheader("Host", host)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
 
 
 def png(body):
@@ -174,6 +202,58 @@ def test_waiting_requests_of_one_client_are_coalesced_to_the_newest(monkeypatch)
         t.join(10)
         assert not t.is_alive(), t.name
     assert results == {"first": "first", "a0": None, "a1": None, "a2": "a2", "b": "b"}
+
+
+def test_the_explorer_binds_127_0_0_1_unless_told_otherwise(served):
+    srv, _ = served
+    assert explore.parse_args(["--checkpoint", "any.pt"]).host == "127.0.0.1"
+    assert srv.server_address[0] == "127.0.0.1"
+
+
+def test_a_request_for_another_sites_name_is_refused_with_a_403_and_one_log_line(server, capsys):
+    """DNS rebinding: a page of evil.example.com whose name is made to point at 127.0.0.1 sends its requests
+    here with its own name as the Host. Only this machine's names (with this port, or none) are answered."""
+    _, base = server
+    port = int(base.rsplit(":", 1)[1])
+    url = f"{base}/api/view.png?scene=0&view=1"
+    for host in [f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "127.0.0.1", "LocalHost"]:
+        status, body = get_with_host(url, host)
+        assert status == 200 and png(body).shape == (64, 64, 3), host
+    assert capsys.readouterr().err == ""
+    for host, code in [("evil.example.com", 403), (f"evil.example.com:{port}", 403), (f"localhost:{port + 1}", 403),
+                       (f"localhost.evil.example.com:{port}", 403), (f"127.0.0.1:{port}@evil.example.com", 403),
+                       (None, 400)]:
+        status, body = get_with_host(url, host)
+        assert status == code and body.decode().startswith("this explorer answers only requests for "), host
+        what = "without a Host header" if host is None else f"for Host {host!r}"
+        assert capsys.readouterr().err.splitlines() == [f"explore.py: refused a request {what} from 127.0.0.1"]
+    assert get_with_host(url, f"localhost:{port}")[0] == 200          # and the server goes on
+
+
+def test_a_name_given_with_host_is_answered_as_well(tiny_checkpoint, tiny_data, monkeypatch, capsys):
+    bound = []
+
+    def on_loopback(address, handler):            # the name need not resolve: the server listens on 127.0.0.1
+        bound.append(address[0])
+        return ThreadingHTTPServer(("127.0.0.1", address[1]), handler)
+
+    monkeypatch.setattr(explore, "ThreadingHTTPServer", on_loopback)
+    args = explore.parse_args(["--checkpoint", str(tiny_checkpoint), "--data_dir", tiny_data[1], "--port", "0",
+                               "--device", "cpu", "--host", "gqn-box.test"])
+    srv, _ = explore.build(args)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        port = srv.server_address[1]
+        assert bound == ["gqn-box.test"]
+        for host in [f"gqn-box.test:{port}", "GQN-Box.test", f"127.0.0.1:{port}"]:
+            status, body = get_with_host(f"http://127.0.0.1:{port}/", host)
+            assert status == 200 and b"GQN explorer" in body, host
+        assert get_with_host(f"http://127.0.0.1:{port}/", f"other-box.test:{port}")[0] == 403
+        assert capsys.readouterr().err.splitlines() == [
+            f"explore.py: refused a request for Host 'other-box.test:{port}' from 127.0.0.1"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 def test_bad_input_ends_in_one_sentence_before_the_server_starts(tiny_checkpoint, tiny_data, tmp_path, capsys):
