@@ -1,5 +1,6 @@
 """DistributedDataParallel under torchrun (gloo on CPU): two processes train like one."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -29,6 +30,17 @@ def torchrun(nproc, argv, tmp_path):
     return result
 
 
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread, as each torchrun process is (OMP_NUM_THREADS=1), and back to the count it had."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def params_at(run_dir, step):
     path = os.path.join(run_dir, "checkpoints", checkpoint.NAME.format(step))
     return checkpoint.load(path)
@@ -39,11 +51,8 @@ def runs(tiny_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     train_dir, test_dir = tiny_data
     data = ["--train_data_dir", train_dir, "--test_data_dir", test_dir, "--root_log_dir", str(tmp)]
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         train.train(train.parse_args([*data, "--log_dir", "one", "--gradient_steps", "4", *TINY]))
-    finally:
-        torch.set_num_threads(2)
     torchrun(2, [*data, "--log_dir", "two", "--gradient_steps", "3", *TINY], tmp)
     first = {s: params_at(tmp / "two", s) for s in (1, 2, 3)}
     torchrun(2, [*data, "--log_dir", "two", "--gradient_steps", "4", "--resume", *TINY], tmp)
@@ -170,12 +179,9 @@ def test_without_seed_every_process_follows_the_one_seed_drawn(tiny_data, tmp_pa
     unseeded = [a for i, a in enumerate(TINY) if "--seed" not in TINY[max(i - 1, 0):i + 1]]
     torchrun(2, [*data, "--log_dir", "two", "--gradient_steps", "2", *unseeded], tmp_path)
     seed = json.loads((tmp_path / "two" / "args.json").read_text())["seed"]
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         train.train(train.parse_args([*data, "--log_dir", "one", "--gradient_steps", "2", *unseeded,
                                       "--seed", str(seed)]))
-    finally:
-        torch.set_num_threads(2)
     one, two = params_at(tmp_path / "one", 2), params_at(tmp_path / "two", 2)
     for k, t in one["model"].items():
         assert torch.allclose(two["model"][k], t, rtol=1e-4, atol=ADAM_ATOL), k
