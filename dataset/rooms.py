@@ -12,12 +12,12 @@ shading, a highlight on objects, and shadows that the objects cast on the floor 
 shadow ray per floor or wall pixel, softened by a small blur). Pixels where two labels meet are
 blended with their neighbours, a cheap stand-in for the real frames' antialiasing.
 
-Colours: the textures keep DeepMind's names, and take the colours the real frames show, which are
-the named colours with red and blue exchanged: on the 25 real frames in
-../shared/reference/rooms_ring_camera/ the walls are violet (cerise exchanged), azure (orange), light
-blue (a brick red), sage green (green), the floors white or tan (a slate blue), and the sky pale
-yellow (a pale sky blue). The yellow wall and floor, not among those frames, take yellow with red and
-blue exchanged (aqua) by the same rule. See WALL_TEXTURES and FLOOR_TEXTURES.
+Colours: DeepMind's named ones, with the shades, brightness and mottle of the real frames. The 25 real
+frames in ../shared/reference/rooms_ring_camera/ (a third party's saved images) show every named colour
+with red and blue exchanged, as an image written in BGR order would: cerise walls violet, orange walls
+azure, a blue floor tan, a pale sky-blue sky pale yellow. The shades here were read off those frames and
+their red and blue exchanged back; the look statistics (band brightness, HSV saturation) do not change
+under that exchange. See WALL_TEXTURES and FLOOR_TEXTURES.
 
 Cameras: 10 views per scene from a fixed ring of radius RING_RADIUS at height CAMERA_HEIGHT,
 at azimuths drawn uniformly, each facing the room's centre (0, 0, TARGET_HEIGHT); vertical field of
@@ -82,19 +82,19 @@ TARGET_HEIGHT = 0.55       # the point the cameras face: (0, 0, TARGET_HEIGHT)
 MAX_OBJECTS = 3
 SHAPES = ("box", "sphere", "cylinder", "capsule", "cone", "icosahedron", "triangle")
 SIZE_RANGE = (0.3, 0.55)   # an object's scale s: its bounding radius is about s
-RENDERER_VERSION = 1       # bump when a change alters the rendered bytes (invalidates cached datasets)
+RENDERER_VERSION = 2       # bump when a change alters the rendered bytes (invalidates cached datasets)
 SCENES_PER_TASK = 16       # scenes per multiprocessing task
 
-SKY_COLOUR = np.array([0.98, 0.886, 0.604], dtype=np.float32)
-# name -> (the two shades of the mottle), colours as the real frames show them (see the docstring)
-WALL_TEXTURES = {"red": ([0.58, 0.70, 1.00], [0.43, 0.52, 0.90]),
-                 "green": ([0.78, 0.96, 0.78], [0.58, 0.74, 0.60]),
-                 "cerise": ([0.54, 0.36, 0.94], [0.36, 0.21, 0.72]),
-                 "orange": ([0.16, 0.85, 1.00], [0.07, 0.63, 0.94]),
-                 "yellow": ([0.47, 1.00, 1.00], [0.31, 0.83, 0.85])}
-FLOOR_TEXTURES = {"yellow": ([0.34, 0.59, 0.63], [0.23, 0.42, 0.46]),
-                  "white": ([0.77, 0.77, 0.80], [0.55, 0.55, 0.59]),
-                  "blue": ([0.48, 0.41, 0.30], [0.28, 0.24, 0.18])}
+SKY_COLOUR = np.array([0.604, 0.886, 0.98], dtype=np.float32)
+# name -> (the two shades of the mottle): DeepMind's named colours (see the docstring)
+WALL_TEXTURES = {"red": ([1.00, 0.70, 0.58], [0.90, 0.52, 0.43]),
+                 "green": ([0.78, 0.96, 0.78], [0.60, 0.74, 0.58]),
+                 "cerise": ([0.94, 0.36, 0.54], [0.72, 0.21, 0.36]),
+                 "orange": ([1.00, 0.85, 0.16], [0.94, 0.63, 0.07]),
+                 "yellow": ([1.00, 1.00, 0.47], [0.85, 0.83, 0.31])}
+FLOOR_TEXTURES = {"yellow": ([0.63, 0.59, 0.34], [0.46, 0.42, 0.23]),
+                  "white": ([0.80, 0.77, 0.77], [0.59, 0.55, 0.55]),
+                  "blue": ([0.30, 0.41, 0.48], [0.18, 0.24, 0.28])}
 # the pool of lights: (position (x, y, z), diffuse strength, ambient strength)
 LIGHTS = (((2.0, 1.2, 3.2), 1.5, 0.4), ((-2.2, 0.9, 3.0), 1.45, 0.42),
           ((0.6, -2.4, 3.4), 1.6, 0.38), ((-1.3, -1.6, 3.8), 1.45, 0.44))

@@ -2,7 +2,9 @@
 
 Prints dataset/rooms.py rooms_statistics (band brightness of rows 0-20, 21-42, 43-63; the fraction of
 saturated and of black pixels) of the real frames and of the built-in rooms' decoded JPEG frames, and
-writes a figure: rows of real frames above rows of built-in frames, each upscaled x2 (nearest).
+writes a figure, each frame upscaled x2 (nearest): rows of real frames as stored; the same with red and
+blue exchanged (the stored frames show every named colour so, as images written in BGR order would;
+the statistics do not change under the exchange); rows of built-in frames.
 
     python experiments/rooms_look.py [--scenes 200] [--seed 0] [--split train]
         [--reference ../shared/reference/rooms_ring_camera] [--out assets/rooms-vs-real.png]
@@ -80,11 +82,13 @@ def main(argv=None):
     shown = FIGURE_COLUMNS * FIGURE_ROWS
     # one view from each of the first built-in scenes, as the real strips show different rooms across rows
     ours_shown = ours[:shown, 0] if len(ours) >= shown else ours.reshape(-1, *ours.shape[2:])[:shown]
-    top, bottom = grid(real[:shown], FIGURE_COLUMNS), grid(ours_shown, FIGURE_COLUMNS)
-    spacer = np.full((2 * GAP, top.shape[1], 3), 255, np.uint8)
+    stored, exchanged = grid(real[:shown], FIGURE_COLUMNS), grid(real[:shown, ..., ::-1], FIGURE_COLUMNS)
+    bottom = grid(ours_shown, FIGURE_COLUMNS)
+    spacer = np.full((2 * GAP, stored.shape[1], 3), 255, np.uint8)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    Image.fromarray(np.concatenate([top, spacer, bottom])).save(args.out)
-    print(f"wrote {args.out}: {min(shown, len(real))} real frames (top) above {len(ours_shown)} built-in ones")
+    Image.fromarray(np.concatenate([stored, spacer, exchanged, spacer, bottom])).save(args.out)
+    print(f"wrote {args.out}: {min(shown, len(real))} real frames as stored (top), with red and blue exchanged "
+          f"(middle), {len(ours_shown)} built-in ones (bottom)")
 
 
 if __name__ == "__main__":
