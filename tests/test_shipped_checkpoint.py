@@ -11,10 +11,10 @@ import evaluate
 import sample
 from dataset.shepard_metzler import ensure_builtin_dataset
 
-# measured on the 32 scenes below: reconstruction IoU 0.888, generation IoU 0.799 (0.885, 0.814 on the
-# README's 200), generation colour error 0.123 (mean context view 0.221), generation MSE 0.37x the mean
-# context view's (the project's target for a shipped checkpoint: 0.5x)
-MIN_RECONSTRUCTION_IOU, MIN_GENERATION_IOU, MAX_GENERATION_COLOUR, MAX_MSE_RATIO = 0.85, 0.75, 0.16, 0.5
+# evaluate.py's numbers for the checkpoint on the 32 scenes below (seed 0, 3 context views, batch 32), recorded
+# when it shipped: the evaluation is deterministic on a CPU, up to the rounding that another CPU's kernels
+# (AVX-512 against AVX2) or thread count make in the model's sums
+RECORDED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shipped_checkpoint_eval.json")
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "gqn-sm5.pt")
 
 
@@ -40,13 +40,21 @@ def test_the_shipped_checkpoint_renders_held_out_scenes(test_scenes, tmp_path):
     evaluate.main(["--checkpoint", SHIPPED, "--data_dir", test_scenes, "--out", str(out), "--no_progress"])
     with open(out) as f:
         m = json.load(f)
-    assert m["scenes"] == 32
-    # its decoder draws the objects (z from the posterior) and, from the context alone, renders them from
-    # the query camera better than any 3D-blind guess
-    assert m["iou_reconstruction"] > MIN_RECONSTRUCTION_IOU
-    assert m["iou_generation"] > MIN_GENERATION_IOU
-    assert m["colour_error_generation"] < MAX_GENERATION_COLOUR
-    assert m["mse_generation"] < MAX_MSE_RATIO * m["mse_mean_context"] and m["mse_reconstruction"] < m["mse_generation"]
+    with open(RECORDED) as f:
+        recorded = json.load(f)
+    assert (m["scenes"], m["context"], m["seed"], m["batch_size"]) == (32, 3, 0, 32)
+    for name, value in recorded.items():
+        if name.startswith(("mse_", "colour_error_", "iou_")) and name.endswith(BASELINES):
+            assert m[name] == pytest.approx(value, rel=1e-6), name            # the data's alone: exact
+        elif name.startswith("iou_"):
+            assert m[name] == pytest.approx(value, abs=2e-3), name            # a few pixels of 32 scenes
+        elif isinstance(value, float):
+            assert m[name] == pytest.approx(value, rel=2e-3), name
+    # what those numbers say: from the context alone it renders the objects better than any 3D-blind guess
+    assert m["mse_generation"] < 0.5 * m["mse_mean_context"] and m["iou_generation"] > m["iou_mean_context"] + 0.15
+
+
+BASELINES = ("_black", "_mean_context", "_nearest_context")
 
 
 def test_sample_writes_the_readmes_grid_and_orbit_from_it(test_scenes, tmp_path):

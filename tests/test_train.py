@@ -50,7 +50,13 @@ def test_bad_flags_end_in_a_usage_error(argv, capsys):
 def test_three_steps_write_events_and_a_checkpoint_that_rebuilds_its_model(tiny_data, tmp_path):
     assert run(tiny_data, tmp_path, "a", "--gradient_steps", "3") == 3
     run_dir = tmp_path / "a"
-    assert glob.glob(str(run_dir / "events.out.tfevents.*"))
+    events, = glob.glob(str(run_dir / "events.out.tfevents.*"))
+    with open(events, "rb") as f:
+        written = f.read()
+    # TensorBoard's scalars of every step and the test metrics and image grids of every --log_interval steps
+    for tag in ("train/neg_elbo", "train/kl", "train/sigma", "train/lr", "test/neg_elbo", "test/mse_generation",
+                "test/iou_generation", "test/ground_truth", "test/generation", "test/reconstruction"):
+        assert tag.encode() in written, tag
     path = checkpoint.latest(run_dir / "checkpoints")
     assert os.path.basename(path) == "ckpt-00000003.pt"
     state = checkpoint.load(path)
@@ -349,3 +355,61 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights_and_a_flags_new_p
     with pytest.raises(train.UsageError, match="give one of them"):
         run(tiny_data, tmp_path, "b", "--gradient_steps", "2", *geometric, "--resume",
             "--init_from", checkpoint.latest(tmp_path / "a" / "checkpoints"))
+
+
+def test_the_paper_presets_schedules_reach_the_step_as_train_py_wires_them(tiny_data, tmp_path):
+    """The learning rate the optimizer uses and the sigma of the loss at step 100,001 of the paper's preset:
+    mu_t = 5e-5 + 4.5e-4 (1 - t / 1.6e6) and sigma_t = 0.7 + 1.3 (1 - t / 2e5), with t = 100,000 steps
+    done (a run resumed there, so that train.py builds and restores them as it does for any run)."""
+    run(tiny_data, tmp_path, "paper", "--gradient_steps", "1")
+    state = checkpoint.load(checkpoint.latest(tmp_path / "paper" / "checkpoints"))
+    t = 100_000
+    state["step"] = t
+    state["lr_schedule"]["last_epoch"] = t
+    state["sigma_schedule"]["t"] = t
+    state["beta_schedule"]["t"] = t
+    state["optimizer"]["param_groups"][0]["lr"] = 5e-5 + 4.5e-4 * (1 - t / 1.6e6)   # as a checkpoint at step t holds it
+    later = tmp_path / "later" / "checkpoints"
+    later.mkdir(parents=True)
+    torch.save(state, later / checkpoint.NAME.format(t))
+    run(tiny_data, tmp_path, "later", "--gradient_steps", str(t + 2), "--resume")
+    with open(tmp_path / "later" / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    assert [row["step"] for row in rows] == [t + 1, t + 2]
+    for row in rows:                                                   # the values after row["step"] - 1 steps
+        done = row["step"] - 1
+        assert row["lr"] == pytest.approx(5e-5 + 4.5e-4 * (1 - done / 1.6e6), rel=1e-9)   # 4.71875e-4 at t
+        assert row["sigma"] == pytest.approx(0.7 + 1.3 * (1 - done / 2e5), rel=1e-9)      # 1.35 at t
+        assert row["beta"] == 1.0
+
+
+def test_bfloat16_trains_and_evaluates_close_to_float32(tiny_data, tmp_path):
+    """--dtype bfloat16 through train.py (autocast in the step and the test metrics) and evaluate.py: finite,
+    and within a bfloat16 rounding of float32's loss on the same steps and scenes."""
+    import evaluate
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        run(tiny_data, tmp_path, dtype, "--gradient_steps", "2", "--dtype", dtype)
+        with open(tmp_path / dtype / "metrics.jsonl") as f:
+            losses[dtype] = [json.loads(line)["loss"] for line in f]
+        evaluate.main(["--checkpoint", checkpoint.latest(tmp_path / dtype / "checkpoints"), "--data_dir", tiny_data[1],
+                       "--dtype", dtype, "--out", str(tmp_path / f"{dtype}.json"), "--no_progress"])
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2)
+    with open(tmp_path / "float32.json") as f, open(tmp_path / "bfloat16.json") as g:
+        exact, rounded = json.load(f), json.load(g)
+    assert rounded["dtype"] == "bfloat16" and rounded["neg_elbo"] == pytest.approx(exact["neg_elbo"], rel=2e-2)
+    assert rounded["mse_generation"] == pytest.approx(exact["mse_generation"], rel=0.1, abs=1e-3)
+
+
+def test_compile_hands_the_training_model_to_torch_compile(tiny_data, tmp_path, monkeypatch):
+    """train.py --compile trains through torch.compile's module (inductor itself is tested on a GQN against
+    eager in tests/test_model.py); without the flag nothing is compiled."""
+    compiled = []
+
+    def fake_compile(module, **kwargs):
+        compiled.append(module)
+        return module
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    assert run(tiny_data, tmp_path, "eager", "--gradient_steps", "1") == 1 and compiled == []
+    assert run(tiny_data, tmp_path, "compiled", "--gradient_steps", "1", "--compile") == 1
+    assert len(compiled) == 1 and compiled[0].config["L"] == 2
