@@ -20,7 +20,6 @@ import torch
 
 import gqn_dataset
 from dataset.errors import DatasetError
-from dataset.shepard_metzler import builtin_root
 from runtime import UsageError, write_atomically
 
 
@@ -205,7 +204,8 @@ def builtin_test_dir(state):
     args = state.get("args", {})
     if args.get("train_data_dir"):
         raise DatasetError("this checkpoint was trained on --train_data_dir data; pass --data_dir with its test split")
-    root = builtin_root(args.get("data_root", "data"), args.get("builtin_parts", 7))
+    root = gqn_dataset.builtin_root(args.get("builtin", "shepard_metzler"), args.get("data_root", "data"),
+                                    args.get("builtin_parts", 7))
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), root)
     if not os.path.isabs(root) and not os.path.isdir(root) and os.path.isdir(here):
         root = here
@@ -219,14 +219,14 @@ def test_split(state, data_dir=None):
     test_dir = builtin_test_dir(state)
     if os.path.isdir(test_dir):
         return test_dir
-    from dataset.shepard_metzler import RenderError, ensure_builtin_dataset
+    from dataset.builtin import RenderError
     args = state.get("args", {})
     root = os.path.dirname(test_dir)
     print(f"no --data_dir and no {test_dir}: rendering the checkpoint's built-in scenes into {root} (once)")
     try:
-        _, test_dir = ensure_builtin_dataset(
-            root, parts=args.get("builtin_parts", 7), train_scenes=args.get("builtin_train_scenes", 20_000),
-            test_scenes=args.get("builtin_test_scenes", 1_000), seed=0, workers=max(1, min(2, os.cpu_count() or 1)))
+        _, test_dir = gqn_dataset.ensure_builtin(
+            args.get("builtin", "shepard_metzler"), root, args.get("builtin_train_scenes", 20_000),
+            args.get("builtin_test_scenes", 1_000), args.get("builtin_parts", 7))
     except RenderError as e:
         raise UsageError(f"{e} (or pass --data_dir)") from None
     return test_dir

@@ -180,17 +180,19 @@ def save_checkpoint(ckpt_dir, step, model, optimizer, schedules, dist, keep, fla
 @torch.no_grad()
 def log_test(writer, model, batch, step, sigma, device, dtype):
     """Test -ELBO, KL, NLL, bits per dim, and the MSE, object IoU, object colour error and NLL above its
-    floor of generations and reconstructions, to TensorBoard with image grids, from
-    metrics.evaluate_batch (one ELBO pass plus one generation); returns the scalars by name."""
+    floor of generations and reconstructions (with labels, the wall, floor and object metrics too), to
+    TensorBoard with image grids, from metrics.evaluate_batch (one ELBO pass plus one generation); returns
+    the scalars by name. batch: metrics.fixed_batch's (frames, viewpoints, labels or None)."""
     from images import make_grid
     model.eval()
-    frames, viewpoints = batch
+    frames, viewpoints, labels = batch
     x, v, x_q, v_q = split_batch(frames, viewpoints, device)
-    values, images = metrics.evaluate_batch(model, x, v, x_q, v_q, sigma, dtype)
+    values, images = metrics.evaluate_batch(model, x, v, x_q, v_q, sigma, dtype,
+                                            labels=None if labels is None else labels.to(device))
+    per_image = ["mse", "iou", "colour_error", "nll_above_floor"] + (list(metrics.REGION_METRICS) if labels is not None else [])
     names = ["neg_elbo", "kl", "nll", "bits_per_dim"] + [
-        f"{name}_{method}" for method in ("generation", "reconstruction", "mean_context")
-        for name in ("mse", "iou", "colour_error", "nll_above_floor")]
-    scalars = {name: values[name].mean().item() for name in names}
+        f"{name}_{method}" for method in ("generation", "reconstruction", "mean_context") for name in per_image]
+    scalars = {name: values[name][~torch.isnan(values[name])].mean().item() for name in names}
     for name, value in scalars.items():
         writer.add_scalar(f"test/{name}", value, step)
     nrow = min(8, x_q.shape[0])

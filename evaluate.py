@@ -67,6 +67,7 @@ def main(argv=None):
         scenes = len(dataset) if args.scenes is None else min(args.scenes, len(dataset))
         if args.scenes is not None and args.scenes > len(dataset):
             print(f"note: {data_dir} holds {len(dataset)} scenes; evaluating all of them")
+        labels = gqn_dataset.open_labels(data_dir)          # region metrics where the split has labels
         loader = gqn_dataset.make_eval_loader(data_dir, scenes, min(args.batch_size, scenes), args.context, args.seed)
     except (checkpoint.CheckpointError, gqn_dataset.DatasetError, UsageError) as e:
         sys.exit(f"error: {e}")
@@ -74,7 +75,7 @@ def main(argv=None):
           f"{args.context} context views, sigma {sigma:.4g}, seed {args.seed}, on {device}"
           + (f", prior temperature {args.temperature:g}" if args.temperature != 1 else ""))
     values = metrics.evaluate(model, loader, sigma, device, args.seed, args.dtype, progress=not args.no_progress,
-                              temperature=args.temperature)
+                              temperature=args.temperature, labels=labels)
     values.update(checkpoint=os.path.abspath(args.checkpoint), step=state.get("step"), config=state["config"],
                    data_dir=os.path.abspath(data_dir), context=args.context, seed=args.seed,
                    batch_size=min(args.batch_size, scenes), sigma=sigma, dtype=args.dtype,

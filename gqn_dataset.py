@@ -339,3 +339,30 @@ def make_eval_loader(root_dir, num_scenes, batch_size, num_context, seed, worker
     sampler = FixedContextSampler(num_scenes, dataset.num_views, batch_size, num_context, seed, rank, world_size)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
                       persistent_workers=workers > 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The built-in scenes (rendered here, on first use, when no data folder is given)
+
+BUILTIN = ("shepard_metzler", "rooms")
+
+
+def builtin_root(kind, data_root, parts=7):
+    """The folder of the built-in scenes `kind` (one of BUILTIN) under data_root; parts: Shepard-Metzler's cubes."""
+    if kind == "rooms":
+        from dataset import rooms
+        return rooms.builtin_root(data_root)
+    from dataset import shepard_metzler
+    return shepard_metzler.builtin_root(data_root, parts)
+
+
+def ensure_builtin(kind, root, train_scenes, test_scenes, parts=7):
+    """Render the built-in scenes `kind` into root/train and root/test once (seed 0; numpy renderers, in up to
+    two processes) and return those two folders; dataset.builtin.RenderError says why it could not."""
+    workers = max(1, min(2, os.cpu_count() or 1))
+    if kind == "rooms":
+        from dataset.rooms import ensure_builtin_rooms
+        return ensure_builtin_rooms(root, train_scenes, test_scenes, seed=0, workers=workers)
+    from dataset.shepard_metzler import ensure_builtin_dataset
+    return ensure_builtin_dataset(root, parts=parts, train_scenes=train_scenes, test_scenes=test_scenes, seed=0,
+                                  workers=workers)

@@ -8,15 +8,24 @@ The baselines answer "does the model render the scene, or something cheaper?":
 - mean context: the pixel-wise mean of the context views;
 - nearest context: the context view whose camera position is nearest the query's.
 Their ceiling on the built-in scenes (the exact rendering scored against the JPEG frames): experiments/oracle_bound.py.
+
+On scenes with per-pixel labels (the built-in rooms' test split: 0 sky, 1 wall, 2 floor, 3 + k object k)
+each method also gets region metrics: the colour error over the true wall, floor and object pixels, and
+the object IoU, where a rendered pixel counts as an object's when its colour is nearest the mean colour of
+a true object's pixels rather than of the sky's, the walls' or the floor's. On data without labels they
+are absent, never guessed.
 """
 
 import json
 import math
 import os
 
+import numpy as np
 import torch
+from torch.nn import functional as F
 
 import gqn_dataset
+from dataset.labels import FIRST_OBJECT, FLOOR, WALL
 from images import comparison_grid
 from model import bits_per_dim
 from runtime import autocast, noise_seed, split_batch
@@ -26,6 +35,7 @@ IMAGE_METHODS = ("generation", "reconstruction", "black", "mean_context", "neare
 # per image method: what a person sees (is the object there, in its shape, in its colours?)
 IMAGE_METRICS = ("mse", "psnr", "iou", "colour_error", "nll_above_floor")
 OBJECT_THRESHOLD = 0.1  # a pixel is the object's when its largest channel exceeds this (the background is black)
+REGION_METRICS = ("wall_error", "floor_error", "object_error", "object_iou")   # with labels only
 
 
 def baselines(x, v, v_q):
@@ -77,9 +87,47 @@ def nll_above_floor(image, truth, sigma):
     return ((image - truth) ** 2).flatten(1).sum(1) / (2 * sigma ** 2)
 
 
+def region_error(image, truth, labels, region):
+    """Per image (B,): mean |image - truth| over the pixels whose label is in `region` (a set of classes) and
+    the channels; NaN where the truth has no such pixel."""
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    for c in region:
+        mask |= labels == c
+    mask = mask.float()
+    error = (image - truth).abs().mean(dim=1)                          # (B, H, W)
+    count = mask.flatten(1).sum(1)
+    return torch.where(count > 0, (error * mask).flatten(1).sum(1) / count.clamp_min(1), torch.full_like(count, float("nan")))
+
+
+def object_iou_by_colour(image, truth, labels):
+    """Per image (B,): IoU of the true object pixels (label >= FIRST_OBJECT) and the rendered ones, a rendered
+    pixel being an object's when its colour is nearest the mean true colour of an object's pixels rather than
+    of the sky's, the walls' or the floor's (1 where neither has an object pixel)."""
+    classes = int(labels.max().item()) + 1
+    onehot = F.one_hot(labels.long(), classes).permute(0, 3, 1, 2).float()          # (B, C, H, W)
+    count = onehot.flatten(2).sum(-1)                                                # (B, C)
+    means = torch.einsum("bchw,bkhw->bck", onehot, truth) / count.clamp_min(1)[..., None]   # (B, C, 3)
+    distance = ((image[:, None] - means[..., None, None]) ** 2).sum(2)              # (B, C, H, W)
+    distance = distance.masked_fill(count[..., None, None] == 0, float("inf"))       # classes not in view
+    drawn = distance.argmin(dim=1) >= FIRST_OBJECT
+    true = labels >= FIRST_OBJECT
+    inter = (drawn & true).flatten(1).sum(1).float()
+    union = (drawn | true).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def region_metrics(image, truth, labels):
+    """REGION_METRICS of one image method against the truth with its labels (B, H, W), each (B,)."""
+    return dict(wall_error=region_error(image, truth, labels, {WALL}),
+                floor_error=region_error(image, truth, labels, {FLOOR}),
+                object_error=region_error(image, truth, labels, set(range(FIRST_OBJECT, int(labels.max()) + 1))),
+                object_iou=object_iou_by_colour(image, truth, labels))
+
+
 @torch.no_grad()
-def evaluate_batch(model, x, v, x_q, v_q, sigma, dtype="float32", temperature=1.0):
-    """Per-scene metrics of one batch, each (B,), plus the images: one ELBO pass and one generation."""
+def evaluate_batch(model, x, v, x_q, v_q, sigma, dtype="float32", temperature=1.0, labels=None):
+    """Per-scene metrics of one batch, each (B,), plus the images: one ELBO pass and one generation. With the
+    query views' labels (B, H, W), the region metrics too (NaN for an image without that region)."""
     with autocast(x.device, dtype):
         t = model.elbo_terms(x, v, v_q, x_q, sigma)
         generation = model.generate(x, v, v_q, temperature).float()
@@ -92,36 +140,56 @@ def evaluate_batch(model, x, v, x_q, v_q, sigma, dtype="float32", temperature=1.
         out[f"iou_{name}"] = object_iou(image, x_q)
         out[f"colour_error_{name}"] = object_colour_error(image, x_q)
         out[f"nll_above_floor_{name}"] = nll_above_floor(image, x_q, sigma)
+        if labels is not None:
+            out.update({f"{metric}_{name}": value for metric, value in region_metrics(image, x_q, labels).items()})
     # the model's own term: its NLL (of the unclamped posterior mean) above the floor
     out["nll_above_floor_reconstruction"] = out["nll"] - nll_floor(sigma, x_q.shape[1:])
     return out, images
 
 
 @torch.no_grad()
-def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=True, temperature=1.0, first=None):
-    """Mean of every metric over all the loader's scenes. Deterministic for a given model and seed. A dict
-    `first` receives the first batch's x, x_q and images, the ones scored (final_report draws them)."""
+def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=True, temperature=1.0, first=None,
+             labels=None):
+    """Mean of every metric over all the loader's scenes (a make_eval_loader); with the split's labels
+    (gqn_dataset.open_labels), the region metrics too, each a mean over the scenes whose query view shows that
+    region. Deterministic for a given model and seed. A dict `first` receives the first batch's x, x_q and
+    images, the ones scored (final_report draws them)."""
     from tqdm import tqdm
     model.eval()
-    sums, count = {}, 0
+    sums, counts, scenes = {}, {}, 0
+    keys = iter(loader.batch_sampler)                                     # the batches' (scene, views), in order
     for i, (frames, viewpoints) in enumerate(tqdm(loader, desc="evaluating", disable=not progress, leave=False)):
         torch.manual_seed(noise_seed(seed, i))                            # the noise of batch i
         x, v, x_q, v_q = split_batch(frames, viewpoints, device)
-        out, images = evaluate_batch(model, x, v, x_q, v_q, sigma, dtype, temperature)
+        query_labels = query_view_labels(labels, next(keys), device)
+        out, images = evaluate_batch(model, x, v, x_q, v_q, sigma, dtype, temperature, query_labels)
         if i == 0 and first is not None:
             first.update(x=x, x_q=x_q, **images)
         for k, value in out.items():
-            sums[k] = sums.get(k, 0.0) + value.sum().item()
-        count += x.shape[0]
-    return {k: s / count for k, s in sums.items()} | dict(scenes=count)
+            shown = ~torch.isnan(value)
+            sums[k] = sums.get(k, 0.0) + value[shown].sum().item()
+            counts[k] = counts.get(k, 0) + int(shown.sum())
+        scenes += x.shape[0]
+    return {k: s / max(counts[k], 1) for k, s in sums.items()} | dict(scenes=scenes)
+
+
+def query_view_labels(labels, keys, device):
+    """The labels (B, H, W) of the query views of a batch's keys [(scene, views)], the query last; None
+    without labels."""
+    if labels is None:
+        return None
+    return torch.from_numpy(np.stack([labels.view(scene, views[-1]) for scene, views in keys])).to(device)
 
 
 def fixed_batch(test_dir, batch_size, context, seed):
-    """One deterministic batch of test scenes (the first `batch_size`), for the training logs."""
+    """One deterministic batch of test scenes (the first `batch_size`), for the training logs: frames,
+    viewpoints and the query views' labels (None where the split has none)."""
     dataset = gqn_dataset.SceneViews(test_dir)
     batch_size = min(batch_size, len(dataset))
     context = min(context, dataset.num_views - 1)
-    return next(iter(gqn_dataset.make_eval_loader(test_dir, batch_size, batch_size, context, seed)))
+    loader = gqn_dataset.make_eval_loader(test_dir, batch_size, batch_size, context, seed)
+    frames, viewpoints = next(iter(loader))
+    return frames, viewpoints, query_view_labels(gqn_dataset.open_labels(test_dir), next(iter(loader.batch_sampler)), "cpu")
 
 
 def format_table(metrics):
@@ -134,9 +202,19 @@ def format_table(metrics):
 
 
 def image_table(metrics, methods=IMAGE_METHODS, indent=""):
-    lines = [f"{indent}{'query view':16s}{'MSE':>10s}{'PSNR (dB)':>11s}{'IoU':>8s}{'colour err':>12s}{'NLL-floor':>11s}"]
-    lines += [f"{indent}{m:16s}{metrics['mse_' + m]:10.5f}{metrics['psnr_' + m]:11.2f}{metrics['iou_' + m]:8.3f}"
-              f"{metrics['colour_error_' + m]:12.4f}{metrics['nll_above_floor_' + m]:11.1f}" for m in methods]
+    """One row per image method; with region metrics (labelled scenes) their columns too."""
+    regions = "wall_error_generation" in metrics
+    head = f"{indent}{'query view':16s}{'MSE':>10s}{'PSNR (dB)':>11s}{'IoU':>8s}{'colour err':>12s}{'NLL-floor':>11s}"
+    if regions:
+        head += f"{'wall err':>10s}{'floor err':>11s}{'object err':>12s}{'object IoU':>12s}"
+    lines = [head]
+    for m in methods:
+        line = (f"{indent}{m:16s}{metrics['mse_' + m]:10.5f}{metrics['psnr_' + m]:11.2f}{metrics['iou_' + m]:8.3f}"
+                f"{metrics['colour_error_' + m]:12.4f}{metrics['nll_above_floor_' + m]:11.1f}")
+        if regions:
+            line += (f"{metrics['wall_error_' + m]:10.4f}{metrics['floor_error_' + m]:11.4f}"
+                     f"{metrics['object_error_' + m]:12.4f}{metrics['object_iou_' + m]:12.3f}")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -148,7 +226,8 @@ def final_report(model, test_dir, run_dir, scenes, context, seed, device, sigma,
     context = min(context, dataset.num_views - 1)
     loader = gqn_dataset.make_eval_loader(test_dir, scenes, 32, context, seed)
     first = {}
-    metrics = evaluate(model, loader, sigma, device, seed, dtype, first=first)   # and the first batch's images
+    metrics = evaluate(model, loader, sigma, device, seed, dtype, first=first,   # and the first batch's images
+                       labels=gqn_dataset.open_labels(test_dir))
     x = first["x"][:8]
     columns = [x[:, k] for k in range(x.shape[1])] + [first[k][:8] for k in ("x_q", "reconstruction", "generation")]
     save_png(comparison_grid(columns), os.path.join(run_dir, "final.png"))
@@ -159,6 +238,11 @@ def final_report(model, test_dir, run_dir, scenes, context, seed, device, sigma,
     log(image_table(metrics, indent="  "))
     log(f"  KL {metrics['kl']:.1f} nats; generation MSE / mean-context MSE = "
         f"{metrics['mse_generation'] / metrics['mse_mean_context']:.2f}")
+    if "object_iou_generation" in metrics:
+        better = min(metrics["mse_mean_context"], metrics["mse_nearest_context"])
+        log(f"  generation MSE / the better 3D-blind baseline's (mean or nearest context view) = "
+            f"{metrics['mse_generation'] / better:.2f}; object IoU {metrics['object_iou_generation']:.3f} (mean context "
+            f"{metrics['object_iou_mean_context']:.3f}, nearest {metrics['object_iou_nearest_context']:.3f})")
     beaten = all(metrics["mse_generation"] < metrics[f"mse_{b}"] for b in ("black", "mean_context", "nearest_context"))
     log("generations beat all three baselines" if beaten else "generations do NOT yet beat all three baselines")
     log(f"wrote {os.path.join(run_dir, 'final.png')} (context | truth | reconstruction | generation) and final.json")

@@ -24,6 +24,15 @@ PRESETS = {
         max_context=3, log_interval=160, save_interval=480, workers=1, builtin_parts=5,
         builtin_train_scenes=4000, builtin_test_scenes=200, seed=0,
     ),
+    # the paper's networks (tower representation, the paper's cores, z and ELBO) on the built-in rooms
+    # (dataset/rooms.py, like rooms_ring_camera), small enough for a CPU's 15 minutes; found by the rooms sweep
+    # (experiments/README.md)
+    "rooms": dict(
+        builtin="rooms", dataset="Room", representation="tower", layers=4, shared_core=True, upsample="broadcast",
+        h_dim=32, r_dim=32, z_dim=3, batch_size=16, gradient_steps=1200, mu_i=1e-3, mu_f=3e-4, mu_n=1500,
+        sigma_i=1.0, sigma_f=0.3, sigma_n=600, min_context=3, max_context=3, log_interval=200, save_interval=400,
+        workers=1, builtin_train_scenes=4000, builtin_test_scenes=200, seed=0,
+    ),
 }
 
 DEFAULTS = dict(
@@ -32,7 +41,7 @@ DEFAULTS = dict(
     workers=None, device_ids=[0], representation="pool", layers=12, shared_core=False,
     upsample="learned", h_dim=128, r_dim=256, z_dim=3, seed=None, mu_i=5e-4, mu_f=5e-5, mu_n=1.6e6,
     sigma_i=2.0, sigma_f=0.7, sigma_n=2e5, dtype="float32", compile=False, keep=5,
-    data_root="data", builtin_parts=7, builtin_train_scenes=20_000, builtin_test_scenes=1_000,
+    data_root="data", builtin="shepard_metzler", builtin_parts=7, builtin_train_scenes=20_000, builtin_test_scenes=1_000,
     test_context=3, eval_scenes=200, skip_nonfinite=False, skip_bad_scenes=False, min_context=1,
     max_context=None, beta_i=1.0, beta_f=1.0, beta_n=1, observation="eta_g",
 )
@@ -74,7 +83,8 @@ def build_parser():
     S = argparse.SUPPRESS  # defaults are applied after the preset, so we can tell what was given
     a = p.add_argument
     a("--preset", choices=sorted(PRESETS), default="paper",
-      help="default values for the flags not given: 'paper' (the original's) or 'demo' (small, CPU)")
+      help="default values for the flags not given: 'paper' (the original's), 'demo' (small, CPU, built-in "
+           "Shepard-Metzler scenes) or 'rooms' (the paper's networks, small, CPU, built-in rooms)")
     # the original's flags
     a("--gradient_steps", type=positive_int, default=S, help="number of training steps (paper: 2e6)")
     a("--batch_size", type=positive_int, default=S, help="scenes per step, over all GPUs/processes (paper: 36)")
@@ -131,7 +141,10 @@ def build_parser():
     a("--compile", type=str2bool, nargs="?", const=True, default=S, help="torch.compile the model")
     a("--keep", type=positive_int, default=S, help="how many newest checkpoints to keep")
     a("--data_root", default=S, help="where the built-in scenes are rendered and cached")
-    a("--builtin_parts", type=int, choices=[5, 7], default=S, help="cubes per built-in object")
+    a("--builtin", choices=["shepard_metzler", "rooms"], default=S,
+      help="the built-in scenes used without --train_data_dir: Shepard-Metzler objects (dataset/shepard_metzler.py) "
+           "or rooms like rooms_ring_camera (dataset/rooms.py)")
+    a("--builtin_parts", type=int, choices=[5, 7], default=S, help="cubes per built-in Shepard-Metzler object")
     a("--builtin_train_scenes", type=positive_int, default=S, help="built-in training scenes")
     a("--builtin_test_scenes", type=positive_int, default=S, help="built-in test scenes")
     a("--test_context", type=positive_int, default=S, help="context views in test metrics and the final evaluation")
@@ -140,13 +153,12 @@ def build_parser():
       help="skip a step whose loss is not finite (counted in the logs) instead of stopping")
     a("--skip_bad_scenes", type=str2bool, nargs="?", const=True, default=S,
       help="leave out (and count in the logs) scenes that fail their checks instead of stopping")
-    for action in p._actions:  # say each default (and the demo's) in --help
+    for action in p._actions:  # say each default (and the presets') in --help
         if action.dest in DEFAULTS:
-            demo = PRESETS["demo"].get(action.dest)
-            if DEFAULTS[action.dest] is not None:
-                action.help += f" (default: {DEFAULTS[action.dest]}" + (f"; demo: {demo})" if demo is not None else ")")
-            elif demo is not None:
-                action.help += f" (demo: {demo})"
+            said = [f"default: {DEFAULTS[action.dest]}"] if DEFAULTS[action.dest] is not None else []
+            said += [f"{name}: {values[action.dest]}" for name, values in PRESETS.items() if action.dest in values]
+            if said:
+                action.help += f" ({'; '.join(said)})"
     return p
 
 

@@ -37,7 +37,7 @@ import checkpoint as ckpt_io
 import gqn_dataset
 import metrics
 from dataset.errors import DatasetError
-from dataset.shepard_metzler import RenderError, builtin_root
+from dataset.builtin import RenderError
 from engine import (BFloat16Replica, Distributed, NonFiniteLoss, RunLog, StopFlag, TrainingError,
                     data_parallel_rows, keep_freed_memory, make_optimizer, save_checkpoint, train_step)
 from model import GQN
@@ -221,12 +221,11 @@ def resolve_data(args, log):
     if args.train_data_dir is not None:
         train_dir, test_dir = args.train_data_dir, args.test_data_dir
     else:
-        from dataset.shepard_metzler import ensure_builtin_dataset
-        root = builtin_root(args.data_root, args.builtin_parts)
-        log(f"no --train_data_dir: using built-in Shepard-Metzler scenes in {root} (rendered once)")
-        train_dir, test_dir = ensure_builtin_dataset(
-            root, parts=args.builtin_parts, train_scenes=args.builtin_train_scenes,
-            test_scenes=args.builtin_test_scenes, seed=0, workers=max(1, min(2, os.cpu_count() or 1)))
+        root = gqn_dataset.builtin_root(args.builtin, args.data_root, args.builtin_parts)
+        what = "rooms" if args.builtin == "rooms" else "Shepard-Metzler scenes"
+        log(f"no --train_data_dir: using built-in {what} in {root} (rendered once)")
+        train_dir, test_dir = gqn_dataset.ensure_builtin(args.builtin, root, args.builtin_train_scenes,
+                                                         args.builtin_test_scenes, args.builtin_parts)
         test_dir = args.test_data_dir or test_dir
     num_views = gqn_dataset.SceneViews(train_dir).num_views
     if test_dir is None:  # the test metrics and the final evaluation would score training scenes

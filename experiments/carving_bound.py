@@ -66,7 +66,7 @@ def main(argv=None):
     p.add_argument("--data_dir", default=os.path.join("data", "shepard_metzler_5_parts", "test"))
     p.add_argument("--scenes", type=int, default=64)
     args = p.parse_args(argv)
-    views, cameras = metrics.fixed_batch(args.data_dir, args.scenes, 3, 0)
+    views, cameras, _ = metrics.fixed_batch(args.data_dir, args.scenes, 3, 0)
     views = views.float() / 255
     x, v, truth, v_q = views[:, :3], cameras[:, :3], views[:, 3], cameras[:, 3]
     mean_context_mse = metrics.per_image_mse(x.mean(1), truth).mean()

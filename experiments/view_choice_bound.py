@@ -63,7 +63,7 @@ def main(argv=None):
     if not isinstance(model.phi, GeometricFine):
         sys.exit(f"{args.checkpoint} holds a {model.config['representation']} model; this script reads "
                  f"geometric_fine's 64x64 rendering: give a checkpoint of one")
-    views, cameras = metrics.fixed_batch(args.data_dir, args.scenes, 3, 0)
+    views, cameras, _ = metrics.fixed_batch(args.data_dir, args.scenes, 3, 0)
     views = views.float() / 255
     x, v, truth, v_q = views[:, :3], cameras[:, :3], views[:, 3], cameras[:, 3]
     B, M, D = x.shape[0], x.shape[1], model.phi.depths

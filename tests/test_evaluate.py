@@ -243,3 +243,22 @@ def test_an_exact_rendering_scores_what_the_readme_says_against_the_jpeg_frames(
     as_torch = [torch.from_numpy(a).permute(2, 0, 1)[None] for a in (clean, truth)]
     assert oracle.scores(clean, truth) == pytest.approx(
         (float(metrics.object_iou(*as_torch)), float(metrics.object_colour_error(*as_torch))), abs=1e-5)
+
+
+def test_region_metrics_see_the_walls_the_floor_and_where_the_objects_stand():
+    """On labelled scenes (the built-in rooms): the colour error over each region, and an object IoU that
+    counts a rendered pixel as an object's when its colour is nearest a true object's."""
+    labels = torch.zeros(2, 8, 8, dtype=torch.uint8)
+    labels[:, 2:5], labels[:, 5:] = 1, 2                                   # sky, wall, floor bands
+    labels[0, 4:7, 2:4] = 3                                               # an object in the first scene only
+    colours = torch.tensor([[0.6, 0.9, 1.0], [0.9, 0.3, 0.4], [0.8, 0.8, 0.8], [0.1, 0.9, 0.1]])
+    truth = colours[labels.long()].permute(0, 3, 1, 2)                    # (2, 3, 8, 8)
+    exact = metrics.region_metrics(truth, truth, labels)
+    assert exact["object_iou"].tolist() == [1.0, 1.0] and exact["wall_error"].tolist() == [0.0, 0.0]
+    assert exact["object_error"][0] == 0 and torch.isnan(exact["object_error"][1])   # no object: no value
+    empty_room = truth.clone()
+    empty_room[0, :, 4:7, 2:4] = colours[1, :, None, None]                 # the object painted over with wall
+    missing = metrics.region_metrics(empty_room, truth, labels)
+    assert missing["object_iou"][0] == 0 and missing["object_error"][0] > 0.5 and missing["floor_error"][0] == 0
+    moved = torch.roll(truth, shifts=1, dims=3)                           # the object drawn a pixel off
+    assert 0 < metrics.region_metrics(moved, truth, labels)["object_iou"][0] < 0.5
