@@ -25,6 +25,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRAIN = os.path.join(os.path.dirname(HERE), "train.py")
 RESULTS = os.path.join(HERE, "results.jsonl")
+ROOMS_RESULTS = os.path.join(HERE, "rooms_results.jsonl")
 
 # What every configuration shares: the demo's data and model size (L 4, shared core, broadcast, h 32,
 # batch 16, 5-cube scenes, 4,000 training scenes, seed 0). The configurations add or override flags.
@@ -224,8 +225,26 @@ CONFIGS = {
 }
 
 
+# The rooms sweep: the paper's networks (tower or pool representation, the paper's cores) on the built-in rooms
+# (dataset/rooms.py). Every configuration is `train.py --preset rooms` with its own flags; the rows are scored
+# against the better of the two 3D-blind baselines (mean and nearest context view) and by region.
+ROOMS_BASE = ["--preset", "rooms"]
+ROOMS_CONFIGS = {
+    "rooms_tower_r32_1200": ([], "`--preset rooms` as first written: tower r 32, L 4 shared, h 32, batch 16, "
+                                 "exactly 3 context views, sigma 1.0 -> 0.3 over 600, lr 1e-3 -> 3e-4 over 1,500"),
+}
+
+
+def configuration(name):
+    """(the flags every run of its sweep shares, its own flags, what it tests) of a configuration."""
+    if name in ROOMS_CONFIGS:
+        return (ROOMS_BASE, *ROOMS_CONFIGS[name])
+    return (BASE, *CONFIGS[name])
+
+
 def run(name, root, extra=()):
-    flags = [flag.replace("{root}", root) for flag in CONFIGS[name][0]]
+    base, flags, _ = configuration(name)
+    flags = [flag.replace("{root}", root) for flag in flags]
     out = os.path.join(root, name)
     if os.path.exists(os.path.join(out, "final.json")):
         print(f"{name}: finished already ({out})")
@@ -234,7 +253,7 @@ def run(name, root, extra=()):
     if stopped and "--init_from" in flags:  # the checkpoints hold the weights now; --resume refuses --init_from
         i = flags.index("--init_from")
         flags = flags[:i] + flags[i + 2:]
-    cmd = [sys.executable, TRAIN, *BASE, *flags, "--root_log_dir", root, "--log_dir", name, *extra,
+    cmd = [sys.executable, TRAIN, *base, *flags, "--root_log_dir", root, "--log_dir", name, *extra,
            *(["--resume"] if stopped else [])]                  # a run stopped part way goes on
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
@@ -252,11 +271,33 @@ def summary(name, root):
         return None
     step = final.get("step") or rows[-1]["step"]               # evaluate.py's final.json names its checkpoint's step
     seconds = max(r["seconds"] for r in rows if r["step"] <= step)
+    if name in ROOMS_CONFIGS:
+        better = min(final["mse_mean_context"], final["mse_nearest_context"])
+        return dict(name=name, label=f"`{name}`: {ROOMS_CONFIGS[name][1]}", steps=step, minutes=round(seconds / 60, 1),
+                    scenes=final["scenes"], mse=final["mse_generation"], mse_ratio=final["mse_generation"] / better,
+                    object_iou=final["object_iou_generation"],
+                    object_iou_baseline=max(final["object_iou_mean_context"], final["object_iou_nearest_context"]),
+                    wall_error=final["wall_error_generation"], floor_error=final["floor_error_generation"],
+                    object_error=final["object_error_generation"], kl=final["kl"],
+                    rec_ratio=final["mse_reconstruction"] / better, object_iou_rec=final["object_iou_reconstruction"])
     return dict(name=name, label=f"`{name}`: {CONFIGS[name][1]}", steps=step, minutes=round(seconds / 60, 1),
                 scenes=final["scenes"], mse=final["mse_generation"],
                 mse_ratio=final["mse_generation"] / final["mse_mean_context"], iou=final["iou_generation"],
                 colour=final["colour_error_generation"], kl=final["kl"], iou_rec=final["iou_reconstruction"],
                 colour_rec=final["colour_error_reconstruction"], reproduce_at=None)
+
+
+def rooms_table(rows):
+    """The markdown table of the rooms sweep's log."""
+    lines = ["| configuration | steps | minutes | held-out scenes | generation MSE (x the better baseline) | object IoU "
+             "(better baseline) | wall / floor / object colour error | KL (nats) | reconstruction MSE (x) / object IoU |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['steps']} | {r['minutes']:.1f} | {r['scenes']} | {r['mse']:.5f} ({r['mse_ratio']:.2f}x) "
+                     f"| {r['object_iou']:.3f} ({r['object_iou_baseline']:.3f}) | {r['wall_error']:.3f} / "
+                     f"{r['floor_error']:.3f} / {r['object_error']:.3f} | {r['kl']:.1f} | {r['rec_ratio']:.2f}x / "
+                     f"{r['object_iou_rec']:.3f} |")
+    return "\n".join(lines)
 
 
 def read_results(path=RESULTS):
@@ -287,42 +328,47 @@ def table(rows):
     return "\n".join(lines + [format_row(row) for row in rows])
 
 
-def record(name, root, path=RESULTS):
-    """Append a finished run's row to the log."""
+def record(name, root, path=None):
+    """Append a finished run's row to its sweep's log."""
+    path = path or (ROOMS_RESULTS if name in ROOMS_CONFIGS else RESULTS)
     row = summary(name, root)
     if row is None:
         sys.exit(f"error: {os.path.join(root, name)} holds no finished run (final.json and metrics.jsonl); "
                  f"train it with --run {name} first")
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
-    print(format_row(row))
+    print(rooms_table([row]).splitlines()[-1] if name in ROOMS_CONFIGS else format_row(row))
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Train and tabulate the demo sweep's configurations.")
+    p = argparse.ArgumentParser(description="Train and tabulate the demo sweep's and the rooms sweep's configurations.")
     p.add_argument("--run", nargs="+", default=[], metavar="NAME", help="configurations to train (or 'all')")
     p.add_argument("--record", nargs="+", default=[], metavar="NAME", help="add these finished runs' rows to the log")
-    p.add_argument("--table", action="store_true", help="print the table of the log (experiments/README.md's)")
+    p.add_argument("--table", nargs="?", const="demo", choices=["demo", "rooms"],
+                   help="print a sweep's table from its log (experiments/README.md's): demo (the default) or rooms")
     p.add_argument("--list", action="store_true", help="list the configurations")
     p.add_argument("--root", default=os.path.join("runs", "sweep"), help="folder of the sweep's runs")
     args, extra = p.parse_known_args(argv)
-    names = list(CONFIGS) if args.run == ["all"] else args.run
+    names = list(CONFIGS) + list(ROOMS_CONFIGS) if args.run == ["all"] else args.run
     removed = removed_configurations(read_results())
     for name in names + args.record:
         if name in removed:
             sys.exit(f"error: {name} used an option measured and removed since; it reproduces at commit "
                      f"{removed[name]} (git checkout {removed[name]}, then run it there)")
-        if name not in CONFIGS:
+        if name not in CONFIGS and name not in ROOMS_CONFIGS:
             sys.exit(f"error: no configuration named {name}; see --list")
     if args.list:
-        for name, (flags, what) in CONFIGS.items():
-            print(f"{name:20s} {what}\n{'':20s} {' '.join(flags)}")
+        for name in list(CONFIGS) + list(ROOMS_CONFIGS):
+            base, flags, what = configuration(name)
+            print(f"{name:20s} {what}\n{'':20s} {' '.join(base + flags)}")
     for name in names:
         run(name, args.root, extra)
     for name in args.record:
         record(name, args.root)
-    if args.table:
+    if args.table == "demo":
         print(table(read_results()))
+    elif args.table == "rooms":
+        print(rooms_table(read_results(ROOMS_RESULTS)))
 
 
 if __name__ == "__main__":
