@@ -15,13 +15,17 @@ import sweep  # noqa: E402
 README = os.path.join(os.path.dirname(HERE), "experiments", "README.md")
 
 
-def test_the_research_logs_table_is_the_one_sweep_prints():
-    """A row edited by hand in experiments/README.md, or recorded and not pasted, fails here."""
+def table_in_readme(which):
     with open(README) as f:
         text = f.read()
-    start = text.index("<!-- sweep table")
-    body = text[text.index("\n", start) + 1:text.index("<!-- end of sweep table -->")].strip()
-    assert body == sweep.table(sweep.read_results())
+    start = text.index(f"<!-- {which} table")
+    return text[text.index("\n", start) + 1:text.index(f"<!-- end of {which} table -->")].strip()
+
+
+def test_the_research_logs_tables_are_the_ones_sweep_prints():
+    """A row edited by hand in experiments/README.md, or recorded and not pasted, fails here."""
+    assert table_in_readme("sweep") == sweep.table(sweep.read_results())
+    assert table_in_readme("rooms") == sweep.rooms_table(sweep.read_results(sweep.ROOMS_RESULTS))
 
 
 def test_every_row_either_runs_now_or_names_the_commit_it_reproduces_at():
