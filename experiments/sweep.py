@@ -230,8 +230,18 @@ CONFIGS = {
 # against the better of the two 3D-blind baselines (mean and nearest context view) and by region.
 ROOMS_BASE = ["--preset", "rooms"]
 ROOMS_CONFIGS = {
-    "rooms_tower_r32_1200": ([], "`--preset rooms` as first written: tower r 32, L 4 shared, h 32, batch 16, "
+    "rooms_tower_r32_1200": (["--sigma_i", "1.0", "--sigma_f", "0.3", "--sigma_n", "600"], "`--preset rooms` as first written: tower r 32, L 4 shared, h 32, batch 16, "
                                  "exactly 3 context views, sigma 1.0 -> 0.3 over 600, lr 1e-3 -> 3e-4 over 1,500"),
+    "rooms_tower_s07": (["--sigma_i", "2.0", "--sigma_f", "0.7", "--sigma_n", "600"],
+                        "as rooms_tower_r32_1200 with the paper's sigma, 2.0 -> 0.7 (over 600 steps, not 2e5): z dearer "
+                        "against the pixels, so that the generator leans on r"),
+    "rooms_tower_paper_sigma": ([],
+                                "as rooms_tower_r32_1200 with the paper's sigma schedule as it is (2.0 -> 0.7 over "
+                                "2e5 steps: about 2.0 throughout these steps; --preset rooms now)"),
+    "rooms_tower_paper_sigma_b8": (["--batch_size", "8",
+                                    "--gradient_steps", "2400", "--mu_n", "3000", "--save_interval", "800",
+                                    "--log_interval", "400"],
+                                   "rooms_tower_paper_sigma at batch 8 for twice the steps (the same scenes seen)"),
 }
 
 
