@@ -64,7 +64,6 @@ def test_a_geometric_gqn_renders_held_out_views(small_scenes, tmp_path):
     print({k: round(v, 4) for k, v in final.items() if isinstance(v, float)})
     assert final["mse_generation"] < 0.9 * final["mse_mean_context"]
     assert final["iou_generation"] > final["iou_mean_context"] + 0.03
-    assert final["mse_reconstruction"] < final["mse_generation"]
 
 
 # the paper's networks (the tower, the paper's cores) on the built-in rooms: within 300 steps the generations
