@@ -312,8 +312,8 @@ def test_in_a_real_browser_dragging_the_rendering_changes_the_image(tiny_checkpo
             assert "sample" in page.locator("#render-caption").inner_text()
             browser.close()
     finally:
-        srv.shutdown()
-        srv.server_close()
+        srv.terminate()                                          # explore.py, as the user starts it
+        srv.wait()
 
 
 def test_the_explorer_reads_a_folder_converted_by_torch_gqn(tiny_checkpoint, tmp_path, monkeypatch):
