@@ -146,7 +146,7 @@ class SceneViews(Dataset):
     def _read(self, key):
         index, views = key
         raw = self.scenes.read(index, views)
-        # the layout change is done by numpy: torch's strided uint8 copy is ~50x slower on small tensors
+        # the layout change is done by numpy, far cheaper than torch's strided uint8 copy on small tensors
         frames = np.ascontiguousarray(decode_views(raw).transpose(0, 3, 1, 2))  # (V, 64, 64, 3) -> (V, 3, 64, 64)
         return torch.from_numpy(frames), torch.from_numpy(raw_to_viewpoint(raw.cameras))   # (V, 7)
 
