@@ -29,17 +29,23 @@ def small_scenes(tmp_path_factory):
     return ensure_builtin_dataset(str(root / "sm5"), parts=5, train_scenes=400, test_scenes=48, seed=0, workers=1)
 
 
-def test_a_tiny_gqn_learns_the_built_in_scenes(small_scenes, tmp_path):
-    train_dir, test_dir = small_scenes
+def train_and_read(splits, run_dir, recipe):
+    """Train with `recipe` on the (train, test) splits into run_dir: its test_metrics.jsonl rows and final.json."""
+    train_dir, test_dir = splits
     train.train(train.parse_args(["--train_data_dir", train_dir, "--test_data_dir", test_dir,
-                                  "--root_log_dir", str(tmp_path), "--log_dir", "learn", *TINY_RECIPE]))
-    with open(tmp_path / "learn" / "test_metrics.jsonl") as f:
+                                  "--root_log_dir", str(run_dir.parent), "--log_dir", run_dir.name, *recipe]))
+    with open(run_dir / "test_metrics.jsonl") as f:
         rows = [json.loads(line) for line in f]
-    with open(tmp_path / "learn" / "final.json") as f:
+    with open(run_dir / "final.json") as f:
         final = json.load(f)
+    print({k: round(v, 4) for k, v in final.items() if isinstance(v, float)})
+    return rows, final
+
+
+def test_a_tiny_gqn_learns_the_built_in_scenes(small_scenes, tmp_path):
+    rows, final = train_and_read(small_scenes, tmp_path / "learn", TINY_RECIPE)
     first, last = rows[0], rows[-1]
     assert (first["step"], last["step"]) == (50, 300)
-    print({k: round(v, 4) for k, v in final.items() if isinstance(v, float)})
     assert last["neg_elbo"] < first["neg_elbo"]                         # the held-out loss falls
     assert final["mse_generation"] < final["mse_mean_context"]           # and beats a 3D-blind guess
     assert final["iou_generation"] > final["iou_mean_context"]           # the object's outline, not a smear
@@ -56,12 +62,7 @@ GEOMETRIC_RECIPE = ["--representation", "geometric", "--r_dim", "24", "--h_dim",
 
 
 def test_a_geometric_gqn_renders_held_out_views(small_scenes, tmp_path):
-    train_dir, test_dir = small_scenes
-    train.train(train.parse_args(["--train_data_dir", train_dir, "--test_data_dir", test_dir,
-                                  "--root_log_dir", str(tmp_path), "--log_dir", "geo", *GEOMETRIC_RECIPE]))
-    with open(tmp_path / "geo" / "final.json") as f:
-        final = json.load(f)
-    print({k: round(v, 4) for k, v in final.items() if isinstance(v, float)})
+    _, final = train_and_read(small_scenes, tmp_path / "geo", GEOMETRIC_RECIPE)
     assert final["mse_generation"] < 0.9 * final["mse_mean_context"]
     assert final["iou_generation"] > final["iou_mean_context"] + 0.03
 
@@ -77,15 +78,9 @@ ROOMS_RECIPE = ["--representation", "tower", "--r_dim", "32", "--h_dim", "32", "
 
 
 def test_the_papers_networks_learn_the_built_in_rooms(tmp_path_factory, tmp_path):
-    train_dir, test_dir = ensure_builtin_rooms(str(tmp_path_factory.mktemp("rooms") / "rooms"), 400, 48, seed=0,
-                                               workers=1, progress=False)
-    train.train(train.parse_args(["--train_data_dir", train_dir, "--test_data_dir", test_dir,
-                                  "--root_log_dir", str(tmp_path), "--log_dir", "rooms", *ROOMS_RECIPE]))
-    with open(tmp_path / "rooms" / "test_metrics.jsonl") as f:
-        rows = [json.loads(line) for line in f]
-    with open(tmp_path / "rooms" / "final.json") as f:
-        final = json.load(f)
-    print({k: round(v, 4) for k, v in final.items() if isinstance(v, float)})
+    splits = ensure_builtin_rooms(str(tmp_path_factory.mktemp("rooms") / "rooms"), 400, 48, seed=0, workers=1,
+                                  progress=False)
+    rows, final = train_and_read(splits, tmp_path / "rooms", ROOMS_RECIPE)
     assert rows[-1]["neg_elbo"] < rows[0]["neg_elbo"]                    # the held-out loss falls
     assert final["mse_generation"] < final["mse_nearest_context"]        # and beats a 3D-blind guess
     assert final["wall_error_generation"] < 0.2 and final["floor_error_generation"] < 0.2   # the room, in colour
