@@ -68,12 +68,19 @@ def object_iou(image, truth):
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
 
+def masked_colour_error(image, truth, mask):
+    """Per image (B,): mean |image - truth| over the pixels of `mask` (B, H, W) and the channels (0 where the
+    mask is empty), and the mask's pixel counts (B,)."""
+    mask = mask.float()
+    error = (image - truth).abs().mean(dim=1)                          # (B, H, W)
+    count = mask.flatten(1).sum(1)
+    return (error * mask).flatten(1).sum(1) / count.clamp_min(1), count
+
+
 def object_colour_error(image, truth):
     """Per image (B,): mean |image - truth| over the true object's pixels and the 3 channels (0 where the
     truth shows no object)."""
-    mask = object_masks(truth).float()
-    error = (image - truth).abs().mean(dim=1)                          # (B, H, W)
-    return (error * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
+    return masked_colour_error(image, truth, object_masks(truth))[0]
 
 
 def nll_floor(sigma, image_shape):
@@ -87,16 +94,11 @@ def nll_above_floor(image, truth, sigma):
     return ((image - truth) ** 2).flatten(1).sum(1) / (2 * sigma ** 2)
 
 
-def region_error(image, truth, labels, region):
-    """Per image (B,): mean |image - truth| over the pixels whose label is in `region` (a set of classes) and
-    the channels; NaN where the truth has no such pixel."""
-    mask = torch.zeros_like(labels, dtype=torch.bool)
-    for c in region:
-        mask |= labels == c
-    mask = mask.float()
-    error = (image - truth).abs().mean(dim=1)                          # (B, H, W)
-    count = mask.flatten(1).sum(1)
-    return torch.where(count > 0, (error * mask).flatten(1).sum(1) / count.clamp_min(1), torch.full_like(count, float("nan")))
+def region_error(image, truth, mask):
+    """Per image (B,): mean |image - truth| over the pixels of a region's `mask` (B, H, W) and the channels;
+    NaN where the truth has no such pixel."""
+    error, count = masked_colour_error(image, truth, mask)
+    return torch.where(count > 0, error, torch.full_like(error, float("nan")))
 
 
 def object_iou_by_colour(image, truth, labels):
@@ -118,9 +120,9 @@ def object_iou_by_colour(image, truth, labels):
 
 def region_metrics(image, truth, labels):
     """REGION_METRICS of one image method against the truth with its labels (B, H, W), each (B,)."""
-    return dict(wall_error=region_error(image, truth, labels, {WALL}),
-                floor_error=region_error(image, truth, labels, {FLOOR}),
-                object_error=region_error(image, truth, labels, set(range(FIRST_OBJECT, int(labels.max()) + 1))),
+    return dict(wall_error=region_error(image, truth, labels == WALL),
+                floor_error=region_error(image, truth, labels == FLOOR),
+                object_error=region_error(image, truth, labels >= FIRST_OBJECT),
                 object_iou=object_iou_by_colour(image, truth, labels))
 
 
@@ -157,11 +159,12 @@ def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=Tru
     from tqdm import tqdm
     model.eval()
     sums, counts, scenes = {}, {}, 0
-    keys = iter(loader.batch_sampler)                                     # the batches' (scene, views), in order
+    # with labels: the batches' (scene, views), in the loader's order, to find each query view's labels
+    keys = None if labels is None else iter(loader.batch_sampler)
     for i, (frames, viewpoints) in enumerate(tqdm(loader, desc="evaluating", disable=not progress, leave=False)):
         torch.manual_seed(noise_seed(seed, i))                            # the noise of batch i
         x, v, x_q, v_q = split_batch(frames, viewpoints, device)
-        query_labels = query_view_labels(labels, next(keys), device)
+        query_labels = None if keys is None else query_view_labels(labels, next(keys), device)
         out, images = evaluate_batch(model, x, v, x_q, v_q, sigma, dtype, temperature, query_labels)
         if i == 0 and first is not None:
             first.update(x=x, x_q=x_q, **images)
