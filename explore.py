@@ -11,12 +11,14 @@ double-click a view to move the camera to it: the rendering from a view's own ca
 guess at that view. "Sample again" draws a new z from the prior: a rendering is one sample (the noise is
 seeded, so dragging keeps the same hypothesis of the scene); "mean of N" shows the mean of N samples.
 
-Cameras follow the dataset's convention (spec section 4): raw (x, y, z, yaw, pitch), the camera at
-distance d looking at the origin, pitch = asin(-z / d) (negative: above the object), yaw = -atan2(-y, -x).
-The page and the API speak degrees. Made for scenes seen from outside, around the origin (Shepard-Metzler,
-rooms_ring_camera): for data whose cameras look elsewhere (rooms_free_camera, jaco, mazes) a view's
-yaw and pitch are those of its position, so double-clicking it moves the camera there looking at the
-origin, not along that view's own direction.
+Cameras follow the dataset's convention (spec section 4): raw (x, y, z, yaw, pitch), pitch negative when
+the camera looks down. The camera moves on a sphere about the point the scene's own cameras look at
+(dataset/viewpoints.py look_target: the origin for Shepard-Metzler, the room's centre at eye height for
+rooms_ring_camera), looking at it: (yaw, pitch, distance) place it there, and each view's own
+(yaw, pitch, distance) about that point put it exactly at that view's camera. On rooms_ring_camera, dragging
+sideways at the views' pitch (0) and distance walks the ring the data was taken on. The page and the API
+speak degrees. For data whose cameras do not look at one point (rooms_free_camera, jaco, mazes) the
+point is the least-squares nearest one, and a view's camera is reached only up to where it looks.
 
 The server (Python's http.server, no other dependency) binds 127.0.0.1 unless --host says otherwise and
 answers only requests whose Host header names it: 127.0.0.1, localhost or [::1], the --host name or the
@@ -53,8 +55,7 @@ from PIL import Image
 
 import checkpoint
 import gqn_dataset
-from dataset.viewpoints import raw_to_viewpoint
-from dataset.shepard_metzler import camera_from_position, position_from_yaw_pitch
+from dataset.viewpoints import camera_around, look_target, raw_to_viewpoint, viewpoint_to_raw
 from images import to_uint8_image
 from runtime import UsageError, noise_seed, pick_device
 
@@ -78,11 +79,9 @@ def png_bytes(image):
     return buffer.getvalue()
 
 
-def viewpoint(yaw_deg, pitch_deg, distance):
-    """The dataset's camera at (yaw, pitch, distance) looking at the origin -> viewpoint (7,) float32."""
-    yaw, pitch = math.radians(yaw_deg % 360.0), math.radians(pitch_deg)
-    position = position_from_yaw_pitch(yaw, pitch, distance)
-    raw = np.array([*position, yaw, pitch])
+def viewpoint(yaw_deg, pitch_deg, distance, target=(0.0, 0.0, 0.0)):
+    """The dataset's camera at (yaw, pitch, distance) from `target`, looking at it -> viewpoint (7,) float32."""
+    raw = camera_around(target, math.radians(yaw_deg % 360.0), math.radians(pitch_deg), distance)
     return torch.from_numpy(raw_to_viewpoint(raw).astype(np.float32))
 
 
@@ -119,26 +118,25 @@ class Explorer:
         self.context, self.seed = context, seed
         self.coalescer = Coalescer()
         self._cache_lock = threading.Lock()
-        self._cache = {}                      # scene -> (frames (S, 3, H, W) uint8, viewpoints (S, 7), raw (S, 5))
+        self._cache = {}                      # scene -> (frames (S, 3, H, W) uint8, viewpoints (S, 7), target (3,))
 
     # -- reading ----------------------------------------------------------------------------------
 
     def scene(self, index):
-        """(frames (S, 3, H, W) uint8, viewpoints (S, 7), raw cameras (S, 5) numpy) of one scene, cached."""
+        """(frames (S, 3, H, W) uint8, viewpoints (S, 7), the point its cameras look at (3,)) of one scene, cached."""
         with self._cache_lock:
             if index not in self._cache:
                 frames, viewpoints = self.dataset[(index, tuple(range(self.num_views)))]
-                raw = camera_from_position(viewpoints[:, :3].double().numpy())   # (S, 5): x, y, z, yaw, pitch
                 if len(self._cache) >= 8:
                     self._cache.pop(next(iter(self._cache)))
-                self._cache[index] = (frames, viewpoints, raw)
+                self._cache[index] = (frames, viewpoints, look_target(viewpoint_to_raw(viewpoints)))
             return self._cache[index]
 
     def scene_info(self, index):
-        _, viewpoints, raw = self.scene(index)
+        _, viewpoints, target = self.scene(index)
         order = [int(j) for j in self.order_sampler.views(index)]   # evaluate.py's views: context = order[:M]
-        cameras = [dict(yaw=math.degrees(r[3]), pitch=math.degrees(r[4]), distance=float(np.linalg.norm(r[:3])))
-                   for r in raw]
+        cameras = [dict(yaw=math.degrees(r[3]), pitch=math.degrees(r[4]), distance=float(np.linalg.norm(r[:3] - target)))
+                   for r in viewpoint_to_raw(viewpoints)]
         return dict(scene=index, scenes=self.num_scenes, views=self.num_views, cameras=cameras, order=order,
                     context=order[:self.context], query=order[self.context])
 
@@ -237,7 +235,7 @@ class Explorer:
                     raise BadRequest("client= may hold up to 32 letters, digits, '-' and '_'")
 
                 def work():
-                    camera = viewpoint(yaw, pitch, distance)
+                    camera = viewpoint(yaw, pitch, distance, self.scene(index)[2])
                     start = time.perf_counter()
                     image = self.render(index, context, camera, seed, samples)
                     ms = (time.perf_counter() - start) * 1e3

@@ -12,13 +12,16 @@ The context and query views of scene i are drawn from (--seed, i) exactly as eva
 so the grid shows the scenes that evaluate.py scores with the same seed and --context.
 
 The orbit (<checkpoint>-seed<seed>-orbit.gif, --frames frames) moves the query camera once around each
-scene: yaw from 0 to 2 pi (the last frame stops one step short, so the loop is seamless), at a fixed
-elevation (--elevation, degrees above the object, default 25) and distance (--distance, default the
-mean camera distance of the scene's own views), every camera looking at the origin like the dataset's.
-In the dataset's convention (raw cameras (x, y, z, yaw, pitch), pitch = asin(-z / r)) a camera above
-the object has a negative pitch: --elevation 25 is --pitch -25. These are views that no frame of the
-dataset has, rendered by model.generate from the same context views as the grid. Each frame of the
-GIF holds one row per scene: its context views, then the orbit view.
+scene: yaw from 0 to 2 pi (the last frame stops one step short, so the loop is seamless), every camera
+looking at the point the scene's own cameras look at (dataset/viewpoints.py look_target: the origin for
+Shepard-Metzler, the room's centre at eye height for rooms), at a fixed distance from it (--distance,
+default the mean of the scene's cameras) and a fixed elevation. The elevation: --elevation (degrees
+above the target) or --pitch; by default the pitch that all of the scene's cameras share where they
+do (a ring of cameras, as in rooms_ring_camera: the orbit walks that ring), else 25 degrees above.
+In the dataset's convention (raw cameras (x, y, z, yaw, pitch)) a camera looking down has a negative
+pitch: --elevation 25 is --pitch -25. These are views that no frame of the dataset has, rendered by
+model.generate from the same context views as the grid. Each frame of the GIF holds one row per scene:
+its context views, then the orbit view.
 
 Noise: z is sampled, so each rendering needs noise. The global torch generator is seeded before each
 rendering (runtime.noise_seed): with noise_seed(seed, 0) for the reconstruction, noise_seed(seed, k)
@@ -40,13 +43,13 @@ import torch
 
 import checkpoint
 import gqn_dataset
-from dataset.shepard_metzler import position_from_yaw_pitch
-from dataset.viewpoints import raw_to_viewpoint
+from dataset.viewpoints import camera_around, look_target, raw_to_viewpoint, viewpoint_to_raw
 from images import comparison_grid, save_gif, save_png
 from runtime import SCENE_STREAM, UsageError, generator, noise_seed, pick_device
 
 DEFAULT_SCENES = 4              # scenes 0..3 when neither --scenes nor --random is given
-DEFAULT_ELEVATION = 25.0        # degrees above the object; the dataset's pitch is its negative
+DEFAULT_ELEVATION = 25.0        # degrees above the target where the scene's cameras do not share one pitch
+RING_PITCH_TOLERANCE = 1e-3     # radians: cameras whose pitches differ by less share one (a ring)
 
 
 def parse_args(argv=None):
@@ -64,12 +67,13 @@ def parse_args(argv=None):
     p.add_argument("--frames", type=int, default=36, help="frames of the orbit GIF (default 36)")
     angle = p.add_mutually_exclusive_group()
     angle.add_argument("--elevation", type=float, default=None,
-                       help=f"orbit camera's angle above the object in degrees (default {DEFAULT_ELEVATION:g})")
+                       help="orbit camera's angle above the target in degrees (default: the pitch the scene's cameras "
+                            f"share, a ring; else {DEFAULT_ELEVATION:g})")
     angle.add_argument("--pitch", type=float, default=None,
                        help="the same angle in the dataset's convention, pitch = asin(-z / r) in degrees: "
-                            f"negative looks down from above (default {-DEFAULT_ELEVATION:g})")
+                            "negative looks down from above (default: as --elevation)")
     p.add_argument("--distance", type=float, default=None,
-                   help="orbit camera's distance from the origin (default: the mean of the scene's cameras)")
+                   help="orbit camera's distance from the target (default: the mean of the scene's cameras)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="scale of the prior's standard deviation (default 1: the model's samples; 0: z at the "
                         "prior's mean, every sample alike; below 1 departs from the paper)")
@@ -83,9 +87,9 @@ def parse_args(argv=None):
         value = getattr(args, flag)
         if value is not None and value < least:
             p.exit(2, f"error: --{flag} must be at least {least}, not {value}\n")
-    pitch = -DEFAULT_ELEVATION if args.elevation is None and args.pitch is None else \
+    pitch = None if args.elevation is None and args.pitch is None else \
         (args.pitch if args.pitch is not None else -args.elevation)
-    if not -90 < pitch < 90:
+    if pitch is not None and not -90 < pitch < 90:
         p.exit(2, f"error: the orbit's pitch {pitch:g} degrees must lie strictly between -90 and 90 "
                   f"(at the poles the camera's yaw is undefined)\n")
     args.pitch_deg = pitch
@@ -124,27 +128,43 @@ def choose_scenes(args, num_scenes, data_dir):
 
 
 def load_scenes(dataset, scenes, context, seed):
-    """Context, query and camera distance of each scene, with the views evaluate.py would use:
-    x (B, M, 3, 64, 64) and x_q (B, 3, 64, 64) floats in [0, 1], v (B, M, 7), v_q (B, 7), distance (B,)."""
+    """Context, query and cameras of each scene, with the views evaluate.py would use:
+    x (B, M, 3, 64, 64) and x_q (B, 3, 64, 64) floats in [0, 1], v (B, M, 7), v_q (B, 7), and the raw
+    cameras of all of each scene's views, a list of B arrays (S, 5)."""
     views = gqn_dataset.FixedContextSampler(len(dataset), dataset.num_views, 1, context, seed)
-    x, v, x_q, v_q, distance = [], [], [], [], []
+    x, v, x_q, v_q, cameras = [], [], [], [], []
     for i in scenes:
         frames, viewpoints = dataset[(i, tuple(range(dataset.num_views)))]   # all S views: (S, 3, 64, 64), (S, 7)
         chosen = torch.from_numpy(views.views(i))                            # M context views, then the query
         images = frames[chosen].float() / 255
         x.append(images[:-1]), x_q.append(images[-1])
         v.append(viewpoints[chosen[:-1]]), v_q.append(viewpoints[chosen[-1]])
-        distance.append(viewpoints[:, :3].norm(dim=-1).mean().item())
-    return torch.stack(x), torch.stack(v), torch.stack(x_q), torch.stack(v_q), distance
+        cameras.append(viewpoint_to_raw(viewpoints))
+    return torch.stack(x), torch.stack(v), torch.stack(x_q), torch.stack(v_q), cameras
 
 
-def orbit_viewpoints(frames, pitch, distance):
-    """Cameras circling the origin, looking at it: yaw 2 pi t / frames for t < frames, fixed pitch (radians,
+def orbit_viewpoints(frames, pitch, distance, target=(0.0, 0.0, 0.0)):
+    """Cameras circling `target`, looking at it: yaw 2 pi t / frames for t < frames, fixed pitch (radians,
     the dataset's convention) and distance -> viewpoints (frames, 7) in the project's order."""
     yaw = 2 * np.pi * np.arange(frames) / frames                            # (T,)
-    position = position_from_yaw_pitch(yaw, np.full(frames, pitch), np.full(frames, distance))   # (T, 3)
-    raw = np.concatenate([position, yaw[:, None], np.full((frames, 1), pitch)], axis=1)          # (T, 5)
+    raw = camera_around(target, yaw, np.full(frames, pitch), np.full(frames, distance))      # (T, 5)
     return torch.from_numpy(raw_to_viewpoint(raw).astype(np.float32))               # (T, 7)
+
+
+def scene_orbit(cameras, pitch_deg=None, distance=None):
+    """A scene's orbit, from its raw cameras (S, 5): (target (3,), pitch in radians, distance). The pitch is
+    pitch_deg where given, else the one the cameras share (a ring), else DEFAULT_ELEVATION above the target;
+    the distance is `distance` where given, else the cameras' mean distance from the target."""
+    target = look_target(cameras)
+    if pitch_deg is not None:
+        pitch = math.radians(pitch_deg)
+    elif np.ptp(cameras[:, 4]) < RING_PITCH_TOLERANCE:
+        pitch = float(cameras[:, 4].mean())
+    else:
+        pitch = -math.radians(DEFAULT_ELEVATION)
+    if distance is None:
+        distance = float(np.linalg.norm(cameras[:, :3] - target, axis=1).mean())
+    return target, pitch, distance
 
 
 @torch.no_grad()
@@ -188,12 +208,12 @@ def sample(args):
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
     checkpoint.ensure_writable(out)
 
-    x, v, x_q, v_q, distances = load_scenes(dataset, scenes, args.context, args.seed)
+    x, v, x_q, v_q, cameras = load_scenes(dataset, scenes, args.context, args.seed)
     x, v, x_q, v_q = x.to(device), v.to(device), x_q.to(device), v_q.to(device)
     reconstruction, generated = render_grid_columns(model, x, v, x_q, v_q, args.samples, args.seed, args.temperature)
 
-    pitch = math.radians(args.pitch_deg)
-    orbit = torch.stack([orbit_viewpoints(args.frames, pitch, args.distance or d) for d in distances]).to(device)
+    orbits = [scene_orbit(c, args.pitch_deg, args.distance) for c in cameras]      # (target, pitch, distance)
+    orbit = torch.stack([orbit_viewpoints(args.frames, pitch, d, target) for target, pitch, d in orbits]).to(device)
     frames = render_orbit(model, x, v, orbit, args.seed, args.temperature)               # (T, B, 3, 64, 64)
 
     stem = os.path.join(out, f"{os.path.splitext(os.path.basename(args.checkpoint))[0]}-seed{args.seed}"
@@ -205,9 +225,10 @@ def sample(args):
     print(f"scenes {' '.join(map(str, scenes))} of {data_dir}, {m} context views, seed {args.seed}"
           + (f", prior temperature {args.temperature:g}" if args.temperature != 1 else ""))
     print(f"wrote {grid_path}: one row per scene: {m} context | truth | reconstruction | {k} samples")
-    distance = f"{args.distance:g}" if args.distance else "each scene's mean camera distance"
-    print(f"wrote {orbit_path}: {args.frames} frames, pitch {args.pitch_deg:g} deg (elevation "
-          f"{-args.pitch_deg:g}), distance {distance}; one row per scene: {m} context | orbit view")
+    described = sorted({f"pitch {math.degrees(pitch):.3g} deg, distance {d:.3g} from "
+                        f"({', '.join(f'{c:.3g}' for c in target + 0.0)})" for target, pitch, d in orbits})
+    print(f"wrote {orbit_path}: {args.frames} frames, {'; '.join(described[:4])}"
+          f"{'; ...' if len(described) > 4 else ''}; one row per scene: {m} context | orbit view")
     return grid_path, orbit_path
 
 

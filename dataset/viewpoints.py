@@ -6,11 +6,18 @@ made from raw cameras by raw_to_viewpoint. DeepMind's reader gives
     (x, y, z, sin yaw, cos yaw, sin pitch, cos pitch);
 deepmind_to_project_viewpoint and project_to_deepmind_viewpoint convert 7-d data between the two, and
 SWAP_SIN_COS (each (sin, cos) pair swapped) is that permutation, here and nowhere else.
+
+Cameras that look at one point: viewpoint_to_raw turns viewpoints back into raw cameras, look_target
+finds the point a scene's cameras look at (the origin for Shepard-Metzler, the room's centre at eye
+height for rooms_ring_camera) and camera_around places cameras on a sphere about that point, looking
+at it. sample.py's orbit and explore.py's camera move this way, so that on a ring of cameras (rooms)
+they walk the ring itself.
 """
 
 import numpy as np
 import torch
 
+from dataset.builtin import forward_from_yaw_pitch
 from dataset.errors import DatasetError
 
 
@@ -40,3 +47,33 @@ def deepmind_to_project_viewpoint(viewpoints):
 def project_to_deepmind_viewpoint(viewpoints):
     """(..., 7) in the project's order -> DeepMind's order (x, y, z, sin yaw, cos yaw, sin pitch, cos pitch)."""
     return deepmind_to_project_viewpoint(viewpoints)
+
+
+def viewpoint_to_raw(viewpoints):
+    """Viewpoints (..., 7) in the project's order (torch or numpy) -> raw cameras (..., 5) = (x, y, z, yaw, pitch),
+    float64 numpy, yaw in [0, 2 pi)."""
+    v = np.asarray(viewpoints, dtype=np.float64)
+    yaw = np.mod(np.arctan2(v[..., 4], v[..., 3]), 2 * np.pi)
+    pitch = np.arctan2(v[..., 6], v[..., 5])
+    return np.concatenate([v[..., :3], yaw[..., None], pitch[..., None]], axis=-1)
+
+
+def look_target(raw):
+    """The point nearest to every camera's line of sight (least squares), (3,): where the cameras (S, 5) look.
+    The origin when the lines are (nearly) parallel, as for one camera or cameras all facing one way."""
+    raw = np.asarray(raw, dtype=np.float64)
+    forward = forward_from_yaw_pitch(raw[:, 3], raw[:, 4])                             # (S, 3)
+    across = np.eye(3) - forward[:, :, None] * forward[:, None, :]                     # (S, 3, 3): drops the part along each line
+    a, b = across.sum(0), (across @ raw[:, :3, None]).sum(0)[:, 0]
+    if np.linalg.cond(a) > 1e6:
+        return np.zeros(3)
+    return np.linalg.solve(a, b)
+
+
+def camera_around(target, yaw, pitch, distance):
+    """Raw cameras (..., 5) at `distance` from `target` (3,) looking at it with the given yaw and pitch (radians)."""
+    yaw, pitch = np.asarray(yaw, dtype=np.float64), np.asarray(pitch, dtype=np.float64)
+    position = np.asarray(target, dtype=np.float64) - np.asarray(distance, dtype=np.float64)[..., None] * \
+        forward_from_yaw_pitch(yaw, pitch)
+    yaw, pitch = np.broadcast_to(yaw, position.shape[:-1]), np.broadcast_to(pitch, position.shape[:-1])
+    return np.concatenate([position, np.mod(yaw, 2 * np.pi)[..., None], pitch[..., None]], axis=-1)

@@ -19,6 +19,8 @@ import torch
 from PIL import Image
 
 import explore
+from dataset import rooms
+from dataset.viewpoints import raw_to_viewpoint
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -106,12 +108,42 @@ def test_the_image_changes_with_the_camera_and_the_seed_but_not_otherwise(server
     assert mean.shape == (64, 64, 3) and not np.array_equal(first, mean)
 
 
+class RingScenes:
+    """Two scenes of 10 blank views from rooms_ring_camera's cameras, as explore.Explorer reads a split."""
+    num_views = 10
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, key):
+        index, views = key
+        azimuths = np.random.default_rng(index).uniform(0, 2 * np.pi, self.num_views)
+        cameras = torch.from_numpy(raw_to_viewpoint(rooms.ring_cameras(azimuths)).astype(np.float32))
+        return torch.zeros(len(views), 3, 64, 64, dtype=torch.uint8), cameras[list(views)]
+
+
+def test_on_rooms_the_camera_walks_the_ring_and_reaches_every_view():
+    explorer = explore.Explorer(model=None, dataset=RingScenes(), device=torch.device("cpu"))
+    info = explorer.scene_info(1)
+    _, viewpoints, target = explorer.scene(1)
+    np.testing.assert_allclose(target, [0, 0, rooms.TARGET_HEIGHT], atol=1e-6)
+    for j, c in enumerate(info["cameras"]):                 # each view: pitch 0, on the ring, exactly reached
+        assert c["pitch"] == pytest.approx(0, abs=1e-4) and c["distance"] == pytest.approx(rooms.RING_RADIUS)
+        np.testing.assert_allclose(explore.viewpoint(c["yaw"], c["pitch"], c["distance"], target).numpy(),
+                                   viewpoints[j].numpy(), atol=1e-5)
+    c = info["cameras"][0]
+    for yaw in np.linspace(0, 360, 13):                     # turning at the views' pitch and distance stays on it
+        position = explore.viewpoint(c["yaw"] + yaw, c["pitch"], c["distance"], target)[:3].numpy()
+        assert np.hypot(*position[:2]) == pytest.approx(rooms.RING_RADIUS, abs=1e-5)
+        assert position[2] == pytest.approx(rooms.CAMERA_HEIGHT, abs=1e-5)
+
+
 def test_a_camera_at_a_views_pose_is_that_views_camera_and_the_nearest_view_is_that_view(server):
     explorer, base = server
     info = explorer.scene_info(1)
-    _, viewpoints, _ = explorer.scene(1)
+    _, viewpoints, target = explorer.scene(1)
     for j, c in enumerate(info["cameras"]):
-        v = explore.viewpoint(c["yaw"], c["pitch"], c["distance"])
+        v = explore.viewpoint(c["yaw"], c["pitch"], c["distance"], target)
         np.testing.assert_allclose(v.numpy(), viewpoints[j].numpy(), atol=1e-4)
         c = info["cameras"][j]
         headers = get(render_url(base, scene=1, yaw=c["yaw"], pitch=c["pitch"], distance=c["distance"]))[1]

@@ -11,7 +11,9 @@ from PIL import Image, ImageSequence
 
 import sample
 from model import GQN
+from dataset import rooms
 from dataset.shepard_metzler import camera_from_position
+from dataset.viewpoints import raw_to_viewpoint
 
 TILE = 64 + 2                                  # a 64x64 view and images.make_grid's 2-pixel gap
 
@@ -99,6 +101,29 @@ def test_orbit_circles_in_the_datasets_camera_convention():
     assert np.allclose(yaw, 2 * np.pi * np.arange(8) / 8, atol=1e-6)          # once around, evenly
 
 
+def test_the_orbit_of_ring_cameras_walks_the_ring_through_every_view():
+    azimuths = 2 * np.pi * np.arange(10) / 10
+    ring = rooms.ring_cameras(azimuths)                                       # rooms_ring_camera's cameras
+    target, pitch, distance = sample.scene_orbit(ring)
+    np.testing.assert_allclose(target, [0, 0, rooms.TARGET_HEIGHT], atol=1e-9)
+    assert pitch == pytest.approx(ring[0, 4]) and distance == pytest.approx(rooms.RING_RADIUS)
+    orbit = sample.orbit_viewpoints(10, pitch, distance, target).double().numpy()   # (10, 7)
+    views = raw_to_viewpoint(ring)
+    for frame in orbit:                                                       # every orbit frame is a view's camera
+        assert np.abs(views - frame).max(axis=1).min() < 1e-5
+
+
+def test_the_orbit_of_cameras_around_an_object_looks_down_at_it_by_default():
+    rng = np.random.default_rng(0)
+    position = rng.normal(size=(15, 3))
+    position = 3.3 * position / np.linalg.norm(position, axis=1, keepdims=True)
+    target, pitch, distance = sample.scene_orbit(camera_from_position(position))
+    np.testing.assert_allclose(target, 0, atol=1e-9)
+    assert pitch == pytest.approx(-math.radians(sample.DEFAULT_ELEVATION)) and distance == pytest.approx(3.3)
+    assert sample.scene_orbit(camera_from_position(position), pitch_deg=10, distance=2)[1:] == \
+        (pytest.approx(math.radians(10)), 2)
+
+
 def test_every_orbit_frame_uses_the_same_noise():
     torch.manual_seed(0)
     model = GQN(L=2, h_dim=8, r_dim=16).eval()
@@ -137,7 +162,7 @@ def test_bad_flags_are_usage_errors(tiny_data, extra, says, capsys):
 
 
 def test_elevation_and_pitch_are_one_angle_of_opposite_signs():
-    assert sample.parse_args(["--checkpoint", "x.pt"]).pitch_deg == -sample.DEFAULT_ELEVATION
+    assert sample.parse_args(["--checkpoint", "x.pt"]).pitch_deg is None      # each scene's own (scene_orbit)
     assert sample.parse_args(["--checkpoint", "x.pt", "--elevation", "40"]).pitch_deg == -40
     assert sample.parse_args(["--checkpoint", "x.pt", "--pitch", "10"]).pitch_deg == 10
 
