@@ -262,9 +262,9 @@ def build_model(args, state, dist, log, init=None):
         model.noise_rows = (dist.rank * share, (dist.rank + 1) * share, args.batch_size)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"GQN {model.config}: {n_params:,} parameters on {dist.device}, dtype {args.dtype}")
-    if args.dtype == "bfloat16" and dist.device.type == "cpu" and model.h_dim < 128:
-        log(f"note: on a CPU, bfloat16 pays only for wide convs; with --h_dim {model.h_dim} it can be many times "
-            f"slower than float32 (benchmarks/README.md)")
+    if args.dtype == "bfloat16" and dist.device.type == "cpu" and model.h_dim < 64:
+        log(f"note: on a CPU, bfloat16 pays only for wide convs (64 hidden channels or more, on a CPU with "
+            f"avx512_bf16); with --h_dim {model.h_dim} it can be many times slower than float32 (benchmarks/README.md)")
     net = model
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(
