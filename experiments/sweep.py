@@ -242,6 +242,14 @@ ROOMS_CONFIGS = {
                                     "--gradient_steps", "2400", "--mu_n", "3000", "--save_interval", "800",
                                     "--log_interval", "400"],
                                    "rooms_tower_paper_sigma at batch 8 for twice the steps (the same scenes seen)"),
+    "rooms_tower_anneal": (["--mu_f", "1e-4", "--mu_n", "1200"],
+                           "rooms_tower_paper_sigma with the learning rate annealed within its steps, 1e-3 -> 1e-4 "
+                           "over 1,200 (not 1e-3 -> 3e-4 over 1,500, 4.4e-4 at its end)"),
+    "rooms_tower_long": (["--data_root", "data/rooms20k", "--builtin_train_scenes", "20000", "--gradient_steps",
+                          "11000", "--mu_f", "1e-4", "--mu_n", "11000", "--log_interval", "1000", "--save_interval",
+                          "1000", "--keep", "20"],
+                         "the shipped `assets/gqn-rooms.pt`: `--preset rooms` for 11,000 steps on 20,000 rooms, "
+                         "lr 1e-3 -> 1e-4 over them"),
 }
 
 
