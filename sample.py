@@ -70,8 +70,8 @@ def parse_args(argv=None):
                        help="orbit camera's angle above the target in degrees (default: the pitch the scene's cameras "
                             f"share, a ring; else {DEFAULT_ELEVATION:g})")
     angle.add_argument("--pitch", type=float, default=None,
-                       help="the same angle in the dataset's convention, pitch = asin(-z / r) in degrees: "
-                            "negative looks down from above (default: as --elevation)")
+                       help="the same angle as the dataset's raw cameras' pitch, in degrees: negative looks down "
+                            "from above (default: as --elevation)")
     p.add_argument("--distance", type=float, default=None,
                    help="orbit camera's distance from the target (default: the mean of the scene's cameras)")
     p.add_argument("--temperature", type=float, default=1.0,

@@ -1,7 +1,7 @@
 """How long until a GQN works: held-out generation and reconstruction MSE of a run's checkpoints against
 training steps and minutes, beside the two 3D-blind baselines, as JSON and a PNG plot.
 
-    python experiments/learning_curve.py --checkpoints runs/long/curve --run runs/long/rooms_h64_l6 \\
+    python experiments/learning_curve.py --checkpoints runs/long/rooms_tower_long/checkpoints --run runs/long/rooms_tower_long \\
         --scenes 200 --json experiments/rooms_curve.json --out assets/rooms-learning-curve.png
     python experiments/learning_curve.py --json experiments/rooms_curve.json --out assets/rooms-learning-curve.png
 
@@ -18,6 +18,7 @@ import math
 import os
 import sys
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,20 +86,14 @@ def plot(points, out, title):
         _, y = xy(0, value)
         draw.line([left, y, width - right, y], fill=(230, 230, 230))
         draw.text((left - 8, y), f"{value:g}", fill="black", font=font, anchor="rm")
-    minutes = {p["step"]: p.get("seconds", 0) / 60 for p in points}
+    timed = sorted((p["step"], p["seconds"] / 60) for p in points if "seconds" in p)   # (step, minutes)
     for step in nice_ticks(0, x_max, 8):
         x, _ = xy(step, y_min)
         draw.line([x, height - bottom, x, height - bottom + 5], fill="black")
         draw.text((x, height - bottom + 8), f"{int(step):,}", fill="black", font=font, anchor="mt")
-        known = [s for s in minutes if s > 0]
-        if known and 0 < step:
-            # minutes at this step, interpolated between the nearest scored steps
-            below = max([s for s in known if s <= step], default=None)
-            above = min([s for s in known if s >= step], default=None)
-            if below is not None and above is not None:
-                m = minutes[below] if above == below else \
-                    minutes[below] + (minutes[above] - minutes[below]) * (step - below) / (above - below)
-                draw.text((x, height - bottom + 24), f"{m:.0f}", fill=(90, 90, 90), font=font, anchor="mt")
+        if timed and timed[0][0] <= step <= timed[-1][0]:   # minutes between the scored steps, interpolated
+            minutes = np.interp(step, [s for s, _ in timed], [m for _, m in timed])
+            draw.text((x, height - bottom + 24), f"{minutes:.0f}", fill=(90, 90, 90), font=font, anchor="mt")
     draw.text(((left + width - right) / 2, height - bottom + 44), "training steps (grey: minutes on the run's machine)",
               fill="black", font=font, anchor="mt")
     draw.text((12, top - 22), "held-out MSE per pixel (lower is better)", fill="black", font=font)
