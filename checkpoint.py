@@ -1,5 +1,6 @@
-"""Checkpoints: written atomically, loaded without unpickling code, carrying their own model config; and
-opening one with its test data, as evaluate.py, sample.py and explore.py do.
+"""Checkpoints: written atomically, loaded without unpickling code, carrying their own model config, upgraded
+from older forms, and exported for sharing (`python checkpoint.py SRC DST`). Opening one with the test
+scenes of its run is held_out.py's.
 
 A checkpoint is a dict saved with torch.save: model (state dict), config (GQN's constructor
 arguments, so `GQN(**config)` rebuilds the model from the file alone), optimizer, lr_schedule,
@@ -14,12 +15,9 @@ observation head (config "render_gate": true) is read as the same model (`_upgra
 import glob
 import os
 import re
-from dataclasses import dataclass
 
 import torch
 
-import gqn_dataset
-from dataset.errors import DatasetError
 from runtime import UsageError, write_atomically
 
 
@@ -181,13 +179,6 @@ def load_weights(model, state, path):
     return missing
 
 
-def check_context(context, num_views, data_dir):
-    """M context views and a query must be distinct views of a scene: 1 <= context <= S - 1."""
-    if not 1 <= context < num_views:
-        raise UsageError(f"--context {context} is out of range: the scenes of {data_dir} have {num_views} views, "
-                         f"so pass --context between 1 and {num_views - 1}")
-
-
 def run_sigma(state, path="the checkpoint"):
     """The pixel sigma the checkpoint's run had reached."""
     from scheduler import SigmaSchedule
@@ -196,63 +187,6 @@ def run_sigma(state, path="the checkpoint"):
     s = SigmaSchedule()
     s.load_state_dict(state["sigma_schedule"])
     return s.sigma
-
-
-def builtin_test_dir(state):
-    """The built-in scenes' test split the checkpoint's run trained next to (the path its run used:
-    relative to the working directory, or to this folder where the run was started from here)."""
-    args = state.get("args", {})
-    if args.get("train_data_dir"):
-        raise DatasetError("this checkpoint was trained on --train_data_dir data; pass --data_dir with its test split")
-    root = gqn_dataset.builtin_root(args.get("builtin", "shepard_metzler"), args.get("data_root", "data"),
-                                    args.get("builtin_parts", 7))
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), root)
-    if not os.path.isabs(root) and not os.path.isdir(root) and os.path.isdir(here):
-        root = here
-    return os.path.join(root, "test")
-
-
-def test_split(state, data_dir=None):
-    """--data_dir, or the checkpoint's built-in test split, rendered first (as train.py would) when absent."""
-    if data_dir is not None:
-        return data_dir
-    test_dir = builtin_test_dir(state)
-    if os.path.isdir(test_dir):
-        return test_dir
-    from dataset.builtin import RenderError
-    args = state.get("args", {})
-    root = os.path.dirname(test_dir)
-    print(f"no --data_dir and no {test_dir}: rendering the checkpoint's built-in scenes into {root} (once)")
-    try:
-        _, test_dir = gqn_dataset.ensure_builtin(
-            args.get("builtin", "shepard_metzler"), root, args.get("builtin_train_scenes", 20_000),
-            args.get("builtin_test_scenes", 1_000), args.get("builtin_parts", 7))
-    except RenderError as e:
-        raise UsageError(f"{e} (or pass --data_dir)") from None
-    return test_dir
-
-
-@dataclass
-class Opened:
-    """A checkpoint opened with its test data: what evaluate.py, sample.py and explore.py start from."""
-    state: dict
-    model: torch.nn.Module     # on the device, in eval mode
-    data_dir: str
-    dataset: object            # gqn_dataset.SceneViews of data_dir
-    sigma: float = None        # the pixel sigma its run reached (with_sigma=True)
-
-
-def open_with_test_data(path, data_dir=None, context=3, device="cpu", with_sigma=False):
-    """Load the checkpoint at `path`, rebuild its model on `device`, and open `data_dir` (default: the
-    built-in test split its run trained next to, rendered if absent), checking that `context` views and a
-    query fit its scenes. With with_sigma, also the sigma its run reached (checked before any rendering)."""
-    state = load(path)
-    model = rebuild_model(state).to(device).eval()
-    sigma = run_sigma(state, path) if with_sigma else None
-    data_dir = test_split(state, data_dir)
-    dataset = gqn_dataset.SceneViews(data_dir)
-    check_context(context, dataset.num_views, data_dir)
-    return Opened(state, model, data_dir, dataset, sigma)
 
 
 def export(src, dst, data_root="data"):

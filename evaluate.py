@@ -25,6 +25,7 @@ import sys
 
 import checkpoint
 import gqn_dataset
+import held_out
 import metrics
 from runtime import UsageError, pick_device
 
@@ -60,7 +61,7 @@ def main(argv=None):
         sys.exit(f"error: --temperature must be 0 or more, not {args.temperature}")
     try:
         device = pick_device(args.device)
-        opened = checkpoint.open_with_test_data(args.checkpoint, args.data_dir, args.context, device,
+        opened = held_out.open_with_test_data(args.checkpoint, args.data_dir, args.context, device,
                                                 with_sigma=args.sigma is None)
         state, model, data_dir, dataset = opened.state, opened.model, opened.data_dir, opened.dataset
         sigma = args.sigma if args.sigma is not None else opened.sigma

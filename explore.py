@@ -55,6 +55,7 @@ from PIL import Image
 
 import checkpoint
 import gqn_dataset
+import held_out
 from dataset.viewpoints import camera_around, look_target, raw_to_viewpoint, viewpoint_to_raw
 from images import to_uint8_image
 from runtime import UsageError, noise_seed, pick_device
@@ -365,7 +366,7 @@ def build(args):
     device = pick_device(args.device)
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         raise gqn_dataset.DatasetError(f"--data_dir {args.data_dir} is not a folder; pass a split folder such as data/.../test")
-    opened = checkpoint.open_with_test_data(args.checkpoint, args.data_dir, args.context, device)
+    opened = held_out.open_with_test_data(args.checkpoint, args.data_dir, args.context, device)
     data_dir = opened.data_dir
     explorer = Explorer(opened.model, opened.dataset, device, seed=args.seed, context=args.context)
     with open(PAGE, "rb") as f:

@@ -356,13 +356,14 @@ def builtin_root(kind, data_root, parts=7):
     return shepard_metzler.builtin_root(data_root, parts)
 
 
-def ensure_builtin(kind, root, train_scenes, test_scenes, parts=7):
-    """Render the built-in scenes `kind` into root/train and root/test once (seed 0; numpy renderers, in up to
-    two processes) and return those two folders; dataset.builtin.RenderError says why it could not."""
+def ensure_builtin(kind, root, train_scenes, test_scenes, parts=7, splits=("train", "test")):
+    """Render the `splits` of the built-in scenes `kind` into root/train and root/test once (seed 0; numpy
+    renderers, in up to two processes) and return the two folders (train, test); a split not asked for
+    is neither rendered nor checked. dataset.builtin.RenderError says why it could not."""
     workers = max(1, min(2, os.cpu_count() or 1))
     if kind == "rooms":
         from dataset.rooms import ensure_builtin_rooms
-        return ensure_builtin_rooms(root, train_scenes, test_scenes, seed=0, workers=workers)
+        return ensure_builtin_rooms(root, train_scenes, test_scenes, seed=0, workers=workers, splits=splits)
     from dataset.shepard_metzler import ensure_builtin_dataset
     return ensure_builtin_dataset(root, parts=parts, train_scenes=train_scenes, test_scenes=test_scenes, seed=0,
-                                  workers=workers)
+                                  workers=workers, splits=splits)

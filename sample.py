@@ -43,6 +43,7 @@ import torch
 
 import checkpoint
 import gqn_dataset
+import held_out
 from dataset.viewpoints import camera_around, look_target, raw_to_viewpoint, viewpoint_to_raw
 from images import comparison_grid, save_gif, save_png
 from runtime import SCENE_STREAM, UsageError, generator, noise_seed, pick_device
@@ -202,7 +203,7 @@ def orbit_images(x, frames):
 def sample(args):
     """Write the grid PNG and the orbit GIF; returns their paths."""
     device = pick_device(args.device)
-    opened = checkpoint.open_with_test_data(args.checkpoint, args.data_dir, args.context, device)
+    opened = held_out.open_with_test_data(args.checkpoint, args.data_dir, args.context, device)
     model, data_dir, dataset = opened.model, opened.data_dir, opened.dataset
     scenes = choose_scenes(args, len(dataset), data_dir)
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))

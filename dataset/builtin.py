@@ -218,23 +218,38 @@ def move_into_place(src, dst):
     os.replace(src, dst)
 
 
-def ensure_rendered(root, params, train_scenes, test_scenes, render_one, progress=True, what="built-in"):
-    """Render a built-in dataset into root/train and root/test once, and reuse it afterwards.
+SPLITS = ("train", "test")
 
-    params: everything that decides the rendered bytes (JSON-able). root/DONE.json, written last, holds
-    them: when it is there with the same parameters nothing is rendered. Otherwise (missing, different
-    parameters, or a killed render) DONE.json is removed first, both splits are rendered into a hidden
-    root/.rendering folder (render_one as for render_staged), moved into place, and DONE.json is
-    written: a folder without DONE.json is never taken as complete. A lock file (root/.lock) makes
+
+def split_parameters(params, split):
+    """What decides the bytes of one split: scene i of a split comes from (seed, split, i) alone, so the
+    other split's count does not enter."""
+    other = [s for s in SPLITS if s != split]
+    return dict({k: v for k, v in params.items() if k not in {f"{s}_scenes" for s in other}}, split=split)
+
+
+def ensure_rendered(root, params, train_scenes, test_scenes, render_one, progress=True, what="built-in",
+                    splits=SPLITS):
+    """Render the `splits` of a built-in dataset into root/train and root/test once, and reuse them afterwards.
+
+    params: everything that decides the rendered bytes (JSON-able). A split is complete when root/DONE.json
+    (both splits) or root/DONE-<split>.json (that split alone) records the same parameters, as far as they
+    concern it (split_parameters); a split rendered alone is the same bytes as one rendered with the other.
+    A split that is not complete is rendered into a hidden root/.rendering folder (render_one as for
+    render_staged), moved into place, and its marker written last: a folder without one is never taken
+    as complete, so a later call that needs the other split renders that one and trusts nothing else.
+    When both splits are complete, DONE.json replaces the two markers. A lock file (root/.lock) makes
     concurrent callers wait for one render. Returns (train_dir, test_dir)."""
     import fcntl
 
     root = os.fspath(root)
-    if train_scenes < 1 or test_scenes < 1:
+    counts = {"train": train_scenes, "test": test_scenes}
+    if any(counts[s] < 1 for s in splits):
         raise RenderError(f"the built-in dataset needs at least one train and one test scene "
                           f"(got {train_scenes} and {test_scenes}); pass positive counts.")
-    train_dir, test_dir = os.path.join(root, "train"), os.path.join(root, "test")
+    folders = {s: os.path.join(root, s) for s in SPLITS}
     done_path = os.path.join(root, "DONE.json")
+    marker = {s: os.path.join(root, f"DONE-{s}.json") for s in SPLITS}
     try:
         os.makedirs(root, exist_ok=True)
         lock = open(os.path.join(root, ".lock"), "a")
@@ -243,26 +258,45 @@ def ensure_rendered(root, params, train_scenes, test_scenes, render_one, progres
                           f"pass a writable folder.") from None
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if read_done(done_path) == params and os.path.isdir(train_dir) and os.path.isdir(test_dir):
-            return train_dir, test_dir
-        if os.path.exists(done_path):
-            os.remove(done_path)
-        hint = f"move them away or pass another dataset folder than {root}"
-        for folder in (train_dir, test_dir):  # refuse before spending time on rendering
-            if os.path.exists(folder) and (not os.path.isdir(folder) or not holds_only_shards(folder)):
-                raise RenderError(f"{folder} holds files that are not dataset shards; {hint}.")
-        staging = os.path.join(root, ".rendering")
-        seconds = render_staged(staging, [("train", train_scenes), ("test", test_scenes)],
-                                lambda d, split, n, tf_dir, bar: render_one(d, split, n, None, bar), progress)
-        for split, folder in (("train", train_dir), ("test", test_dir)):
-            clear_split(folder, hint)
-            move_into_place(os.path.join(staging, split), folder)
-        os.rmdir(staging)
-        write_json_atomic(done_path, dict(params, seconds=round(seconds, 2)))
-        if progress:
-            print(f"rendered {train_scenes + test_scenes} {what} scenes into {root} "
-                  f"at {(train_scenes + test_scenes) / seconds:.0f} scenes/s")
-    return train_dir, test_dir
+        both = read_done(done_path)
+
+        def complete(split, by_both=True):
+            wanted = split_parameters(params, split)
+            return os.path.isdir(folders[split]) and (
+                (by_both and both is not None and split_parameters(both, split) == wanted)
+                or read_done(marker[split]) == wanted)
+
+        missing = [s for s in splits if not complete(s)]
+        if missing:
+            if both is not None:  # DONE.json is about to be stale: what it vouches for keeps a marker of its own
+                for split in SPLITS:
+                    if split not in missing and complete(split) and not complete(split, by_both=False):
+                        write_json_atomic(marker[split], split_parameters(params, split))
+                os.remove(done_path)
+            hint = f"move them away or pass another dataset folder than {root}"
+            for split in missing:  # refuse before spending time on rendering
+                folder = folders[split]
+                if os.path.exists(folder) and (not os.path.isdir(folder) or not holds_only_shards(folder)):
+                    raise RenderError(f"{folder} holds files that are not dataset shards; {hint}.")
+            staging = os.path.join(root, ".rendering")
+            for split in missing:
+                if os.path.exists(marker[split]):
+                    os.remove(marker[split])
+            seconds = render_staged(staging, [(s, counts[s]) for s in missing],
+                                    lambda d, split, n, tf_dir, bar: render_one(d, split, n, None, bar), progress)
+            for split in missing:
+                clear_split(folders[split], hint)
+                move_into_place(os.path.join(staging, split), folders[split])
+                write_json_atomic(marker[split], dict(split_parameters(params, split), seconds=round(seconds, 2)))
+            os.rmdir(staging)
+            if progress:
+                n = sum(counts[s] for s in missing)
+                print(f"rendered {n} {what} scenes ({' and '.join(missing)}) into {root} at {n / seconds:.0f} scenes/s")
+        if all(complete(s, by_both=False) for s in SPLITS):
+            write_json_atomic(done_path, params)
+            for split in SPLITS:
+                os.remove(marker[split])
+    return folders["train"], folders["test"]
 
 
 def read_done(path):

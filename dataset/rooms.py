@@ -65,9 +65,9 @@ import math
 
 import numpy as np
 
-from dataset.builtin import (JPEG_QUALITY, RenderError, add_output_arguments, camera_basis,  # noqa: F401
-                             check_arguments, encode_jpeg, ensure_rendered, exit_on_render_error, hsv_to_rgb,
-                             iter_tasks, run_command, scene_rng, tune_malloc, write_rendered_split)
+from dataset.builtin import (JPEG_QUALITY, SPLITS, RenderError, add_output_arguments,  # noqa: F401
+                             camera_basis, check_arguments, encode_jpeg, ensure_rendered, exit_on_render_error,
+                             hsv_to_rgb, iter_tasks, run_command, scene_rng, tune_malloc, write_rendered_split)
 from dataset.labels import FIRST_OBJECT, FLOOR, SKY, WALL
 
 DATASET = "rooms_ring_camera"
@@ -672,16 +672,16 @@ def render_split(split_dir, split, n_scenes, seed, views=VIEWS, workers=1, scene
                                 scenes_per_shard, tfrecord_dir, files_per_split, progress)
 
 
-def ensure_builtin_rooms(root, train_scenes, test_scenes, seed=0, workers=None, progress=True):
-    """Render the built-in rooms into root/train and root/test (labels) once, and reuse them afterwards
-    (dataset/builtin.py ensure_rendered: DONE.json, a lock, safe against a killed render).
+def ensure_builtin_rooms(root, train_scenes, test_scenes, seed=0, workers=None, progress=True, splits=SPLITS):
+    """Render the built-in rooms' `splits` into root/train and root/test (labels) once, and reuse them
+    afterwards (dataset/builtin.py ensure_rendered: markers, a lock, safe against a killed render).
     Returns (train_dir, test_dir)."""
     workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
     check_arguments(workers, 1, {"train_scenes": train_scenes, "test_scenes": test_scenes}, seed)
     return ensure_rendered(root, render_parameters(train_scenes, test_scenes, seed), train_scenes, test_scenes,
                            lambda split_dir, split, n, tfrecord_dir, bar: render_split(
                                split_dir, split, n, seed, VIEWS, workers, progress=bar),
-                           progress, "room")
+                           progress, "room", splits)
 
 
 # ----------------------------------------------------------------------------- command line

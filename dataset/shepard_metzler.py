@@ -56,7 +56,7 @@ import math
 import numpy as np
 
 from dataset.builtin import (JPEG_QUALITY, RenderError, add_output_arguments, camera_basis, encode_jpeg,  # noqa: F401
-                             ensure_rendered, exit_on_render_error, forward_from_yaw_pitch, hsv_to_rgb,
+                             SPLITS, ensure_rendered, exit_on_render_error, forward_from_yaw_pitch, hsv_to_rgb,
                              iter_tasks, run_command, scene_rng, tune_malloc, write_rendered_split)
 from dataset.builtin import check_arguments as check_common_arguments
 
@@ -411,9 +411,9 @@ def render_split(split_dir, split, n_scenes, parts, seed, views=VIEWS, workers=1
 
 
 def ensure_builtin_dataset(root, parts=5, train_scenes=20000, test_scenes=1000, seed=0, workers=None,
-                           views=VIEWS, scenes_per_shard=1000, progress=True):
-    """Render a Shepard-Metzler dataset into root/train and root/test once, and reuse it afterwards
-    (dataset/builtin.py ensure_rendered: DONE.json, a lock, safe against a killed render).
+                           views=VIEWS, scenes_per_shard=1000, progress=True, splits=SPLITS):
+    """Render a Shepard-Metzler dataset's `splits` into root/train and root/test once, and reuse them
+    afterwards (dataset/builtin.py ensure_rendered: markers, a lock, safe against a killed render).
     Returns (train_dir, test_dir)."""
     workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
     _check_arguments(parts, views, workers, scenes_per_shard,
@@ -422,7 +422,7 @@ def ensure_builtin_dataset(root, parts=5, train_scenes=20000, test_scenes=1000, 
                            train_scenes, test_scenes,
                            lambda split_dir, split, n, tfrecord_dir, bar: render_split(
                                split_dir, split, n, parts, seed, views, workers, scenes_per_shard, progress=bar),
-                           progress, "Shepard-Metzler")
+                           progress, "Shepard-Metzler", splits)
 
 
 # ----------------------------------------------------------------------------- command line

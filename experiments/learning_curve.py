@@ -26,6 +26,7 @@ sys.path.insert(0, ROOT)
 
 import checkpoint  # noqa: E402
 import gqn_dataset  # noqa: E402
+import held_out  # noqa: E402
 import metrics  # noqa: E402
 
 SERIES = [  # (key in a point, legend, colour, dashed); drawn in this order, so generation lies on top
@@ -50,7 +51,7 @@ def run_seconds(run_dir):
 
 def score(path, data_dir, scenes, context, seed):
     """One checkpoint's held-out metrics (the KEPT ones) and its step."""
-    opened = checkpoint.open_with_test_data(path, data_dir, context, "cpu", with_sigma=True)
+    opened = held_out.open_with_test_data(path, data_dir, context, "cpu", with_sigma=True)
     n = min(scenes, len(opened.dataset))
     loader = gqn_dataset.make_eval_loader(opened.data_dir, n, min(32, n), context, seed)
     values = metrics.evaluate(opened.model, loader, opened.sigma, "cpu", seed, progress=False,

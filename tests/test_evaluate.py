@@ -12,6 +12,7 @@ import torch
 import checkpoint
 import evaluate
 import gqn_dataset
+import held_out
 import metrics
 from model import bits_per_dim
 
@@ -107,9 +108,9 @@ def test_baselines_are_black_mean_and_nearest_context():
 
 def test_builtin_test_dir_follows_the_checkpoints_run(tmp_path):
     state = dict(args=dict(data_root=str(tmp_path), builtin_parts=5))
-    assert checkpoint.builtin_test_dir(state) == str(tmp_path / "shepard_metzler_5_parts" / "test")
+    assert held_out.builtin_test_dir(state) == str(tmp_path / "shepard_metzler_5_parts" / "test")
     with pytest.raises(gqn_dataset.DatasetError, match="pass --data_dir"):
-        checkpoint.builtin_test_dir(dict(args=dict(train_data_dir="/somewhere/train")))
+        held_out.builtin_test_dir(dict(args=dict(train_data_dir="/somewhere/train")))
 
 
 @pytest.mark.parametrize("extra, says", [
@@ -151,12 +152,33 @@ def test_a_checkpoint_whose_model_cannot_be_rebuilt_is_one_sentence(tiny_checkpo
     assert says in str(e.value.code) and "\n" not in str(e.value.code)
 
 
-def test_an_absent_builtin_test_split_is_rendered_as_training_would(tmp_path, capsys):
-    state = dict(args=dict(data_root=str(tmp_path), builtin_parts=5, builtin_train_scenes=2, builtin_test_scenes=3))
-    test_dir = checkpoint.test_split(state)
-    assert test_dir == str(tmp_path / "shepard_metzler_5_parts" / "test") and "rendering" in capsys.readouterr().out
-    assert len(gqn_dataset.SceneViews(test_dir)) == 3
-    assert checkpoint.test_split(state, "/given/dir") == "/given/dir"
+def _folder_bytes(folder):
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
+@pytest.mark.parametrize("kind", ["shepard_metzler", "rooms"])
+def test_opening_a_checkpoint_renders_its_test_split_alone_the_bytes_training_renders(tmp_path, capsys, kind):
+    """evaluate.py, sample.py and explore.py render only the test split they read (not the 20,000 training
+    scenes), the same bytes as training renders; train.py on that folder later renders the training
+    split it lacks and does not take the folder as complete."""
+    state = dict(args=dict(builtin=kind, data_root=str(tmp_path / "alone"), builtin_parts=5,
+                           builtin_train_scenes=4, builtin_test_scenes=3))
+    test_dir = held_out.test_split(state)
+    root = os.path.dirname(test_dir)
+    assert test_dir == held_out.builtin_test_dir(state) and "rendering" in capsys.readouterr().out
+    assert len(gqn_dataset.SceneViews(test_dir)) == 3 and not os.path.exists(os.path.join(root, "train"))
+    assert not os.path.exists(os.path.join(root, "DONE.json"))       # the folder is not complete
+    assert held_out.test_split(state, "/given/dir") == "/given/dir"
+
+    together = gqn_dataset.ensure_builtin(kind, str(tmp_path / "together"), 4, 3, 5)
+    assert _folder_bytes(test_dir) == _folder_bytes(together[1])
+    capsys.readouterr()
+    train_dir, again = gqn_dataset.ensure_builtin(kind, root, 4, 3, 5)   # what train.py calls: both splits
+    assert again == test_dir and _folder_bytes(train_dir) == _folder_bytes(together[0])
+    assert os.path.exists(os.path.join(root, "DONE.json"))
+    assert "scenes (train) into" in capsys.readouterr().out             # the training split alone was rendered
+    held_out.test_split(state)                                          # complete now: nothing rendered
+    assert "rendered" not in capsys.readouterr().out
 
 
 def test_object_iou_and_colour_error_on_known_images():

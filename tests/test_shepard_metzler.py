@@ -284,11 +284,11 @@ def test_ensure_builtin_dataset_renders_once_and_rerenders_on_change(tmp_path, m
     monkeypatch.setattr(sm, "render_split", lambda *a, **k: calls.append(a) or real_render_split(*a, **k))
     assert sm.ensure_builtin_dataset(root, **kwargs) == (train_dir, test_dir)
     assert calls == []                                                # cached: nothing rendered
-    sm.ensure_builtin_dataset(root, **dict(kwargs, train_scenes=4))  # different parameters: re-rendered
-    assert len(calls) == 2 and len(GQNDataset(train_dir)) == 4
+    sm.ensure_builtin_dataset(root, **dict(kwargs, train_scenes=4))  # a split's parameters changed: it alone
+    assert [a[1] for a in calls] == ["train"] and len(GQNDataset(train_dir)) == 4
     (root / "DONE.json").unlink()                                     # as after a killed render
     sm.ensure_builtin_dataset(root, **dict(kwargs, train_scenes=4))
-    assert len(calls) == 4 and (root / "DONE.json").exists() and not (root / ".rendering").exists()
+    assert len(calls) == 3 and (root / "DONE.json").exists() and not (root / ".rendering").exists()
 
     def killed(*a, **k):
         raise KeyboardInterrupt
