@@ -30,8 +30,8 @@ def upsample_point(deconv, x):
 
     x (B, C) or (B, C, 1, 1) -> (B, C', k, k); deconv.weight has shape (C, C', k, k).
     Always in float32, also under bfloat16 autocast: the product is bound by reading the weight, not by
-    arithmetic, and a bfloat16 copy of the weight kept for the backward pass would cost memory
-    (800 MB in the default model) for no speed.
+    arithmetic, and a bfloat16 copy of the weight kept for the backward pass would cost memory (as large
+    as the weight, the model's largest) for no speed.
     """
     w = deconv.weight
     with torch.autocast(x.device.type, enabled=False):
