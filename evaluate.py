@@ -19,7 +19,6 @@ writes JSON (default: <checkpoint>-eval.json next to the checkpoint).
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -27,38 +26,27 @@ import checkpoint
 import gqn_dataset
 import held_out
 import metrics
+from options import add_checkpoint_arguments, nonnegative_float, positive_float, positive_int
 from runtime import UsageError, pick_device
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Evaluate a GQN checkpoint on held-out scenes: -ELBO, KL, NLL, "
                                             "bits per dim, MSE and PSNR of generations, reconstructions and baselines.")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by train.py")
-    p.add_argument("--data_dir", default=None, help="test split folder (default: the built-in scenes' test split "
-                                                    "the checkpoint's run trained next to, rendered if absent)")
-    p.add_argument("--scenes", type=int, default=None, help="number of scenes, the first of the split (default: all)")
-    p.add_argument("--context", type=int, default=3, help="context views per scene (default 3)")
-    p.add_argument("--batch_size", type=int, default=32, help="scenes per batch (default 32; the noise is drawn per batch)")
-    p.add_argument("--seed", type=int, default=0, help="chooses the context and query views and the model's noise (default 0)")
-    p.add_argument("--sigma", type=float, default=None, help="pixel sigma of the likelihood (default: the checkpoint's)")
-    p.add_argument("--temperature", type=float, default=1.0,
+    add_checkpoint_arguments(p, "context views per scene (default 3)")
+    p.add_argument("--eval_scenes", "--scenes", dest="scenes", type=positive_int, default=None, metavar="N",
+                   help="number of scenes, the first of the split (default: all)")
+    p.add_argument("--batch_size", type=positive_int, default=32,
+                   help="scenes per batch (default 32; the noise is drawn per batch)")
+    p.add_argument("--sigma", type=positive_float, default=None,
+                   help="pixel sigma of the likelihood (default: the checkpoint's)")
+    p.add_argument("--temperature", type=nonnegative_float, default=1.0,
                    help="scale of the prior's standard deviation for the generations (default 1: the model's "
                         "samples; 0: z at the prior's mean; below 1 departs from the paper)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute type (default float32)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     p.add_argument("--out", default=None, help="JSON file to write (default: <checkpoint>-eval.json next to it)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    for flag in ("scenes", "context", "batch_size"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            sys.exit(f"error: --{flag} must be at least 1, not {value}")
-    if args.seed < 0:
-        sys.exit(f"error: --seed must be 0 or more, not {args.seed}")
-    if args.sigma is not None and not (args.sigma > 0 and math.isfinite(args.sigma)):
-        sys.exit(f"error: --sigma must be a positive number, not {args.sigma}")
-    if not (args.temperature >= 0 and math.isfinite(args.temperature)):
-        sys.exit(f"error: --temperature must be 0 or more, not {args.temperature}")
     try:
         device = pick_device(args.device)
         opened = held_out.open_with_test_data(args.checkpoint, args.data_dir, args.context, device,

@@ -56,8 +56,9 @@ from PIL import Image
 import checkpoint
 import gqn_dataset
 import held_out
-from dataset.viewpoints import camera_around, look_target, raw_to_viewpoint, viewpoint_to_raw
+from dataset.viewpoints import look_target, viewpoint_around, viewpoint_to_raw
 from images import to_uint8_image
+from options import add_checkpoint_arguments
 from runtime import UsageError, noise_seed, pick_device
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web", "explore.html")
@@ -82,8 +83,7 @@ def png_bytes(image):
 
 def viewpoint(yaw_deg, pitch_deg, distance, target=(0.0, 0.0, 0.0)):
     """The dataset's camera at (yaw, pitch, distance) from `target`, looking at it -> viewpoint (7,) float32."""
-    raw = camera_around(target, math.radians(yaw_deg % 360.0), math.radians(pitch_deg), distance)
-    return torch.from_numpy(raw_to_viewpoint(raw).astype(np.float32))
+    return viewpoint_around(target, math.radians(yaw_deg % 360.0), math.radians(pitch_deg), distance)
 
 
 class Coalescer:
@@ -341,22 +341,14 @@ def make_handler(explorer, page, host="127.0.0.1"):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Serve a web page to move a camera around a scene and see what a "
                                             "trained GQN renders from it.")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by train.py (or checkpoint.py)")
-    p.add_argument("--data_dir", default=None, help="a split folder: built-in scenes, converted DeepMind data or "
-                                                    "torch-gqn's files (default: the checkpoint's built-in test split)")
+    add_checkpoint_arguments(p, "context views a scene starts with (default 3)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address or name to bind (default 127.0.0.1: this machine only); requests must name the server "
                         "127.0.0.1, localhost, [::1], this name or the address bound, any other Host is refused")
-    p.add_argument("--context", type=int, default=3, help="context views a scene starts with (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="chooses each scene's starting views as evaluate.py does, "
-                                                       "and the noise of the samples (default 0)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.exit(2, f"error: --port {args.port} is not a port; pass one from 1 to 65535 (0: any free one)\n")
-    if args.seed < 0:
-        p.exit(2, f"error: --seed must be at least 0, not {args.seed}\n")
     return args
 
 

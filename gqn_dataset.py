@@ -344,11 +344,12 @@ def make_eval_loader(root_dir, num_scenes, batch_size, num_context, seed, worker
 # ---------------------------------------------------------------------------------------------
 # The built-in scenes (rendered here, on first use, when no data folder is given)
 
-BUILTIN = ("shepard_metzler", "rooms")
+# The built-in scenes (--builtin) and the kind of DeepMind data each is like (torch-gqn's --dataset names).
+BUILTIN_DATASETS = {"shepard_metzler": "Shepard-Metzler", "rooms": "Room"}
 
 
 def builtin_root(kind, data_root, parts=7):
-    """The folder of the built-in scenes `kind` (one of BUILTIN) under data_root; parts: Shepard-Metzler's cubes."""
+    """The folder of the built-in scenes `kind` (one of BUILTIN_DATASETS) under data_root; parts: Shepard-Metzler's cubes."""
     if kind == "rooms":
         from dataset import rooms
         return rooms.builtin_root(data_root)

@@ -59,13 +59,17 @@ def object_masks(image, threshold=OBJECT_THRESHOLD):
     return image.amax(dim=1) > threshold
 
 
-def object_iou(image, truth):
-    """Per image (B,): intersection over union of the object's pixels in `image` and in `truth`
-    (1 where neither has any)."""
-    a, b = object_masks(image), object_masks(truth)
+def mask_iou(a, b):
+    """Per image (B,): intersection over union of two pixel masks (B, H, W) (1 where both are empty)."""
     inter = (a & b).flatten(1).sum(1).float()
     union = (a | b).flatten(1).sum(1).float()
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def object_iou(image, truth):
+    """Per image (B,): IoU of the object's pixels in `image` and in `truth`, each found by brightness
+    (object_masks: the scenes' black background); the metrics' "iou_*"."""
+    return mask_iou(object_masks(image), object_masks(truth))
 
 
 def masked_colour_error(image, truth, mask):
@@ -104,18 +108,15 @@ def region_error(image, truth, mask):
 def object_iou_by_colour(image, truth, labels):
     """Per image (B,): IoU of the true object pixels (label >= FIRST_OBJECT) and the rendered ones, a rendered
     pixel being an object's when its colour is nearest the mean true colour of an object's pixels rather than
-    of the sky's, the walls' or the floor's (1 where neither has an object pixel)."""
+    of the sky's, the walls' or the floor's (1 where neither has an object pixel); the metrics'
+    "object_iou_*", for scenes with labels and no black background."""
     classes = int(labels.max().item()) + 1
     onehot = F.one_hot(labels.long(), classes).permute(0, 3, 1, 2).float()          # (B, C, H, W)
     count = onehot.flatten(2).sum(-1)                                                # (B, C)
     means = torch.einsum("bchw,bkhw->bck", onehot, truth) / count.clamp_min(1)[..., None]   # (B, C, 3)
     distance = ((image[:, None] - means[..., None, None]) ** 2).sum(2)              # (B, C, H, W)
     distance = distance.masked_fill(count[..., None, None] == 0, float("inf"))       # classes not in view
-    drawn = distance.argmin(dim=1) >= FIRST_OBJECT
-    true = labels >= FIRST_OBJECT
-    inter = (drawn & true).flatten(1).sum(1).float()
-    union = (drawn | true).flatten(1).sum(1).float()
-    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+    return mask_iou(distance.argmin(dim=1) >= FIRST_OBJECT, labels >= FIRST_OBJECT)
 
 
 def region_metrics(image, truth, labels):

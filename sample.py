@@ -44,8 +44,10 @@ import torch
 import checkpoint
 import gqn_dataset
 import held_out
-from dataset.viewpoints import camera_around, look_target, raw_to_viewpoint, viewpoint_to_raw
+from dataset.viewpoints import look_target, viewpoint_around, viewpoint_to_raw
 from images import comparison_grid, save_gif, save_png
+from options import (add_checkpoint_arguments, nonnegative_float, nonnegative_int, positive_float,
+                     positive_int)
 from runtime import SCENE_STREAM, UsageError, generator, noise_seed, pick_device
 
 DEFAULT_SCENES = 4              # scenes 0..3 when neither --scenes nor --random is given
@@ -56,16 +58,14 @@ RING_PITCH_TOLERANCE = 1e-3     # radians: cameras whose pitches differ by less 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Render a GQN checkpoint's views of held-out scenes: a PNG grid "
                                             "(context | truth | reconstruction | samples) and an orbit GIF.")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by train.py")
-    p.add_argument("--data_dir", default=None, help="test split folder (default: the built-in scenes' test split "
-                                                    "the checkpoint's run trained next to, rendered if absent)")
+    add_checkpoint_arguments(p)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--scenes", type=int, nargs="+", default=None, metavar="I",
                        help=f"scene indices of the split (default: 0 to {DEFAULT_SCENES - 1})")
-    which.add_argument("--random", type=int, default=None, metavar="N", help="N distinct scenes drawn from --seed")
-    p.add_argument("--context", type=int, default=3, help="context views per scene (default 3)")
-    p.add_argument("--samples", type=int, default=4, help="samples from the prior per scene (default 4)")
-    p.add_argument("--frames", type=int, default=36, help="frames of the orbit GIF (default 36)")
+    which.add_argument("--random", type=positive_int, default=None, metavar="N",
+                       help="N distinct scenes drawn from --seed")
+    p.add_argument("--samples", type=nonnegative_int, default=4, help="samples from the prior per scene (default 4)")
+    p.add_argument("--frames", type=positive_int, default=36, help="frames of the orbit GIF (default 36)")
     angle = p.add_mutually_exclusive_group()
     angle.add_argument("--elevation", type=float, default=None,
                        help="orbit camera's angle above the target in degrees (default: the pitch the scene's cameras "
@@ -73,31 +73,21 @@ def parse_args(argv=None):
     angle.add_argument("--pitch", type=float, default=None,
                        help="the same angle as the dataset's raw cameras' pitch, in degrees: negative looks down "
                             "from above (default: as --elevation)")
-    p.add_argument("--distance", type=float, default=None,
+    p.add_argument("--distance", type=positive_float, default=None,
                    help="orbit camera's distance from the target (default: the mean of the scene's cameras)")
-    p.add_argument("--temperature", type=float, default=1.0,
+    p.add_argument("--temperature", type=nonnegative_float, default=1.0,
                    help="scale of the prior's standard deviation (default 1: the model's samples; 0: z at the "
                         "prior's mean, every sample alike; below 1 departs from the paper)")
-    p.add_argument("--seed", type=int, default=0, help="chooses views, --random scenes and noise (default 0)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     p.add_argument("--out", default=None, help="output folder (default: the checkpoint's folder)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace earlier files of the same name (default: keep them and write NAME-2, NAME-3, ...)")
     args = p.parse_args(argv)
-    for flag, least in (("context", 1), ("samples", 0), ("frames", 1), ("random", 1), ("seed", 0)):
-        value = getattr(args, flag)
-        if value is not None and value < least:
-            p.exit(2, f"error: --{flag} must be at least {least}, not {value}\n")
     pitch = None if args.elevation is None and args.pitch is None else \
         (args.pitch if args.pitch is not None else -args.elevation)
     if pitch is not None and not -90 < pitch < 90:
         p.exit(2, f"error: the orbit's pitch {pitch:g} degrees must lie strictly between -90 and 90 "
                   f"(at the poles the camera's yaw is undefined)\n")
     args.pitch_deg = pitch
-    if args.distance is not None and not (args.distance > 0 and math.isfinite(args.distance)):
-        p.exit(2, f"error: --distance must be a positive number, not {args.distance}\n")
-    if not (args.temperature >= 0 and math.isfinite(args.temperature)):
-        p.exit(2, f"error: --temperature must be 0 or more, not {args.temperature}\n")
     return args
 
 
@@ -148,8 +138,7 @@ def orbit_viewpoints(frames, pitch, distance, target=(0.0, 0.0, 0.0)):
     """Cameras circling `target`, looking at it: yaw 2 pi t / frames for t < frames, fixed pitch (radians,
     the dataset's convention) and distance -> viewpoints (frames, 7) in the project's order."""
     yaw = 2 * np.pi * np.arange(frames) / frames                            # (T,)
-    raw = camera_around(target, yaw, np.full(frames, pitch), np.full(frames, distance))      # (T, 5)
-    return torch.from_numpy(raw_to_viewpoint(raw).astype(np.float32))               # (T, 7)
+    return viewpoint_around(target, yaw, np.full(frames, pitch), np.full(frames, distance))   # (T, 7)
 
 
 def scene_orbit(cameras, pitch_deg=None, distance=None):

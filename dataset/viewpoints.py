@@ -77,3 +77,8 @@ def camera_around(target, yaw, pitch, distance):
         forward_from_yaw_pitch(yaw, pitch)
     yaw, pitch = np.broadcast_to(yaw, position.shape[:-1]), np.broadcast_to(pitch, position.shape[:-1])
     return np.concatenate([position, np.mod(yaw, 2 * np.pi)[..., None], pitch[..., None]], axis=-1)
+
+
+def viewpoint_around(target, yaw, pitch, distance):
+    """camera_around's cameras as the model's viewpoints: float32 torch tensor (..., 7)."""
+    return torch.from_numpy(raw_to_viewpoint(camera_around(target, yaw, pitch, distance)).astype(np.float32))

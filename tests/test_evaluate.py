@@ -113,18 +113,33 @@ def test_builtin_test_dir_follows_the_checkpoints_run(tmp_path):
         held_out.builtin_test_dir(dict(args=dict(train_data_dir="/somewhere/train")))
 
 
-@pytest.mark.parametrize("extra, says", [
-    (["--context", "6"], "--context 6 is out of range"),           # tiny scenes have 6 views
-    (["--context", "0"], "--context must be at least 1"),
-    (["--sigma", "-1"], "--sigma must be a positive number"),
-    (["--temperature", "-0.5"], "--temperature must be 0 or more"),
-])
-def test_bad_values_end_in_one_sentence(tiny_checkpoint, tiny_data, tmp_path, extra, says):
+def test_a_context_the_scenes_cannot_hold_ends_in_one_sentence(tiny_checkpoint, tiny_data, tmp_path):
     with pytest.raises(SystemExit) as e:
         evaluate.main(["--checkpoint", tiny_checkpoint, "--data_dir", tiny_data[1], "--out", str(tmp_path / "x.json"),
-                       *extra])
+                       "--context", "6"])                                  # tiny scenes have 6 views
     message = str(e.value.code)
-    assert message.startswith("error: ") and says in message and "\n" not in message
+    assert message.startswith("error: ") and "--context 6 is out of range" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--context", "0"], "argument --eval_context/--context: must be a positive whole number, got '0'"),
+    (["--eval_scenes", "0"], "argument --eval_scenes/--scenes: must be a positive whole number"),
+    (["--sigma", "-1"], "argument --sigma: must be a positive number"),
+    (["--temperature", "-0.5"], "argument --temperature: must be 0 or more"),
+])
+def test_bad_flags_are_usage_errors_in_one_line(tmp_path, extra, says, capsys):
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--checkpoint", "x.pt", "--out", str(tmp_path / "x.json"), *extra])
+    assert e.value.code == 2 and says in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_train_py_names_for_the_held_out_scenes_work_in_evaluate_and_sample(tmp_path):
+    """--eval_context and --eval_scenes mean in evaluate.py what they mean in train.py; the short names stay."""
+    import sample
+    assert sample.parse_args(["--checkpoint", "x.pt", "--eval_context", "2"]).context == 2
+    with pytest.raises(SystemExit) as e:               # parsed: the missing checkpoint is what stops it
+        evaluate.main(["--checkpoint", str(tmp_path / "x.pt"), "--eval_context", "2", "--eval_scenes", "4"])
+    assert "no checkpoint file" in str(e.value.code)
 
 
 def test_missing_checkpoint_and_missing_data_end_in_one_sentence(tiny_checkpoint, tmp_path):

@@ -150,10 +150,10 @@ def test_bad_values_end_in_one_sentence(tiny_checkpoint, tiny_data, tmp_path, ex
 
 
 @pytest.mark.parametrize("extra, says", [
-    (["--context", "0"], "--context must be at least 1"),
-    (["--frames", "0"], "--frames must be at least 1"),
+    (["--context", "0"], "argument --eval_context/--context: must be a positive whole number"),
+    (["--frames", "0"], "argument --frames: must be a positive whole number"),
     (["--pitch", "90"], "must lie strictly between -90 and 90"),
-    (["--distance", "0"], "--distance must be a positive number"),
+    (["--distance", "0"], "argument --distance: must be a positive number"),
 ])
 def test_bad_flags_are_usage_errors(tiny_data, extra, says, capsys):
     with pytest.raises(SystemExit) as e:

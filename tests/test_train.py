@@ -132,10 +132,12 @@ def test_resume_alone_continues_the_run_with_its_own_flags(tiny_data, tmp_path):
     os.remove(checkpoint.latest(tmp_path / "split" / "checkpoints"))   # as if killed after step 2's checkpoint
     argv = ["--root_log_dir", str(tmp_path), "--log_dir", "split", "--workers", "0", "--preset", "demo", "--resume"]
     args = train.parse_args(argv)
+    given = dict(vars(args))
     assert train.train(args) == 3     # the run's own --gradient_steps, not the demo's 300
-    assert (args.beta_i, args.sigma_f, args.min_context, args.layers, args.upsample, args.eval_scenes) == \
-        (0.5, 0.5, 2, 2, "broadcast", 0)
+    assert vars(args) == given        # the continued run's flags are a new configuration, args untouched
     saved = json.loads((tmp_path / "split" / "args.json").read_text())
+    assert (saved["beta_i"], saved["sigma_f"], saved["min_context"], saved["layers"], saved["upsample"],
+            saved["eval_scenes"]) == (0.5, 0.5, 2, 2, "broadcast", 0)
     assert (saved["representation"], saved["h_dim"], saved["train_data_dir"]) == ("pool", 8, tiny_data[0])
     whole = checkpoint.load(checkpoint.latest(tmp_path / "whole" / "checkpoints"))
     resumed = checkpoint.load(checkpoint.latest(tmp_path / "split" / "checkpoints"))
