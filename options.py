@@ -26,14 +26,14 @@ PRESETS = {
         max_context=3, log_interval=160, save_interval=480, workers=1, builtin_parts=5,
         builtin_train_scenes=4000, builtin_test_scenes=200, seed=0,
     ),
-    # the paper's networks (tower representation, the paper's cores, z, ELBO and sigma schedule) on the built-in
-    # rooms (dataset/rooms.py, like rooms_ring_camera), small enough for a CPU's 15 minutes; chosen by the
-    # rooms sweep (experiments/README.md), which kept the paper's sigma schedule
+    # the paper's networks (tower representation, the paper's cores, z, ELBO and sigma schedule) on the
+    # built-in rooms (dataset/rooms.py, like rooms_ring_camera), small enough for a CPU's 15 minutes; chosen
+    # by the rooms sweep (experiments/README.md), which kept the paper's sigma schedule
     "rooms": dict(
         builtin="rooms", representation="tower", layers=4, shared_core=True, upsample="broadcast",
         h_dim=32, r_dim=32, z_dim=3, batch_size=16, gradient_steps=1200, mu_i=1e-3, mu_f=3e-4, mu_n=1500,
-        min_context=3, max_context=3, log_interval=200, save_interval=400, workers=1, builtin_train_scenes=4000,
-        builtin_test_scenes=200, seed=0,
+        min_context=3, max_context=3, log_interval=200, save_interval=400, workers=1,
+        builtin_train_scenes=4000, builtin_test_scenes=200, seed=0,
     ),
 }
 
@@ -122,13 +122,14 @@ def build_parser():
                     "trains on built-in rendered scenes (--builtin), rendered once into --data_root.")
     S = argparse.SUPPRESS  # defaults are applied after the preset, so we can tell what was given
     p.add_argument("--preset", choices=sorted(PRESETS), default="paper",
-                   help="default values for the flags not given: 'paper' (the original's), 'demo' (small, CPU, "
-                        "built-in Shepard-Metzler scenes) or 'rooms' (the paper's networks, small, CPU, built-in "
-                        "rooms)")
+                   help="default values for the flags not given: 'paper' (the original's), 'demo' (small, "
+                        "CPU, built-in Shepard-Metzler scenes) or 'rooms' (the paper's networks, small, CPU, "
+                        "built-in rooms)")
 
     a = p.add_argument_group("the original's flags (torch-gqn's names)").add_argument
     a("--gradient_steps", type=positive_int, default=S, help="number of training steps (paper: 2e6)")
-    a("--batch_size", type=positive_int, default=S, help="scenes per step, over all GPUs/processes (paper: 36)")
+    a("--batch_size", type=positive_int, default=S,
+      help="scenes per step, over all GPUs/processes (paper: 36)")
     a("--dataset", default=S,
       help="the kind of data, Shepard-Metzler, Room, Jaco or Labyrinth: sets the most context views K as the "
            "paper does (default: the built-in data's kind; Shepard-Metzler with --train_data_dir)")
@@ -158,7 +159,8 @@ def build_parser():
       help="the built-in scenes used without --train_data_dir, which also set K unless --dataset or "
            "--max_context is given: Shepard-Metzler objects (dataset/shepard_metzler.py) or rooms like "
            "rooms_ring_camera (dataset/rooms.py)")
-    a("--builtin_parts", type=int, choices=[5, 7], default=S, help="cubes per built-in Shepard-Metzler object")
+    a("--builtin_parts", type=int, choices=[5, 7], default=S,
+      help="cubes per built-in Shepard-Metzler object")
     a("--builtin_train_scenes", type=positive_int, default=S, help="built-in training scenes")
     a("--builtin_test_scenes", type=positive_int, default=S, help="built-in test scenes")
     a("--data_root", default=S, help="where the built-in scenes are rendered and cached")
@@ -191,7 +193,8 @@ def build_parser():
     a("--sigma_f", type=positive_float, default=S, help="final pixel standard deviation")
     a("--sigma_n", type=positive_float, default=S, help="steps over which sigma anneals")
     a("--beta_i", type=positive_float, default=S,
-      help="initial weight of the KL term in the training loss (paper: 1, no weight; departs from it when not 1)")
+      help="initial weight of the KL term in the training loss (paper: 1, no weight; departs from it when "
+           "not 1)")
     a("--beta_f", type=positive_float, default=S, help="final KL weight (paper: 1)")
     a("--beta_n", type=positive_float, default=S,
       help="steps over which the KL weight anneals from --beta_i to --beta_f")
@@ -199,8 +202,8 @@ def build_parser():
     group = p.add_argument_group("evaluation (the same names in evaluate.py and sample.py)")
     group.add_argument("--eval_context", dest="test_context", type=positive_int, default=S, metavar="M",
                        help="context views in the test metrics and the final evaluation")
-    group.add_argument("--test_context", dest="test_context", type=positive_int, default=S, action=OldSpelling,
-                       new_name="--eval_context", help=S)
+    group.add_argument("--test_context", dest="test_context", type=positive_int, default=S,
+                       action=OldSpelling, new_name="--eval_context", help=S)
     group.add_argument("--eval_scenes", type=nonnegative_int, default=S,
                        help="held-out scenes in the final evaluation (0: none)")
 
@@ -208,9 +211,9 @@ def build_parser():
     a("--resume", nargs="?", const="latest", default=None,
       help="continue from the newest checkpoint in the log folder, or from the given file")
     a("--init_from", default=None, metavar="CHECKPOINT",
-      help="start a new run from this checkpoint's weights (step 0, a new optimizer and schedules), the model "
-           "built from this run's flags: every weight must fit it, and parts its flags add start at their "
-           "initial values")
+      help="start a new run from this checkpoint's weights (step 0, a new optimizer and schedules), the "
+           "model built from this run's flags: every weight must fit it, and parts its flags add start at "
+           "their initial values")
     a("--keep", type=positive_int, default=S, help="how many newest checkpoints to keep")
     a("--skip_nonfinite", type=str2bool, nargs="?", const=True, default=S,
       help="skip a step whose loss is not finite (counted in the logs) instead of stopping")
@@ -219,7 +222,8 @@ def build_parser():
     for action in p._actions:  # say each default (and the presets') in --help
         if action.dest in DEFAULTS and action.help != S:
             said = [f"default: {DEFAULTS[action.dest]}"] if DEFAULTS[action.dest] is not None else []
-            said += [f"{name}: {values[action.dest]}" for name, values in PRESETS.items() if action.dest in values]
+            said += [f"{name}: {values[action.dest]}" for name, values in PRESETS.items()
+                     if action.dest in values]
             if said:
                 action.help += f" ({'; '.join(said)})"
     return p
@@ -235,8 +239,8 @@ def parse_args(argv=None):
 
 
 # The model's configuration (GQN's keyword arguments, saved in every checkpoint) and the flag of each.
-MODEL_FLAGS = dict(representation="representation", L="layers", shared_core="shared_core", upsample="upsample",
-                   r_dim="r_dim", h_dim="h_dim", z_dim="z_dim", observation="observation")
+MODEL_FLAGS = dict(representation="representation", L="layers", shared_core="shared_core",
+                   upsample="upsample", r_dim="r_dim", h_dim="h_dim", z_dim="z_dim", observation="observation")
 
 # Flags of the machine a run is on rather than of the run: a resumed run takes them from its command line.
 MACHINE_FLAGS = ("device_ids", "workers", "compile", "root_log_dir", "log_dir")

@@ -41,7 +41,7 @@ def configure(args, shared=lambda value: value, log=print, gpus=0):
     state = checkpoint_to_continue(args, ckpt_dir)
     if state is not None:
         values.update(resumed_flags(args, state, ckpt_dir, log))
-    if values["dataset"] is None:  # the kind of data, which sets K: the built-in scenes' own, or the paper's default
+    if values["dataset"] is None:  # the kind of data, which sets K: the built-in scenes', or the paper's default
         values["dataset"] = BUILTIN_DATASETS[values["builtin"]] if values["train_data_dir"] is None \
             else "Shepard-Metzler"
     if values["seed"] is None:  # drawn once, by process 0: every process's data order and noise follow it
@@ -81,9 +81,10 @@ def checkpoint_to_continue(args, ckpt_dir):
                          f"--root_log_dir/--log_dir at the run to continue")
     state = checkpoint.load(path)
     if newest and checkpoint.step_of(newest) > state["step"]:
-        raise UsageError(f"--resume: {ckpt_dir} already holds a later checkpoint ({os.path.basename(newest)}) "
-                         f"than step {state['step']}, which continuing there would overwrite; resume the newest "
-                         f"with --resume alone, or branch from this one into a new --log_dir")
+        raise UsageError(f"--resume: {ckpt_dir} already holds a later checkpoint "
+                         f"({os.path.basename(newest)}) than step {state['step']}, which continuing there would "
+                         f"overwrite; resume the newest with --resume alone, or branch from this one into a new "
+                         f"--log_dir")
     if "optimizer" not in state:
         raise UsageError(f"--resume: {path} is an exported checkpoint (weights, no optimizer state), which "
                          f"cannot be continued exactly; resume from a file in a run's checkpoints/ folder")
@@ -98,8 +99,8 @@ def resumed_flags(args, state, ckpt_dir, log):
     check_model_flags(config, model_config(args), args.given, path)
     if "seed" in args.given and args.seed != saved.get("seed"):
         raise UsageError(f"--resume: --seed {args.seed} differs from the checkpoint's run's seed "
-                         f"{saved.get('seed')}, which a resumed run keeps (its data order and noise follow it); "
-                         f"drop --seed")
+                         f"{saved.get('seed')}, which a resumed run keeps (its data order and noise follow "
+                         f"it); drop --seed")
     changed = [f"--{k} {getattr(args, k)} (was {saved[k]})" for k in args.given
                if k in saved and k not in MACHINE_FLAGS and saved[k] != getattr(args, k)]
     values = {key: saved.get(key, DEFAULTS[key]) for key in DEFAULTS
@@ -120,8 +121,8 @@ def check_model_flags(config, flags_config, given, path):
               for k, flag in MODEL_FLAGS.items() if flag in given and config.get(k) != flags_config[k]]
     if differ:
         raise checkpoint.CheckpointError(f"{path} was trained with another model configuration: "
-                                         f"{', '.join(differ)}; drop those flags to resume it, or start a new "
-                                         f"run with another --log_dir")
+                                         f"{', '.join(differ)}; drop those flags to resume it, or start a "
+                                         f"new run with another --log_dir")
 
 
 def restore(state, optimizer, schedules, run):
