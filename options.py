@@ -240,7 +240,8 @@ def parse_args(argv=None):
 
 # The model's configuration (GQN's keyword arguments, saved in every checkpoint) and the flag of each.
 MODEL_FLAGS = dict(representation="representation", L="layers", shared_core="shared_core",
-                   upsample="upsample", r_dim="r_dim", h_dim="h_dim", z_dim="z_dim", observation="observation")
+                   upsample="upsample", r_dim="r_dim", h_dim="h_dim", z_dim="z_dim",
+                   observation="observation")
 
 # Flags of the machine a run is on rather than of the run: a resumed run takes them from its command line.
 MACHINE_FLAGS = ("device_ids", "workers", "compile", "root_log_dir", "log_dir")

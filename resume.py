@@ -41,7 +41,7 @@ def configure(args, shared=lambda value: value, log=print, gpus=0):
     state = checkpoint_to_continue(args, ckpt_dir)
     if state is not None:
         values.update(resumed_flags(args, state, ckpt_dir, log))
-    if values["dataset"] is None:  # the kind of data, which sets K: the built-in scenes', or the paper's default
+    if values["dataset"] is None:  # the kind of data, which sets K: the built-in scenes', else the paper's
         values["dataset"] = BUILTIN_DATASETS[values["builtin"]] if values["train_data_dir"] is None \
             else "Shepard-Metzler"
     if values["seed"] is None:  # drawn once, by process 0: every process's data order and noise follow it
@@ -82,9 +82,9 @@ def checkpoint_to_continue(args, ckpt_dir):
     state = checkpoint.load(path)
     if newest and checkpoint.step_of(newest) > state["step"]:
         raise UsageError(f"--resume: {ckpt_dir} already holds a later checkpoint "
-                         f"({os.path.basename(newest)}) than step {state['step']}, which continuing there would "
-                         f"overwrite; resume the newest with --resume alone, or branch from this one into a new "
-                         f"--log_dir")
+                         f"({os.path.basename(newest)}) than step {state['step']}, which continuing there "
+                         f"would overwrite; resume the newest with --resume alone, or branch from this one "
+                         f"into a new --log_dir")
     if "optimizer" not in state:
         raise UsageError(f"--resume: {path} is an exported checkpoint (weights, no optimizer state), which "
                          f"cannot be continued exactly; resume from a file in a run's checkpoints/ folder")
