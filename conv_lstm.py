@@ -62,5 +62,7 @@ class ConvLSTMCell(nn.Module):
         out = F.conv2d(small, weight, padding=p)  # (B, 4h, k, k)
         # the small map's first p and last p rows and columns stand for the full map's edges, its middle
         # row and column for every interior position
-        out = torch.cat((out[:, :, :p], out[:, :, p:p + 1].expand(-1, -1, size - 2 * p, -1), out[:, :, p + 1:]), dim=2)
-        return torch.cat((out[..., :p], out[..., p:p + 1].expand(-1, -1, -1, size - 2 * p), out[..., p + 1:]), dim=3)
+        out = torch.cat((out[:, :, :p], out[:, :, p:p + 1].expand(-1, -1, size - 2 * p, -1),
+                         out[:, :, p + 1:]), dim=2)
+        return torch.cat((out[..., :p], out[..., p:p + 1].expand(-1, -1, -1, size - 2 * p),
+                          out[..., p + 1:]), dim=3)

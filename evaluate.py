@@ -32,7 +32,8 @@ from runtime import UsageError, pick_device
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Evaluate a GQN checkpoint on held-out scenes: -ELBO, KL, NLL, "
-                                            "bits per dim, MSE and PSNR of generations, reconstructions and baselines.")
+                                            "bits per dim, MSE and PSNR of generations, reconstructions "
+                                            "and baselines.")
     add_checkpoint_arguments(p, "context views per scene (default 3)")
     p.add_argument("--eval_scenes", "--scenes", dest="scenes", type=positive_int, default=None, metavar="N",
                    help="number of scenes, the first of the split (default: all)")
@@ -43,8 +44,10 @@ def main(argv=None):
     p.add_argument("--temperature", type=nonnegative_float, default=1.0,
                    help="scale of the prior's standard deviation for the generations (default 1: the model's "
                         "samples; 0: z at the prior's mean; below 1 departs from the paper)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute type (default float32)")
-    p.add_argument("--out", default=None, help="JSON file to write (default: <checkpoint>-eval.json next to it)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="compute type (default float32)")
+    p.add_argument("--out", default=None,
+                   help="JSON file to write (default: <checkpoint>-eval.json next to it)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     try:
@@ -57,14 +60,15 @@ def main(argv=None):
         if args.scenes is not None and args.scenes > len(dataset):
             print(f"note: {data_dir} holds {len(dataset)} scenes; evaluating all of them")
         labels = gqn_dataset.open_labels(data_dir)          # region metrics where the split has labels
-        loader = gqn_dataset.make_eval_loader(data_dir, scenes, min(args.batch_size, scenes), args.context, args.seed)
+        loader = gqn_dataset.make_eval_loader(data_dir, scenes, min(args.batch_size, scenes), args.context,
+                                              args.seed)
     except (checkpoint.CheckpointError, gqn_dataset.DatasetError, UsageError) as e:
         sys.exit(f"error: {e}")
     print(f"{args.checkpoint} (step {state.get('step', '?')}): {scenes} scenes of {data_dir}, "
           f"{args.context} context views, sigma {sigma:.4g}, seed {args.seed}, on {device}"
           + (f", prior temperature {args.temperature:g}" if args.temperature != 1 else ""))
-    values = metrics.evaluate(model, loader, sigma, device, args.seed, args.dtype, progress=not args.no_progress,
-                              temperature=args.temperature, labels=labels)
+    values = metrics.evaluate(model, loader, sigma, device, args.seed, args.dtype,
+                              progress=not args.no_progress, temperature=args.temperature, labels=labels)
     values.update(checkpoint=os.path.abspath(args.checkpoint), step=state.get("step"), config=state["config"],
                    data_dir=os.path.abspath(data_dir), context=args.context, seed=args.seed,
                    batch_size=min(args.batch_size, scenes), sigma=sigma, dtype=args.dtype,

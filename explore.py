@@ -82,7 +82,8 @@ def png_bytes(image):
 
 
 def viewpoint(yaw_deg, pitch_deg, distance, target=(0.0, 0.0, 0.0)):
-    """The dataset's camera at (yaw, pitch, distance) from `target`, looking at it -> viewpoint (7,) float32."""
+    """The dataset's camera at (yaw, pitch, distance) from `target`, looking at it -> viewpoint (7,)
+    float32."""
     return viewpoint_around(target, math.radians(yaw_deg % 360.0), math.radians(pitch_deg), distance)
 
 
@@ -119,12 +120,14 @@ class Explorer:
         self.context, self.seed = context, seed
         self.coalescer = Coalescer()
         self._cache_lock = threading.Lock()
-        self._cache = {}                      # scene -> (frames (S, 3, H, W) uint8, viewpoints (S, 7), target (3,))
+        # scene -> (frames (S, 3, H, W) uint8, viewpoints (S, 7), target (3,))
+        self._cache = {}
 
     # -- reading ----------------------------------------------------------------------------------
 
     def scene(self, index):
-        """(frames (S, 3, H, W) uint8, viewpoints (S, 7), the point its cameras look at (3,)) of one scene, cached."""
+        """(frames (S, 3, H, W) uint8, viewpoints (S, 7), the point its cameras look at (3,)) of one scene,
+        cached."""
         with self._cache_lock:
             if index not in self._cache:
                 frames, viewpoints = self.dataset[(index, tuple(range(self.num_views)))]
@@ -136,7 +139,8 @@ class Explorer:
     def scene_info(self, index):
         _, viewpoints, target = self.scene(index)
         order = [int(j) for j in self.order_sampler.views(index)]   # evaluate.py's views: context = order[:M]
-        cameras = [dict(yaw=math.degrees(r[3]), pitch=math.degrees(r[4]), distance=float(np.linalg.norm(r[:3] - target)))
+        cameras = [dict(yaw=math.degrees(r[3]), pitch=math.degrees(r[4]),
+                        distance=float(np.linalg.norm(r[:3] - target)))
                    for r in viewpoint_to_raw(viewpoints)]
         return dict(scene=index, scenes=self.num_scenes, views=self.num_views, cameras=cameras, order=order,
                     context=order[:self.context], query=order[self.context])
@@ -180,7 +184,8 @@ class Explorer:
         try:
             value = int(text)
         except ValueError:
-            raise BadRequest(f"{name}={text[:40]!r} is not a whole number; pass one from {low} to {high}") from None
+            raise BadRequest(f"{name}={text[:40]!r} is not a whole number; "
+                             f"pass one from {low} to {high}") from None
         if not low <= value <= high:
             raise BadRequest(f"{name}={value} is out of range; pass a whole number from {low} to {high}")
         return value
@@ -206,11 +211,13 @@ class Explorer:
         text = query.get("context", [None])[-1]
         last = self.num_views - 1
         if not text:
-            raise BadRequest(f"'context' is missing; pass context= view numbers from 0 to {last}, comma-separated")
+            raise BadRequest(f"'context' is missing; pass context= view numbers from 0 to {last}, "
+                             "comma-separated")
         try:
             views = [int(t) for t in text.split(",")]
         except ValueError:
-            raise BadRequest(f"context={text[:40]!r} is not a list of view numbers; pass e.g. context=0,4,7") from None
+            raise BadRequest(f"context={text[:40]!r} is not a list of view numbers; "
+                             "pass e.g. context=0,4,7") from None
         if any(not 0 <= j <= last for j in views) or len(set(views)) != len(views):
             raise BadRequest(f"context={text[:40]} must name distinct views from 0 to {last}")
         return views
@@ -249,7 +256,8 @@ class Explorer:
                 return 200, "image/png", done[0], done[1]
         except BadRequest as e:
             return 400, "text/plain; charset=utf-8", f"{e}\n".encode(), {}
-        return 404, "text/plain; charset=utf-8", f"no such page: {path[:80]}; this server has / and /api/...\n".encode(), {}
+        return (404, "text/plain; charset=utf-8",
+                f"no such page: {path[:80]}; this server has / and /api/...\n".encode(), {})
 
 
 def served_names(host, address):
@@ -281,8 +289,9 @@ def make_handler(explorer, page, host="127.0.0.1"):
             self.close_connection = True
             port = self.server.server_address[1]
             self._send(status, "text/plain; charset=utf-8",
-                       f"this explorer answers only requests for {', '.join(names[:-1])} or {names[-1]} (with or "
-                       f"without :{port}); start it with --host NAME to serve another name\n".encode(), {})
+                       f"this explorer answers only requests for {', '.join(names[:-1])} or {names[-1]} "
+                       f"(with or without :{port}); "
+                       "start it with --host NAME to serve another name\n".encode(), {})
             return False
 
         def _host_refused(self):
@@ -300,7 +309,8 @@ def make_handler(explorer, page, host="127.0.0.1"):
                 # which reaches this same server; the refusal is this server's policy, which 403 says
                 return 403, f"for Host {hosts[0][:80]!r}", names
             if not hosts and self.request_version in ("HTTP/0.9", "HTTP/1.0"):
-                return None                               # Host is required from HTTP/1.1 on; browsers always send it
+                # Host is required from HTTP/1.1 on; browsers always send it
+                return None
             # RFC 9112 section 3.2: a missing Host (HTTP/1.1) or more than one is answered with a 400
             return 400, f"with {len(hosts)} Host headers" if hosts else "without a Host header", names
 
@@ -311,7 +321,8 @@ def make_handler(explorer, page, host="127.0.0.1"):
             try:
                 self._send(*explorer.handle(url.path, parse_qs(url.query)))
             except Exception as e:                      # the server answers and goes on
-                self._send(500, "text/plain; charset=utf-8", f"the render failed: {type(e).__name__}: {e}\n".encode(), {})
+                self._send(500, "text/plain; charset=utf-8",
+                           f"the render failed: {type(e).__name__}: {e}\n".encode(), {})
 
         def do_POST(self):
             self._send(405, "text/plain; charset=utf-8", b"this server answers GET only\n", {})
@@ -332,7 +343,8 @@ def make_handler(explorer, page, host="127.0.0.1"):
 
         do_HEAD = do_GET
 
-        def log_message(self, format, *args):   # quiet: the terminal shows the address, refusals and errors only
+        def log_message(self, format, *args):
+            # quiet: the terminal shows the address, refusals and errors only
             pass
 
     return Handler
@@ -344,8 +356,9 @@ def parse_args(argv=None):
     add_checkpoint_arguments(p, "context views a scene starts with (default 3)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port)")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address or name to bind (default 127.0.0.1: this machine only); requests must name the server "
-                        "127.0.0.1, localhost, [::1], this name or the address bound, any other Host is refused")
+                   help="address or name to bind (default 127.0.0.1: this machine only); requests must name "
+                        "the server 127.0.0.1, localhost, [::1], this name or the address bound, any other "
+                        "Host is refused")
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.exit(2, f"error: --port {args.port} is not a port; pass one from 1 to 65535 (0: any free one)\n")
@@ -357,7 +370,8 @@ def build(args):
     one-sentence errors (checkpoint, data, usage) before anything is served."""
     device = pick_device(args.device)
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
-        raise gqn_dataset.DatasetError(f"--data_dir {args.data_dir} is not a folder; pass a split folder such as data/.../test")
+        raise gqn_dataset.DatasetError(f"--data_dir {args.data_dir} is not a folder; "
+                                       "pass a split folder such as data/.../test")
     opened = held_out.open_with_test_data(args.checkpoint, args.data_dir, args.context, device)
     data_dir = opened.data_dir
     explorer = Explorer(opened.model, opened.dataset, device, seed=args.seed, context=args.context)
@@ -384,7 +398,8 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"{args.checkpoint}: {explorer.num_scenes} scenes of {explorer.data_dir}, {explorer.num_views} views each")
+    print(f"{args.checkpoint}: {explorer.num_scenes} scenes of {explorer.data_dir}, "
+          f"{explorer.num_views} views each")
     print(f"explore at http://{shown}:{port}/  (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

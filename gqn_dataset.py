@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from dataset.errors import DatasetError
 from dataset.jpeg import decode_views
-from dataset.labels import FIRST_OBJECT, FLOOR, SKY, WALL, SceneLabels, open_labels  # noqa: F401 (the labels API)
+from dataset.labels import (FIRST_OBJECT, FLOOR, SKY, WALL, SceneLabels,  # noqa: F401 (the labels API)
+                            open_labels)
 from dataset.legacy import LEGACY_PATTERN, LegacyFolder
 from dataset.shards import SHARD_PATTERN, ShardFolder
 from dataset.viewpoints import raw_to_viewpoint
@@ -64,7 +65,8 @@ def open_split(root_dir):
             raise DatasetError(f"data folder {root_dir} holds scene {twice[0]} twice ({twice[0]}.pt and "
                                f"{twice[0]}.pt.gz); delete one of them.")
         return LegacyFolder([os.path.join(root_dir, name) for _, name in legacy])
-    raise DatasetError(f"data folder {root_dir} holds no shard-*.gqn files and no torch-gqn {{i}}.pt(.gz) files"
+    raise DatasetError(f"data folder {root_dir} holds no shard-*.gqn files and no torch-gqn "
+                       f"{{i}}.pt(.gz) files"
                        f"{_folder_hint(root_dir, names)}; "
                        f"pass a split folder written by the converter (e.g. DIR/train).")
 
@@ -110,7 +112,8 @@ class GQNDataset(Dataset):
 
     def __getitem__(self, index):
         raw = self.scenes.read(index)
-        frames = np.ascontiguousarray(decode_views(raw).transpose(0, 3, 1, 2))  # (S, 64, 64, 3) -> (S, 3, 64, 64)
+        # (S, 64, 64, 3) -> (S, 3, 64, 64)
+        frames = np.ascontiguousarray(decode_views(raw).transpose(0, 3, 1, 2))
         images = torch.from_numpy(np.divide(frames, 255, dtype=np.float32))      # in [0, 1]
         viewpoints = torch.from_numpy(raw_to_viewpoint(raw.cameras))          # (S, 5) -> (S, 7)
         if self.transform:
@@ -147,7 +150,8 @@ class SceneViews(Dataset):
         index, views = key
         raw = self.scenes.read(index, views)
         # the layout change is done by numpy, far cheaper than torch's strided uint8 copy on small tensors
-        frames = np.ascontiguousarray(decode_views(raw).transpose(0, 3, 1, 2))  # (V, 64, 64, 3) -> (V, 3, 64, 64)
+        # (V, 64, 64, 3) -> (V, 3, 64, 64)
+        frames = np.ascontiguousarray(decode_views(raw).transpose(0, 3, 1, 2))
         return torch.from_numpy(frames), torch.from_numpy(raw_to_viewpoint(raw.cameras))   # (V, 7)
 
 
@@ -174,11 +178,12 @@ def _check_sampler_args(num_scenes, num_views, batch_size, context, seed, rank, 
         raise DatasetError(f"batch size {batch_size} does not fit {num_scenes} scenes; pass a batch size "
                            f"between 1 and the number of scenes.")
     if not 1 <= context < num_views:
-        raise DatasetError(f"{what} {context} needs {context + 1} views per scene (context and query) but the "
-                           f"scenes have {num_views}; pass a {what} between 1 and {num_views - 1}.")
+        raise DatasetError(f"{what} {context} needs {context + 1} views per scene (context and query) "
+                           f"but the scenes have {num_views}; pass a {what} between 1 and {num_views - 1}.")
     if world_size < 1 or not 0 <= rank < world_size or batch_size % world_size:
         raise DatasetError(f"batch size {batch_size} cannot be split over {world_size} processes as rank "
-                           f"{rank}; pass a batch size divisible by the world size and 0 <= rank < world size.")
+                           f"{rank}; pass a batch size divisible by the world size "
+                           f"and 0 <= rank < world size.")
 
 
 def _keys(scenes, views):
@@ -197,9 +202,10 @@ class ContextBatchSampler:
     rank. Rank r of world_size yields its contiguous slice of the global batch. To resume at step t,
     construct with start_batch=t."""
 
-    def __init__(self, num_scenes, num_views, batch_size, max_context, seed, rank=0, world_size=1, start_batch=0,
-                 min_context=1):
-        _check_sampler_args(num_scenes, num_views, batch_size, max_context, seed, rank, world_size, "max_context")
+    def __init__(self, num_scenes, num_views, batch_size, max_context, seed, rank=0, world_size=1,
+                 start_batch=0, min_context=1):
+        _check_sampler_args(num_scenes, num_views, batch_size, max_context, seed, rank, world_size,
+                            "max_context")
         if not 1 <= min_context <= max_context:
             raise DatasetError(f"the least context count {min_context} is not between 1 and the most, "
                                f"{max_context}; pass a min_context in that range.")
@@ -221,12 +227,14 @@ class ContextBatchSampler:
         return self._order
 
     def global_batch(self, k):
-        """Global batch k -> (scenes int (B,), views int (B, M + 1)); the last view of each row is the query."""
+        """Global batch k -> (scenes int (B,), views int (B, M + 1)); the last view of each row is the
+        query."""
         epoch, position = divmod(k, self.batches_per_epoch)
         scenes = self.scene_order(epoch)[position * self.batch_size:(position + 1) * self.batch_size]
         rng = generator(self.seed, BATCH_STREAM, k)
         m = int(rng.integers(self.min_context, self.max_context + 1))              # M ~ U{min..K}
-        views = np.argsort(rng.random((self.batch_size, self.num_views)), axis=1)[:, :m + 1]   # distinct per scene
+        # distinct per scene
+        views = np.argsort(rng.random((self.batch_size, self.num_views)), axis=1)[:, :m + 1]
         return scenes, views
 
     def batch(self, k):
@@ -336,7 +344,8 @@ def make_eval_loader(root_dir, num_scenes, batch_size, num_context, seed, worker
     if num_scenes > len(dataset):
         raise DatasetError(f"{root_dir} holds {len(dataset)} scenes, fewer than the {num_scenes} asked for "
                            f"evaluation; ask for at most {len(dataset)}.")
-    sampler = FixedContextSampler(num_scenes, dataset.num_views, batch_size, num_context, seed, rank, world_size)
+    sampler = FixedContextSampler(num_scenes, dataset.num_views, batch_size, num_context, seed, rank,
+                                  world_size)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
                       persistent_workers=workers > 0)
 
@@ -349,7 +358,8 @@ BUILTIN_DATASETS = {"shepard_metzler": "Shepard-Metzler", "rooms": "Room"}
 
 
 def builtin_root(kind, data_root, parts=7):
-    """The folder of the built-in scenes `kind` (one of BUILTIN_DATASETS) under data_root; parts: Shepard-Metzler's cubes."""
+    """The folder of the built-in scenes `kind` (one of BUILTIN_DATASETS) under data_root; parts:
+    Shepard-Metzler's cubes."""
     if kind == "rooms":
         from dataset import rooms
         return rooms.builtin_root(data_root)
@@ -366,5 +376,5 @@ def ensure_builtin(kind, root, train_scenes, test_scenes, parts=7, splits=("trai
         from dataset.rooms import ensure_builtin_rooms
         return ensure_builtin_rooms(root, train_scenes, test_scenes, seed=0, workers=workers, splits=splits)
     from dataset.shepard_metzler import ensure_builtin_dataset
-    return ensure_builtin_dataset(root, parts=parts, train_scenes=train_scenes, test_scenes=test_scenes, seed=0,
-                                  workers=workers, splits=splits)
+    return ensure_builtin_dataset(root, parts=parts, train_scenes=train_scenes, test_scenes=test_scenes,
+                                  seed=0, workers=workers, splits=splits)

@@ -7,7 +7,8 @@ The baselines answer "does the model render the scene, or something cheaper?":
 - black: an all-black image (what a GQN stuck at the background renders);
 - mean context: the pixel-wise mean of the context views;
 - nearest context: the context view whose camera position is nearest the query's.
-Their ceiling on the built-in scenes (the exact rendering scored against the JPEG frames): experiments/oracle_bound.py.
+Their ceiling on the built-in scenes (the exact rendering scored against the JPEG frames):
+experiments/oracle_bound.py.
 
 On scenes with per-pixel labels (the built-in rooms' test split: 0 sky, 1 wall, 2 floor, 3 + k object k)
 each method also gets region metrics: the colour error over the true wall, floor and object pixels, and
@@ -34,7 +35,8 @@ METRICS = ("neg_elbo", "kl", "nll", "bits_per_dim")
 IMAGE_METHODS = ("generation", "reconstruction", "black", "mean_context", "nearest_context")
 # per image method: what a person sees (is the object there, in its shape, in its colours?)
 IMAGE_METRICS = ("mse", "psnr", "iou", "colour_error", "nll_above_floor")
-OBJECT_THRESHOLD = 0.1  # a pixel is the object's when its largest channel exceeds this (the background is black)
+# a pixel is the object's when its largest channel exceeds this (the background is black)
+OBJECT_THRESHOLD = 0.1
 REGION_METRICS = ("wall_error", "floor_error", "object_error", "object_iou")   # with labels only
 
 
@@ -94,7 +96,8 @@ def nll_floor(sigma, image_shape):
 
 
 def nll_above_floor(image, truth, sigma):
-    """Per image (B,): the Gaussian NLL of `truth` around `image`, less its floor: sum (x - mu)^2 / (2 sigma^2)."""
+    """Per image (B,): the Gaussian NLL of `truth` around `image`, less its floor:
+    sum (x - mu)^2 / (2 sigma^2)."""
     return ((image - truth) ** 2).flatten(1).sum(1) / (2 * sigma ** 2)
 
 
@@ -144,15 +147,16 @@ def evaluate_batch(model, x, v, x_q, v_q, sigma, dtype="float32", temperature=1.
         out[f"colour_error_{name}"] = object_colour_error(image, x_q)
         out[f"nll_above_floor_{name}"] = nll_above_floor(image, x_q, sigma)
         if labels is not None:
-            out.update({f"{metric}_{name}": value for metric, value in region_metrics(image, x_q, labels).items()})
+            out.update({f"{metric}_{name}": value
+                        for metric, value in region_metrics(image, x_q, labels).items()})
     # the model's own term: its NLL (of the unclamped posterior mean) above the floor
     out["nll_above_floor_reconstruction"] = out["nll"] - nll_floor(sigma, x_q.shape[1:])
     return out, images
 
 
 @torch.no_grad()
-def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=True, temperature=1.0, first=None,
-             labels=None):
+def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=True, temperature=1.0,
+             first=None, labels=None):
     """Mean of every metric over all the loader's scenes (a make_eval_loader); with the split's labels
     (gqn_dataset.open_labels), the region metrics too, each a mean over the scenes whose query view shows that
     region. Deterministic for a given model and seed. A dict `first` receives the first batch's x, x_q and
@@ -162,7 +166,8 @@ def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=Tru
     sums, counts, scenes = {}, {}, 0
     # with labels: the batches' (scene, views), in the loader's order, to find each query view's labels
     keys = None if labels is None else iter(loader.batch_sampler)
-    for i, (frames, viewpoints) in enumerate(tqdm(loader, desc="evaluating", disable=not progress, leave=False)):
+    for i, (frames, viewpoints) in enumerate(tqdm(loader, desc="evaluating", disable=not progress,
+                                                  leave=False)):
         torch.manual_seed(noise_seed(seed, i))                            # the noise of batch i
         x, v, x_q, v_q = split_batch(frames, viewpoints, device)
         query_labels = None if keys is None else query_view_labels(labels, next(keys), device)
@@ -193,7 +198,8 @@ def fixed_batch(test_dir, batch_size, context, seed):
     context = min(context, dataset.num_views - 1)
     loader = gqn_dataset.make_eval_loader(test_dir, batch_size, batch_size, context, seed)
     frames, viewpoints = next(iter(loader))
-    return frames, viewpoints, query_view_labels(gqn_dataset.open_labels(test_dir), next(iter(loader.batch_sampler)), "cpu")
+    return frames, viewpoints, query_view_labels(gqn_dataset.open_labels(test_dir),
+                                                 next(iter(loader.batch_sampler)), "cpu")
 
 
 def format_table(metrics):
@@ -208,12 +214,14 @@ def format_table(metrics):
 def image_table(metrics, methods=IMAGE_METHODS, indent=""):
     """One row per image method; with region metrics (labelled scenes) their columns too."""
     regions = "wall_error_generation" in metrics
-    head = f"{indent}{'query view':16s}{'MSE':>10s}{'PSNR (dB)':>11s}{'IoU':>8s}{'colour err':>12s}{'NLL-floor':>11s}"
+    head = (f"{indent}{'query view':16s}{'MSE':>10s}{'PSNR (dB)':>11s}{'IoU':>8s}"
+            f"{'colour err':>12s}{'NLL-floor':>11s}")
     if regions:
         head += f"{'wall err':>10s}{'floor err':>11s}{'object err':>12s}{'object IoU':>12s}"
     lines = [head]
     for m in methods:
-        line = (f"{indent}{m:16s}{metrics['mse_' + m]:10.5f}{metrics['psnr_' + m]:11.2f}{metrics['iou_' + m]:8.3f}"
+        line = (f"{indent}{m:16s}{metrics['mse_' + m]:10.5f}{metrics['psnr_' + m]:11.2f}"
+                f"{metrics['iou_' + m]:8.3f}"
                 f"{metrics['colour_error_' + m]:12.4f}{metrics['nll_above_floor_' + m]:11.1f}")
         if regions:
             line += (f"{metrics['wall_error_' + m]:10.4f}{metrics['floor_error_' + m]:11.4f}"
@@ -230,10 +238,12 @@ def final_report(model, test_dir, run_dir, scenes, context, seed, device, sigma,
     context = min(context, dataset.num_views - 1)
     loader = gqn_dataset.make_eval_loader(test_dir, scenes, 32, context, seed)
     first = {}
-    metrics = evaluate(model, loader, sigma, device, seed, dtype, first=first,   # and the first batch's images
+    # the metrics, and the first batch's images into `first`
+    metrics = evaluate(model, loader, sigma, device, seed, dtype, first=first,
                        labels=gqn_dataset.open_labels(test_dir))
     x = first["x"][:8]
-    columns = [x[:, k] for k in range(x.shape[1])] + [first[k][:8] for k in ("x_q", "reconstruction", "generation")]
+    columns = ([x[:, k] for k in range(x.shape[1])]
+               + [first[k][:8] for k in ("x_q", "reconstruction", "generation")])
     save_png(comparison_grid(columns), os.path.join(run_dir, "final.png"))
     with open(os.path.join(run_dir, "final.json"), "w") as f:
         json.dump(dict(metrics, context=context, seed=seed, sigma=sigma), f, indent=2)
@@ -245,9 +255,13 @@ def final_report(model, test_dir, run_dir, scenes, context, seed, device, sigma,
     if "object_iou_generation" in metrics:
         better = min(metrics["mse_mean_context"], metrics["mse_nearest_context"])
         log(f"  generation MSE / the better 3D-blind baseline's (mean or nearest context view) = "
-            f"{metrics['mse_generation'] / better:.2f}; object IoU {metrics['object_iou_generation']:.3f} (mean context "
-            f"{metrics['object_iou_mean_context']:.3f}, nearest {metrics['object_iou_nearest_context']:.3f})")
-    beaten = all(metrics["mse_generation"] < metrics[f"mse_{b}"] for b in ("black", "mean_context", "nearest_context"))
-    log("generations beat all three baselines" if beaten else "generations do NOT yet beat all three baselines")
-    log(f"wrote {os.path.join(run_dir, 'final.png')} (context | truth | reconstruction | generation) and final.json")
+            f"{metrics['mse_generation'] / better:.2f}; object IoU {metrics['object_iou_generation']:.3f} "
+            f"(mean context {metrics['object_iou_mean_context']:.3f}, "
+            f"nearest {metrics['object_iou_nearest_context']:.3f})")
+    beaten = all(metrics["mse_generation"] < metrics[f"mse_{b}"]
+                 for b in ("black", "mean_context", "nearest_context"))
+    log("generations beat all three baselines" if beaten
+        else "generations do NOT yet beat all three baselines")
+    log(f"wrote {os.path.join(run_dir, 'final.png')} (context | truth | reconstruction | generation) "
+        f"and final.json")
     return metrics

@@ -16,7 +16,8 @@ from torch.nn import functional as F
 class Tower(nn.Module):
     """Figure S1 'tower': two residual blocks, the viewpoint broadcast and concatenated at 16x16."""
 
-    on_grid = True  # r is (N, r_dim, 16, 16), on the cores' grid: the cores' learned upsampling of r goes unused
+    # r is (N, r_dim, 16, 16), on the cores' grid: the cores' learned upsampling of r goes unused
+    on_grid = True
 
     def __init__(self, x_dim=3, v_dim=7, r_dim=256):
         super().__init__()

@@ -1,8 +1,9 @@
-"""Show what a trained GQN renders: a PNG grid of its views of held-out scenes, and an orbit GIF.
+r"""Show what a trained GQN renders: a PNG grid of its views of held-out scenes, and an orbit GIF.
 
-    python sample.py --checkpoint runs/GQN/checkpoints/ckpt-00000750.pt       # scenes 0-3, built-in test split
+    python sample.py --checkpoint runs/GQN/checkpoints/ckpt-00000750.pt  # scenes 0-3, built-in test split
     python sample.py --checkpoint CKPT --scenes 0 5 7 --context 5 --samples 6
-    python sample.py --checkpoint CKPT --data_dir /path/to/dataset/test --random 8 --seed 1 --frames 72 --elevation 40
+    python sample.py --checkpoint CKPT --data_dir /path/to/dataset/test --random 8 --seed 1 --frames 72 \
+        --elevation 40
 
 The grid (<checkpoint>-seed<seed>-grid.png) has one row per scene:
     context views (--context of them) | ground truth | reconstruction | samples from the prior (--samples)
@@ -25,10 +26,10 @@ its context views, then the orbit view.
 
 Noise: z is sampled, so each rendering needs noise. The global torch generator is seeded before each
 rendering (runtime.noise_seed): with noise_seed(seed, 0) for the reconstruction, noise_seed(seed, k)
-for sample column k (1-based), and, before EVERY orbit frame, noise_seed(seed, 1) again. All frames of the orbit therefore
-use the same z noise (the noise of the first sample column), so the orbit shows one hypothesis of the
-scene turning, rather than a new guess in each frame. Same checkpoint, data, flags and seed: the same
-bytes, on the same machine and torch build.
+for sample column k (1-based), and, before EVERY orbit frame, noise_seed(seed, 1) again. All frames of
+the orbit therefore use the same z noise (the noise of the first sample column), so the orbit shows one
+hypothesis of the scene turning, rather than a new guess in each frame. Same checkpoint, data, flags and
+seed: the same bytes, on the same machine and torch build.
 
 Pillow only (images.py: grids, PNG, and GIFs whose frames share one palette); no torchvision.
 """
@@ -64,23 +65,25 @@ def parse_args(argv=None):
                        help=f"scene indices of the split (default: 0 to {DEFAULT_SCENES - 1})")
     which.add_argument("--random", type=positive_int, default=None, metavar="N",
                        help="N distinct scenes drawn from --seed")
-    p.add_argument("--samples", type=nonnegative_int, default=4, help="samples from the prior per scene (default 4)")
+    p.add_argument("--samples", type=nonnegative_int, default=4,
+                   help="samples from the prior per scene (default 4)")
     p.add_argument("--frames", type=positive_int, default=36, help="frames of the orbit GIF (default 36)")
     angle = p.add_mutually_exclusive_group()
     angle.add_argument("--elevation", type=float, default=None,
-                       help="orbit camera's angle above the target in degrees (default: the pitch the scene's cameras "
-                            f"share, a ring; else {DEFAULT_ELEVATION:g})")
+                       help="orbit camera's angle above the target in degrees (default: the pitch the "
+                            f"scene's cameras share, a ring; else {DEFAULT_ELEVATION:g})")
     angle.add_argument("--pitch", type=float, default=None,
-                       help="the same angle as the dataset's raw cameras' pitch, in degrees: negative looks down "
-                            "from above (default: as --elevation)")
+                       help="the same angle as the dataset's raw cameras' pitch, in degrees: negative looks "
+                            "down from above (default: as --elevation)")
     p.add_argument("--distance", type=positive_float, default=None,
                    help="orbit camera's distance from the target (default: the mean of the scene's cameras)")
     p.add_argument("--temperature", type=nonnegative_float, default=1.0,
-                   help="scale of the prior's standard deviation (default 1: the model's samples; 0: z at the "
-                        "prior's mean, every sample alike; below 1 departs from the paper)")
+                   help="scale of the prior's standard deviation (default 1: the model's samples; 0: z at "
+                        "the prior's mean, every sample alike; below 1 departs from the paper)")
     p.add_argument("--out", default=None, help="output folder (default: the checkpoint's folder)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace earlier files of the same name (default: keep them and write NAME-2, NAME-3, ...)")
+                   help="replace earlier files of the same name (default: keep them and write NAME-2, "
+                        "NAME-3, ...)")
     args = p.parse_args(argv)
     pitch = None if args.elevation is None and args.pitch is None else \
         (args.pitch if args.pitch is not None else -args.elevation)
@@ -96,7 +99,8 @@ def free_paths(stem, overwrite=False):
     earlier run, perhaps with other scenes or settings, or the README's images in assets/), unless
     overwrite: STEM-2-..., STEM-3-..., the first pair that is free."""
     n, suffix = 1, ""
-    while not overwrite and any(os.path.exists(f"{stem}{suffix}-{kind}") for kind in ("grid.png", "orbit.gif")):
+    while not overwrite and any(os.path.exists(f"{stem}{suffix}-{kind}")
+                                for kind in ("grid.png", "orbit.gif")):
         n += 1
         suffix = f"-{n}"
     return f"{stem}{suffix}-grid.png", f"{stem}{suffix}-orbit.gif"
@@ -108,7 +112,8 @@ def choose_scenes(args, num_scenes, data_dir):
         if args.random > num_scenes:
             raise UsageError(f"--random {args.random} asks for more scenes than the {num_scenes} of "
                                       f"{data_dir}; pass at most {num_scenes}")
-        return [int(i) for i in generator(args.seed, SCENE_STREAM).choice(num_scenes, size=args.random, replace=False)]
+        return [int(i) for i in generator(args.seed, SCENE_STREAM).choice(num_scenes, size=args.random,
+                                                                          replace=False)]
     if args.scenes is None:
         return list(range(min(DEFAULT_SCENES, num_scenes)))
     for i in args.scenes:
@@ -125,7 +130,8 @@ def load_scenes(dataset, scenes, context, seed):
     views = gqn_dataset.FixedContextSampler(len(dataset), dataset.num_views, 1, context, seed)
     x, v, x_q, v_q, cameras = [], [], [], [], []
     for i in scenes:
-        frames, viewpoints = dataset[(i, tuple(range(dataset.num_views)))]   # all S views: (S, 3, 64, 64), (S, 7)
+        # all S views: (S, 3, 64, 64), (S, 7)
+        frames, viewpoints = dataset[(i, tuple(range(dataset.num_views)))]
         chosen = torch.from_numpy(views.views(i))                            # M context views, then the query
         images = frames[chosen].float() / 255
         x.append(images[:-1]), x_q.append(images[-1])
@@ -200,10 +206,12 @@ def sample(args):
 
     x, v, x_q, v_q, cameras = load_scenes(dataset, scenes, args.context, args.seed)
     x, v, x_q, v_q = x.to(device), v.to(device), x_q.to(device), v_q.to(device)
-    reconstruction, generated = render_grid_columns(model, x, v, x_q, v_q, args.samples, args.seed, args.temperature)
+    reconstruction, generated = render_grid_columns(model, x, v, x_q, v_q, args.samples, args.seed,
+                                                    args.temperature)
 
     orbits = [scene_orbit(c, args.pitch_deg, args.distance) for c in cameras]      # (target, pitch, distance)
-    orbit = torch.stack([orbit_viewpoints(args.frames, pitch, d, target) for target, pitch, d in orbits]).to(device)
+    orbit = torch.stack([orbit_viewpoints(args.frames, pitch, d, target)
+                         for target, pitch, d in orbits]).to(device)
     frames = render_orbit(model, x, v, orbit, args.seed, args.temperature)               # (T, B, 3, 64, 64)
 
     stem = os.path.join(out, f"{os.path.splitext(os.path.basename(args.checkpoint))[0]}-seed{args.seed}"

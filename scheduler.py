@@ -25,7 +25,8 @@ class AnnealingStepLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
-        return [linear_anneal(self.last_epoch, self.mu_i, self.mu_f, self.n) for _ in self.optimizer.param_groups]
+        return [linear_anneal(self.last_epoch, self.mu_i, self.mu_f, self.n)
+                for _ in self.optimizer.param_groups]
 
 
 class LinearSchedule:
@@ -56,7 +57,8 @@ class LinearSchedule:
 
 
 class SigmaSchedule(LinearSchedule):
-    """Pixel standard deviation sigma_t = linear_anneal(t, sigma_i, sigma_f, n) (paper: 2.0 -> 0.7 over 2e5)."""
+    """Pixel standard deviation sigma_t = linear_anneal(t, sigma_i, sigma_f, n)
+    (paper: 2.0 -> 0.7 over 2e5)."""
 
     ends = ("sigma_i", "sigma_f")
 

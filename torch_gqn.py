@@ -93,7 +93,8 @@ def convert_viewpoint_order(state, config):
         elif name.endswith("upsample_v.weight"):                      # (7 in, 7 out, k, k)
             t = reorder(t, 0, 0)
         elif name.endswith("core.gates.weight") and c["upsample"] == "broadcast":
-            start = h + x_dim if name.startswith("inference_core") else h   # [h | x, v, r | ...], [h | v, r | z]
+            # [h | x, v, r | ...], [h | v, r | z]
+            start = h + x_dim if name.startswith("inference_core") else h
             t = reorder(t, 1, start)
         out[name] = t
     return out

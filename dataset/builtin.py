@@ -40,7 +40,8 @@ def forward_from_yaw_pitch(yaw, pitch):
 
 
 def camera_basis(yaw, pitch):
-    """(forward, right, up), each (..., 3): the camera frame for yaw/pitch, no roll (up is in the plane of world z)."""
+    """(forward, right, up), each (..., 3): the camera frame for yaw/pitch, no roll (up is in the plane of
+    world z)."""
     yaw = np.asarray(yaw, dtype=np.float64)
     forward = forward_from_yaw_pitch(yaw, pitch)
     right = np.stack([-np.sin(yaw), -np.cos(yaw), np.zeros_like(yaw)], axis=-1)
@@ -77,12 +78,14 @@ def tune_malloc():
     """Make glibc keep freed memory in this process's heap (call only in a process that renders).
 
     By default glibc hands the ray arrays' memory back to the system after every batch and page-faults
-    it in again for the next one: about a third of the rendering time went to those faults."""
+    it in again for the next one, and those faults cost rendering time."""
     try:
         import ctypes
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: keep up to 256 MiB of free heap
-        libc.mallopt(-3, 32 << 20)   # M_MMAP_THRESHOLD: blocks below 32 MiB (glibc's maximum) come from the heap
+        # M_TRIM_THRESHOLD: keep up to 256 MiB of free heap
+        libc.mallopt(-1, 256 << 20)
+        # M_MMAP_THRESHOLD: blocks below 32 MiB (glibc's maximum) come from the heap
+        libc.mallopt(-3, 32 << 20)
     except (OSError, AttributeError):
         pass  # not glibc: nothing to tune
 
@@ -230,7 +233,8 @@ def split_parameters(params, split):
 
 def ensure_rendered(root, params, train_scenes, test_scenes, render_one, progress=True, what="built-in",
                     splits=SPLITS):
-    """Render the `splits` of a built-in dataset into root/train and root/test once, and reuse them afterwards.
+    """Render the `splits` of a built-in dataset into root/train and root/test once, and reuse them
+    afterwards.
 
     params: everything that decides the rendered bytes (JSON-able). A split is complete when root/DONE.json
     (both splits) or root/DONE-<split>.json (that split alone) records the same parameters, as far as they
@@ -268,7 +272,8 @@ def ensure_rendered(root, params, train_scenes, test_scenes, render_one, progres
 
         missing = [s for s in splits if not complete(s)]
         if missing:
-            if both is not None:  # DONE.json is about to be stale: what it vouches for keeps a marker of its own
+            # DONE.json is about to be stale: what it vouches for keeps a marker of its own
+            if both is not None:
                 for split in SPLITS:
                     if split not in missing and complete(split) and not complete(split, by_both=False):
                         write_json_atomic(marker[split], split_parameters(params, split))
@@ -283,15 +288,18 @@ def ensure_rendered(root, params, train_scenes, test_scenes, render_one, progres
                 if os.path.exists(marker[split]):
                     os.remove(marker[split])
             seconds = render_staged(staging, [(s, counts[s]) for s in missing],
-                                    lambda d, split, n, tf_dir, bar: render_one(d, split, n, None, bar), progress)
+                                    lambda d, split, n, tf_dir, bar: render_one(d, split, n, None, bar),
+                                    progress)
             for split in missing:
                 clear_split(folders[split], hint)
                 move_into_place(os.path.join(staging, split), folders[split])
-                write_json_atomic(marker[split], dict(split_parameters(params, split), seconds=round(seconds, 2)))
+                write_json_atomic(marker[split],
+                                  dict(split_parameters(params, split), seconds=round(seconds, 2)))
             os.rmdir(staging)
             if progress:
                 n = sum(counts[s] for s in missing)
-                print(f"rendered {n} {what} scenes ({' and '.join(missing)}) into {root} at {n / seconds:.0f} scenes/s")
+                print(f"rendered {n} {what} scenes ({' and '.join(missing)}) into {root} "
+                      f"at {n / seconds:.0f} scenes/s")
         if all(complete(s, by_both=False) for s in SPLITS):
             write_json_atomic(done_path, params)
             for split in SPLITS:
@@ -322,16 +330,21 @@ def write_json_atomic(path, obj):
 
 def add_output_arguments(parser, tfrecord_folder):
     """The renderers' shared options; tfrecord_folder names OUT/tfrecord/<dataset> in --tfrecord's help."""
-    parser.add_argument("--out", required=True, help="output folder: OUT/train and OUT/test (and OUT/tfrecord)")
+    parser.add_argument("--out", required=True,
+                        help="output folder: OUT/train and OUT/test (and OUT/tfrecord)")
     parser.add_argument("--train_scenes", type=int, default=20000)
     parser.add_argument("--test_scenes", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="rendering processes")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="rendering processes")
     parser.add_argument("--scenes_per_shard", type=int, default=1000)
     parser.add_argument("--tfrecord", action="store_true",
-                        help=f"also write DeepMind-format TFRecords to OUT/tfrecord/{tfrecord_folder}/{{train,test}}")
-    parser.add_argument("--files_per_split", type=int, default=10, help="TFRecord files per split (with --tfrecord)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the shards of an earlier run in OUT")
+                        help=f"also write DeepMind-format TFRecords to "
+                             f"OUT/tfrecord/{tfrecord_folder}/{{train,test}}")
+    parser.add_argument("--files_per_split", type=int, default=10,
+                        help="TFRecord files per split (with --tfrecord)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the shards of an earlier run in OUT")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
 
 
@@ -369,7 +382,8 @@ def run_command(args, dataset, render_one):
         raise RenderError(f"cannot create the output folder {args.out} ({error.strerror}); "
                           f"pass a writable --out.") from None
     seconds = render_staged(staging, splits, lambda d, split, n, tf_dir, bar:
-                            render_one(d, split, n, tf_dir if args.tfrecord else None, bar), not args.no_progress)
+                            render_one(d, split, n, tf_dir if args.tfrecord else None, bar),
+                            not args.no_progress)
     for split, _ in splits:
         moves = [(os.path.join(staging, split), os.path.join(args.out, split))]
         if args.tfrecord:

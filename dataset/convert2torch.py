@@ -97,7 +97,8 @@ Job = namedtuple("Job", "split tfrecord shard")
 # convert()'s clock, seconds: the whole run, then the part before the first file started (the workers
 # start: they import TensorFlow) and the part after the last file ended (the workers exit)
 Timing = namedtuple("Timing", "seconds start_up shut_down")
-FileResult = namedtuple("FileResult", "scenes bytes_in bytes_out cpu_seconds")   # cpu: of its process, all threads
+# cpu: of its process, all threads
+FileResult = namedtuple("FileResult", "scenes bytes_in bytes_out cpu_seconds")
 
 
 class ConversionError(Exception):
@@ -157,7 +158,8 @@ def shard_is_complete(path, dataset, tfrecord):
         raise ConversionError(f"{path} holds {held}, not {dataset} from {Path(tfrecord).name}; pass another "
                               f"--out or delete that folder.")
     info = DATASETS[dataset]
-    same_file = header.get("source_bytes", os.path.getsize(tfrecord)) == os.path.getsize(tfrecord)  # not re-downloaded
+    # not re-downloaded
+    same_file = header.get("source_bytes", os.path.getsize(tfrecord)) == os.path.getsize(tfrecord)
     return same_file and header["views"] == info.views and header["image_size"] == info.image_size
 
 
@@ -256,8 +258,8 @@ def check_frame(jpeg, image_size, where, full_check=False):
         raise ConversionError(str(err)) from None
     if (height, width) != (image_size, image_size):
         raise ConversionError(f"{where} is {width}x{height} pixels but this dataset's frames are "
-                              f"{image_size}x{image_size}; the file belongs to another dataset, pass the right "
-                              f"dataset name.")
+                              f"{image_size}x{image_size}; the file belongs to another dataset, "
+                              f"pass the right dataset name.")
     if components != 3:
         raise ConversionError(f"{where} has {components} colour component{'s' if components > 1 else ''}, "
                               f"not 3 (RGB); the file is not a gqn-datasets file or is damaged.")
@@ -283,7 +285,8 @@ def _check_record(path, index, dataset, frames, cameras, full_check):
         raise ConversionError(f"{where} has {len(cameras)} camera values, expected {S * CAMERA_DIMS} "
                               f"({S} views x 5); the file is damaged.")
     if not np.all(np.isfinite(cameras)):
-        raise ConversionError(f"{where} has a camera value that is not finite (NaN or inf); the file is damaged.")
+        raise ConversionError(f"{where} has a camera value that is not finite (NaN or inf); "
+                              f"the file is damaged.")
     for j, jpeg in enumerate(frames):
         check_frame(jpeg, info.image_size, f"{where}: frame {j}", full_check)
 
@@ -344,9 +347,9 @@ def _parse_batch(tf, raw, features, path, first):
             try:
                 tf.io.parse_example(raw[i:i + 1], features)
             except tf.errors.InvalidArgumentError:
-                raise ConversionError(f"{path}: record {first + i} is not a tf.train.Example with 'frames' (bytes) "
-                                      f"and 'cameras' (floats); the file is not a gqn-datasets TFRecord or is "
-                                      f"damaged.") from None
+                raise ConversionError(f"{path}: record {first + i} is not a tf.train.Example "
+                                      f"with 'frames' (bytes) and 'cameras' (floats); "
+                                      f"the file is not a gqn-datasets TFRecord or is damaged.") from None
         raise
 
 
@@ -395,8 +398,8 @@ def read_scenes(path, dataset, full_check=False):
                 if len(raw) == PARSE_BATCH:
                     break
         except tf.errors.DataLossError:
-            raise ConversionError(f"{path}: record {first + len(raw)} is truncated or fails its CRC check; the "
-                                  f"file is damaged, download it again.") from None
+            raise ConversionError(f"{path}: record {first + len(raw)} is truncated or fails its CRC check; "
+                                  f"the file is damaged, download it again.") from None
         except tf.errors.OpError as err:
             raise ConversionError(f"{path}: cannot be read ({err.message.splitlines()[0]}).") from None
         if not raw:
@@ -420,9 +423,11 @@ def read_scenes(path, dataset, full_check=False):
     if not n:
         raise ConversionError(f"{path} holds no records; the file is empty or damaged, download it again.")
     size = os.path.getsize(path)
-    if read != size:  # TensorFlow's reader ends quietly at a cut inside a record's length header
-        raise ConversionError(f"{path}: the file ends inside the record after record {n - 1} ({read:,} of its "
-                              f"{size:,} bytes are whole records); it is truncated or damaged, download it again.")
+    # TensorFlow's reader ends quietly at a cut inside a record's length header
+    if read != size:
+        raise ConversionError(f"{path}: the file ends inside the record after record {n - 1} "
+                              f"({read:,} of its {size:,} bytes are whole records); "
+                              f"it is truncated or damaged, download it again.")
     if _progress is not None and n > reported:
         _progress.put(n - reported)
     scenes = [frames[i:i + S] for i in range(0, n * S, S)]            # n lists of S JPEG bytes
@@ -430,14 +435,15 @@ def read_scenes(path, dataset, full_check=False):
 
 
 def read_and_parse(paths, batch=PARSE_BATCH):
-    """The baseline that benchmarks/bench_data.py compares the converter with: read and parse TFRecord files with
-    tf.data alone (files read in parallel, records parsed in batches on TF's threads, frames and
-    cameras handed to Python as numpy), no checks, nothing written. Returns the number of records."""
+    """The baseline that benchmarks/bench_data.py compares the converter with: read and parse TFRecord
+    files with tf.data alone (files read in parallel, records parsed in batches on TF's threads, frames
+    and cameras handed to Python as numpy), no checks, nothing written. Returns the number of records."""
     tf = _import_tensorflow()
     features = {"frames": tf.io.RaggedFeature(tf.string), "cameras": tf.io.RaggedFeature(tf.float32)}
     records = (tf.data.TFRecordDataset([str(p) for p in paths], buffer_size=READ_BUFFER,
                                        num_parallel_reads=tf.data.AUTOTUNE)
-               .batch(batch).map(lambda raw: tf.io.parse_example(raw, features), num_parallel_calls=tf.data.AUTOTUNE)
+               .batch(batch).map(lambda raw: tf.io.parse_example(raw, features),
+                                 num_parallel_calls=tf.data.AUTOTUNE)
                .prefetch(tf.data.AUTOTUNE))
     count = 0
     for parsed in records:
@@ -461,7 +467,8 @@ def convert_file(tfrecord, shard, dataset, full_check=False):
                               f"another --out.") from None
     except DatasetError as err:
         raise ConversionError(f"{tfrecord}: {err}") from None
-    return FileResult(len(frames), os.path.getsize(tfrecord), os.path.getsize(shard), time.process_time() - cpu)
+    return FileResult(len(frames), os.path.getsize(tfrecord), os.path.getsize(shard),
+                      time.process_time() - cpu)
 
 
 def _convert_job(job, dataset, full_check):
@@ -495,7 +502,8 @@ def plan(root, dataset, splits, out):
             else:
                 jobs.append(Job(split, tfrecord, shard))
         summaries[split] = {"split": split, "files": len(files), "skipped": skipped, "converted": 0,
-                            "scenes": 0, "bytes_in": 0, "bytes_out": 0, "cpu_seconds": 0.0, "out": str(split_dir),
+                            "scenes": 0, "bytes_in": 0, "bytes_out": 0, "cpu_seconds": 0.0,
+                            "out": str(split_dir),
                             "expected_files": getattr(DATASETS[dataset], f"{split}_files")}
     return jobs, summaries
 
@@ -606,13 +614,15 @@ def _run_pool(jobs, dataset, workers, tally, full_check):
         started.abort()
         pool.shutdown(wait=True, cancel_futures=True)
         raise ConversionError(f"a worker process died (killed, or out of memory?); run the same command "
-                              f"again with fewer --workers than {workers}, finished shards are kept.") from None
+                              f"again with fewer --workers than {workers}, "
+                              f"finished shards are kept.") from None
     except BaseException:
         stop_event.set()                                   # running workers stop at their next batch
         started.abort()                                    # starting workers stop waiting for the others
         pool.shutdown(wait=True, cancel_futures=True)
         raise
-    pool.shutdown(wait=True)                               # the workers exit (a second or two: TensorFlow, torch)
+    # the workers exit (TensorFlow and torch take a moment to shut down)
+    pool.shutdown(wait=True)
 
 
 def _drain(progress_queue, tally):
@@ -638,8 +648,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Convert DeepMind gqn-datasets TFRecords into the project's "
                                             "shard format (see dataset/shards.py).")
     p.add_argument("dataset", help="one of: " + ", ".join(DATASETS))
-    p.add_argument("--root", default=".", help="folder holding <dataset>/{train,test}/*.tfrecord (default .)")
-    p.add_argument("--out", default=None, help="output folder, gets train/ and test/ (default <dataset>-torch)")
+    p.add_argument("--root", default=".",
+                   help="folder holding <dataset>/{train,test}/*.tfrecord (default .)")
+    p.add_argument("--out", default=None,
+                   help="output folder, gets train/ and test/ (default <dataset>-torch)")
     p.add_argument("--splits", nargs="+", default=list(SPLITS), help="splits to convert (default train test)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="processes converting the files of a split in parallel (default min(4, cpu count))")
@@ -684,8 +696,9 @@ def main(argv=None):
         print(_summary_line(args.dataset, summary))
     scenes = sum(s["scenes"] for s in summaries)
     converting = timing.seconds - timing.start_up - timing.shut_down
-    print(f"total: {scenes} scenes in {timing.seconds:.1f} s: {timing.start_up:.1f} s starting, {converting:.1f} s "
-          f"converting ({scenes / max(converting, 1e-9):.0f} scenes/s), {timing.shut_down:.1f} s ending;"
+    print(f"total: {scenes} scenes in {timing.seconds:.1f} s: {timing.start_up:.1f} s starting, "
+          f"{converting:.1f} s converting ({scenes / max(converting, 1e-9):.0f} scenes/s), "
+          f"{timing.shut_down:.1f} s ending;"
           f" read {sum(s['bytes_in'] for s in summaries) / 1e6:.1f} MB,"
           f" wrote {sum(s['bytes_out'] for s in summaries) / 1e6:.1f} MB", flush=True)
     return summaries, timing.seconds

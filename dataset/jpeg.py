@@ -30,7 +30,8 @@ def decode_jpeg(data, where="frame"):
                 image = image.convert("RGB")
             width, height = image.size
             pixels = image.tobytes()
-    except Exception as error:                                            # PIL raises many kinds for bad bytes
+    except Exception as error:
+        # PIL raises many kinds for bad bytes
         raise DatasetError(f"{where} is not a readable JPEG ({error}); "
                            f"convert that data again from its source.") from None
     return np.frombuffer(pixels, dtype=np.uint8).reshape(height, width, 3).copy()
@@ -84,7 +85,8 @@ def jpeg_info(data, where="frame"):
     return info
 
 
-_known_headers = ()        # ((bytes from FFD8 to the end of the FFDA segment, (height, width, components)), ...)
+# ((bytes from FFD8 to the end of the FFDA segment, (height, width, components)), ...)
+_known_headers = ()
 _KNOWN_HEADERS = 4         # how many are kept, the most recent first
 
 
@@ -132,10 +134,11 @@ def _walk_headers(data, where):
                                        f"pixels; only 8-bit JPEGs of a given size are read")
             info = (height, width, components)
         if length < 2:
-            raise _not_jpeg(where, f"its FF{marker:02X} segment at byte {pos} has the impossible length {length}")
+            raise _not_jpeg(where, f"its FF{marker:02X} segment at byte {pos} has the impossible length "
+                                   f"{length}")
         if pos + 2 + length > size:
-            raise _not_jpeg(where, f"its FF{marker:02X} segment at byte {pos} has the length {length}, past the "
-                                   f"end of the data (truncated or damaged)")
+            raise _not_jpeg(where, f"its FF{marker:02X} segment at byte {pos} has the length {length}, "
+                                   f"past the end of the data (truncated or damaged)")
         pos += 2 + length
     if info is None:
         raise _not_jpeg(where, f"its scan header FFDA at byte {pos} comes before any frame header FFC0-FFC2")
@@ -157,7 +160,8 @@ def resize_frames(frames):
     if (height, width) == (IMAGE_SIZE, IMAGE_SIZE):
         return frames
     if height < IMAGE_SIZE or width < IMAGE_SIZE:
-        raise DatasetError(f"frames are {height}x{width}, smaller than the model's {IMAGE_SIZE}x{IMAGE_SIZE}; "
+        raise DatasetError(f"frames are {height}x{width}, smaller than the model's "
+                           f"{IMAGE_SIZE}x{IMAGE_SIZE}; "
                            f"use data with frames of at least {IMAGE_SIZE} pixels.")
     resized = [np.asarray(Image.fromarray(frame).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR))
                for frame in frames]
@@ -185,7 +189,8 @@ def decode_views(raw):
             raise DatasetError(f"{raw.where} view {view} is {frame.shape[1]}x{frame.shape[0]} but should be "
                                f"{expected[1]}x{expected[0]}; convert that data again from its source.")
         if min(frame.shape[:2]) < IMAGE_SIZE:
-            raise DatasetError(f"{raw.where} view {view} is {frame.shape[1]}x{frame.shape[0]}, smaller than the "
-                               f"model's {IMAGE_SIZE}x{IMAGE_SIZE}; use data with frames of at least {IMAGE_SIZE} pixels.")
+            raise DatasetError(f"{raw.where} view {view} is {frame.shape[1]}x{frame.shape[0]}, smaller than "
+                               f"the model's {IMAGE_SIZE}x{IMAGE_SIZE}; "
+                               f"use data with frames of at least {IMAGE_SIZE} pixels.")
         frames.append(frame)
     return resize_frames(np.stack(frames))                                      # (V, 64, 64, 3)

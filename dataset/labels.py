@@ -49,10 +49,11 @@ def write_labels(path, scenes):
     scenes = [np.ascontiguousarray(s, dtype=np.uint8) for s in scenes]
     shapes = {s.shape for s in scenes}
     if not scenes or len(shapes) != 1 or len(next(iter(shapes))) != 3:
-        raise DatasetError(f"cannot write {path}: labels must be one or more scenes of the same shape (S, P, P), "
-                           f"got shapes {sorted(shapes)}; pass one label image per view.")
+        raise DatasetError(f"cannot write {path}: labels must be one or more scenes of the same shape "
+                           f"(S, P, P), got shapes {sorted(shapes)}; pass one label image per view.")
     views, size, _ = scenes[0].shape
-    header = json.dumps({"scenes": len(scenes), "views": views, "image_size": size, "classes": CLASSES}).encode()
+    header = json.dumps({"scenes": len(scenes), "views": views, "image_size": size,
+                         "classes": CLASSES}).encode()
     raw = [s.tobytes() for s in scenes]
     blobs = [zlib.compress(r, 6) for r in raw]
     offsets = np.zeros(len(blobs) + 1, dtype="<i8")
@@ -84,7 +85,8 @@ class LabelFile:
                     raise _corrupt(self.path, f"its header is not UTF-8 JSON ({error})") from None
                 for key in ("scenes", "views", "image_size"):
                     if type(header.get(key)) is not int or header[key] < 1:
-                        raise _corrupt(self.path, f"its header's {key!r} is {header.get(key)!r}, not a positive integer")
+                        raise _corrupt(self.path, f"its header's {key!r} is {header.get(key)!r}, "
+                                                  f"not a positive integer")
                 n = header["scenes"]
                 table = f.read(8 * (n + 1) + 4 * n)
                 if len(table) < 8 * (n + 1) + 4 * n:
@@ -97,7 +99,8 @@ class LabelFile:
         self.checksums = np.frombuffer(table[8 * (n + 1):], dtype="<u4")
         self.blob_start = 16 + length + len(table)
         if self.blob_start + int(self.offsets[-1]) != size:
-            raise _corrupt(self.path, f"its labels should end at byte {self.blob_start + int(self.offsets[-1])} "
+            raise _corrupt(self.path, f"its labels should end at byte "
+                                      f"{self.blob_start + int(self.offsets[-1])} "
                                       f"but the file has {size} bytes (truncated or appended to?)")
 
     def scene(self, index):

@@ -29,10 +29,10 @@ from dataset.jpeg import RawViews
 LEGACY_PATTERN = re.compile(r"(\d+)\.pt(\.gz)?")
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C      # the first pickle of a legacy torch.save file
 LegacyScene = collections.namedtuple("LegacyScene", ["frames", "cameras"])   # stands in for __main__.Scene
-_STORAGE_DTYPES = {"FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
-                   "BFloat16Storage": torch.bfloat16, "ByteStorage": torch.uint8, "CharStorage": torch.int8,
-                   "ShortStorage": torch.int16, "IntStorage": torch.int32, "LongStorage": torch.int64,
-                   "BoolStorage": torch.bool}
+_STORAGE_DTYPES = {"FloatStorage": torch.float32, "DoubleStorage": torch.float64,
+                   "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
+                   "ByteStorage": torch.uint8, "CharStorage": torch.int8, "ShortStorage": torch.int16,
+                   "IntStorage": torch.int32, "LongStorage": torch.int64, "BoolStorage": torch.bool}
 
 
 def _numpy_reconstruct():
@@ -91,8 +91,9 @@ class _SceneUnpickler(pickle.Unpickler):
             return LegacyScene
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
-        raise DatasetError(f"{self.path} asks to load {module}.{name}, which no torch-gqn scene file needs, so it "
-                           f"was refused without running anything (the file may be crafted to run code); delete it or convert the scene again.")
+        raise DatasetError(f"{self.path} asks to load {module}.{name}, which no torch-gqn scene file needs, "
+                           f"so it was refused without running anything (the file may be crafted to run "
+                           f"code); delete it or convert the scene again.")
 
     def persistent_load(self, pid):
         # legacy: ("storage", type, key, location, numel, view); zip: ("storage", type, key, location, numel)
@@ -148,13 +149,15 @@ def _unpickle_torch_zip(data, path):
 
 
 def load_legacy_scene(path):
-    """A torch-gqn scene file ({i}.pt.gz or {i}.pt, gzip'd or not) -> (list of S JPEG bytes, cameras float32 (S, 5))."""
+    """A torch-gqn scene file ({i}.pt.gz or {i}.pt, gzip'd or not) -> (list of S JPEG bytes,
+    cameras float32 (S, 5))."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as error:
-        raise DatasetError(f"cannot read {path} ({error.strerror}); check that it exists and is readable.") from None
+        raise DatasetError(f"cannot read {path} ({error.strerror}); "
+                           f"check that it exists and is readable.") from None
     try:
         if data[:2] == b"\x1f\x8b":                              # gzip, whatever the file's name says
             data = gzip.decompress(data)
@@ -171,11 +174,13 @@ def load_legacy_scene(path):
     except DatasetError:
         raise
     except Exception as error:                                   # any damage to gzip, zip or pickle
-        raise DatasetError(f"{path} is not a readable torch-gqn scene file ({type(error).__name__}: {error}); "
+        raise DatasetError(f"{path} is not a readable torch-gqn scene file "
+                           f"({type(error).__name__}: {error}); "
                            f"delete it or convert the scene again.") from None
     if cameras.size != 5 * len(frames):
         raise DatasetError(f"{path} holds {len(frames)} frames but cameras of shape {cameras.shape}; "
-                           f"convert the scene again so that each frame has one (x, y, z, yaw, pitch) camera.")
+                           f"convert the scene again so that each frame has one "
+                           f"(x, y, z, yaw, pitch) camera.")
     for view, frame in enumerate(frames):
         if not isinstance(frame, bytes):
             raise DatasetError(f"{path} view {view} is a {type(frame).__name__}, not JPEG bytes; "

@@ -50,7 +50,8 @@ of a scene do not depend on the number of workers or on which other scenes are r
 
 Command line:
     python dataset/rooms.py --out data/rooms --train_scenes 2000 --test_scenes 200 --seed 0
-        [--workers 2] [--scenes_per_shard 1000] [--tfrecord --files_per_split 10] [--overwrite] [--no_progress]
+        [--workers 2] [--scenes_per_shard 1000] [--tfrecord --files_per_split 10] [--overwrite]
+        [--no_progress]
 writes data/rooms/train and data/rooms/test (test with labels) in the project's format, and with
 --tfrecord also DeepMind-format files data/rooms/tfrecord/rooms_ring_camera/{train,test}/<i>-of-<n>.tfrecord.
 """
@@ -66,8 +67,9 @@ import math
 import numpy as np
 
 from dataset.builtin import (JPEG_QUALITY, SPLITS, RenderError, add_output_arguments,  # noqa: F401
-                             camera_basis, check_arguments, encode_jpeg, ensure_rendered, exit_on_render_error,
-                             hsv_to_rgb, iter_tasks, run_command, scene_rng, tune_malloc, write_rendered_split)
+                             camera_basis, check_arguments, encode_jpeg, ensure_rendered,
+                             exit_on_render_error, hsv_to_rgb, iter_tasks, run_command, scene_rng,
+                             tune_malloc, write_rendered_split)
 from dataset.labels import FIRST_OBJECT, FLOOR, SKY, WALL
 
 DATASET = "rooms_ring_camera"
@@ -117,9 +119,11 @@ _EPS = 1e-4
 
 def ring_cameras(azimuths):
     """Ring cameras at the given azimuths (radians, (V,)) -> raw cameras (V, 5) = (x, y, z, yaw, pitch),
-    each at RING_RADIUS from the room's axis and CAMERA_HEIGHT above the floor, facing (0, 0, TARGET_HEIGHT)."""
+    each at RING_RADIUS from the room's axis and CAMERA_HEIGHT above the floor, facing
+    (0, 0, TARGET_HEIGHT)."""
     a = np.asarray(azimuths, dtype=np.float64)
-    pos = np.stack([RING_RADIUS * np.cos(a), RING_RADIUS * np.sin(a), np.full_like(a, CAMERA_HEIGHT)], axis=-1)
+    pos = np.stack([RING_RADIUS * np.cos(a), RING_RADIUS * np.sin(a), np.full_like(a, CAMERA_HEIGHT)],
+                   axis=-1)
     forward = np.array([0.0, 0.0, TARGET_HEIGHT]) - pos
     forward /= np.linalg.norm(forward, axis=-1, keepdims=True)
     yaw = np.mod(np.arctan2(-forward[..., 1], forward[..., 0]), 2 * np.pi)
@@ -161,7 +165,8 @@ _PHI = (1 + math.sqrt(5)) / 2
 
 
 def _icosahedron_planes():
-    """Unit face normals (20, 3) of an icosahedron turned to rest on a face, and its inradius / circumradius."""
+    """Unit face normals (20, 3) of an icosahedron turned to rest on a face, and its inradius /
+    circumradius."""
     v = []
     for a in (-1, 1):
         for b in (-_PHI, _PHI):
@@ -170,7 +175,8 @@ def _icosahedron_planes():
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     faces = [(i, j, k) for i in range(12) for j in range(i + 1, 12) for k in range(j + 1, 12)
              if min(np.linalg.norm(v[i] - v[j]), np.linalg.norm(v[j] - v[k]), np.linalg.norm(v[i] - v[k])) > 0
-             and max(np.linalg.norm(v[i] - v[j]), np.linalg.norm(v[j] - v[k]), np.linalg.norm(v[i] - v[k])) < 1.1]
+             and max(np.linalg.norm(v[i] - v[j]), np.linalg.norm(v[j] - v[k]),
+                     np.linalg.norm(v[i] - v[k])) < 1.1]
     normals = np.array([v[list(f)].mean(axis=0) for f in faces])
     inradius = float(np.linalg.norm(normals[0]))
     normals /= np.linalg.norm(normals, axis=1, keepdims=True)
@@ -192,7 +198,8 @@ class RoomObject:
     its footprint's centre on the floor)."""
 
     def __init__(self, shape, x, y, turn, scale, colour, dims):
-        self.shape, self.x, self.y, self.turn, self.scale = shape, float(x), float(y), float(turn), float(scale)
+        self.shape, self.x, self.y, self.turn, self.scale = \
+            shape, float(x), float(y), float(turn), float(scale)
         self.colour, self.dims = np.asarray(colour, dtype=np.float32), dims
 
     def bounding_sphere(self):
@@ -222,7 +229,8 @@ def _shape_dims(shape, s, rng):
         return {"r": s, "height": 2 * s * _ICO_INRADIUS, "reach": s}
     if shape == "triangle":                           # an equilateral ring of round bars in the x-z plane
         side, bar = 2.3 * s, 0.2 * s
-        return {"side": side, "bar": bar, "height": side * math.sqrt(3) / 2 + 2 * bar, "reach": side / 2 + bar}
+        return {"side": side, "bar": bar, "height": side * math.sqrt(3) / 2 + 2 * bar,
+                "reach": side / 2 + bar}
     raise ValueError(f"unknown shape {shape!r}")
 
 
@@ -394,7 +402,8 @@ def _box_planes(half):
 
 
 def intersect(obj, o, d):
-    """Rays (world frame, triples of (N,) float32, d unit) against one RoomObject -> (t (N,), world normal triple)."""
+    """Rays (world frame, triples of (N,) float32, d unit) against one RoomObject -> (t (N,), world
+    normal triple)."""
     c, s = np.float32(math.cos(obj.turn)), np.float32(math.sin(obj.turn))
     x, y = o[0] - np.float32(obj.x), o[1] - np.float32(obj.y)
     o_l = (c * x + s * y, c * y - s * x, o[2])                                 # world -> object frame
@@ -497,7 +506,8 @@ def render_room(room, image_size=IMAGE_SIZE, fov=FOV_DEG):
     # normals: the floor's +z; a wall's faces the room, against the ray's direction across it
     wall_x = (label == WALL) & (t_x <= t_y)
     wall_y = (label == WALL) & (t_x > t_y)
-    n = [np.where(wall_x, -np.sign(dx), 0).astype(np.float32), np.where(wall_y, -np.sign(dy), 0).astype(np.float32),
+    n = [np.where(wall_x, -np.sign(dx), 0).astype(np.float32),
+         np.where(wall_y, -np.sign(dy), 0).astype(np.float32),
          on_floor.astype(np.float32)]
 
     # the objects, nearest hit wins; only the rays passing near an object's bounding sphere are tried
@@ -530,7 +540,8 @@ def render_room(room, image_size=IMAGE_SIZE, fov=FOV_DEG):
                                   FLOOR_TILE_WEIGHT))
     wl = np.flatnonzero(lab == WALL)
     wall_nx, wall_ny = n[0][wl], n[1][wl]
-    along_wall = np.where(wall_nx != 0, p[1][wl], p[0][wl]) + 10 * (wall_nx + 2 * wall_ny)   # each wall its own
+    # the coordinate along the wall, offset so that each wall has its own
+    along_wall = np.where(wall_nx != 0, p[1][wl], p[0][wl]) + 10 * (wall_nx + 2 * wall_ny)
     albedo[wl] = _texture(WALL_TEXTURES[room.wall], _mottle(along_wall, p[2][wl], WALL_TILE, WALL_BLOTCH,
                                                             room.texture_seed + 7, WALL_TILE_WEIGHT))
     for k, obj in enumerate(room.objects):
@@ -668,7 +679,8 @@ def render_split(split_dir, split, n_scenes, seed, views=VIEWS, workers=1, scene
 
     progress: a tqdm bar to advance by one per scene, or None. Returns the number of scenes written."""
     scenes = iter_scenes(seed, split, n_scenes, views, workers, labels=split == "test")
-    return write_rendered_split(split_dir, scenes, n_scenes, {"dataset": DATASET, "seed": int(seed), "split": split},
+    return write_rendered_split(split_dir, scenes, n_scenes,
+                                {"dataset": DATASET, "seed": int(seed), "split": split},
                                 scenes_per_shard, tfrecord_dir, files_per_split, progress)
 
 
@@ -678,7 +690,8 @@ def ensure_builtin_rooms(root, train_scenes, test_scenes, seed=0, workers=None, 
     Returns (train_dir, test_dir)."""
     workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
     check_arguments(workers, 1, {"train_scenes": train_scenes, "test_scenes": test_scenes}, seed)
-    return ensure_rendered(root, render_parameters(train_scenes, test_scenes, seed), train_scenes, test_scenes,
+    return ensure_rendered(root, render_parameters(train_scenes, test_scenes, seed),
+                           train_scenes, test_scenes,
                            lambda split_dir, split, n, tfrecord_dir, bar: render_split(
                                split_dir, split, n, seed, VIEWS, workers, progress=bar),
                            progress, "room", splits)

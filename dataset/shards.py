@@ -78,13 +78,15 @@ def write_shard(path, frames, cameras, extra_header=None):
     lengths = sorted({len(scene) for scene in frames})
     if views == 0 or len(lengths) != 1 or cameras.shape != (n, views, 5):
         raise DatasetError(f"cannot write {path}: frames are {n} scenes of {lengths} views but cameras "
-                           f"have shape {cameras.shape}; pass n scenes of S frames each and cameras of shape (n, S, 5).")
+                           f"have shape {cameras.shape}; pass n scenes of S frames each and cameras of shape "
+                           f"(n, S, 5).")
     bad = np.flatnonzero(~np.isfinite(cameras).all(axis=(1, 2)))
     if bad.size:
         raise DatasetError(f"cannot write {path}: the cameras of scene {bad[0]} hold NaN or inf; "
                            f"drop that scene or fix its cameras.")
     blobs = [frame for scene in frames for frame in scene]                  # (n*S,) JPEG bytes
-    if not set(map(type, blobs)) <= {bytes}:                                 # bytearray, memoryview: their bytes
+    # bytearray, memoryview: their bytes
+    if not set(map(type, blobs)) <= {bytes}:
         blobs = [bytes(frame) if isinstance(frame, JPEG_TYPES) else frame for frame in blobs]
     try:                                        # the frames' sizes from their markers, no decoding
         sizes = set(map(jpeg_info, blobs, itertools.repeat(path)))           # {(height, width, components)}
@@ -96,8 +98,8 @@ def write_shard(path, frames, cameras, extra_header=None):
     for height, width, _ in sizes:
         if width != height or width < IMAGE_SIZE:
             k = next(k for k, frame in enumerate(blobs) if jpeg_info(frame)[:2] == (height, width))
-            raise DatasetError(f"{path} scene {k // views} view {k % views} is a {width}x{height} JPEG; frames "
-                               f"must be square JPEGs of at least {IMAGE_SIZE} pixels.")
+            raise DatasetError(f"{path} scene {k // views} view {k % views} is a {width}x{height} JPEG; "
+                               f"frames must be square JPEGs of at least {IMAGE_SIZE} pixels.")
         sides.add(width)
     if len(sides) != 1:
         raise DatasetError(f"cannot write {path}: its frames have several sizes {sorted(sides)}; "
@@ -141,8 +143,9 @@ def write_split(split_dir, scenes, scenes_per_shard=1000, start_shard=0, extra_h
     for scene_frames, scene_cameras in scenes:
         scene_cameras = np.asarray(scene_cameras, dtype=np.float32)
         if scene_cameras.shape != (len(scene_frames), 5):
-            raise DatasetError(f"scene {written} for {split_dir} has {len(scene_frames)} frames but cameras of "
-                               f"shape {scene_cameras.shape}; pass one (x, y, z, yaw, pitch) camera per frame.")
+            raise DatasetError(f"scene {written} for {split_dir} has {len(scene_frames)} frames "
+                               f"but cameras of shape {scene_cameras.shape}; "
+                               f"pass one (x, y, z, yaw, pitch) camera per frame.")
         frames.append(list(scene_frames))
         cameras.append(scene_cameras)
         written += 1
@@ -204,10 +207,12 @@ def read_shard_header(path):
             f.seek(after_offsets - _OFFSET_BYTES)
             (blob_size,) = struct.unpack("<q", f.read(_OFFSET_BYTES))
             if header["blob_offset"] + blob_size != file_size:
-                raise _corrupt_shard(path, f"its frames should end at byte {header['blob_offset'] + blob_size} "
+                raise _corrupt_shard(path, f"its frames should end at byte "
+                                           f"{header['blob_offset'] + blob_size} "
                                            f"but the file has {file_size} bytes (truncated or appended to?)")
     except OSError as error:
-        raise DatasetError(f"cannot read {path} ({error.strerror}); check that it exists and is readable.") from None
+        raise DatasetError(f"cannot read {path} ({error.strerror}); "
+                           f"check that it exists and is readable.") from None
     return header
 
 
@@ -224,8 +229,10 @@ class ShardFolder:
             if header["views"] != self.num_views:
                 raise DatasetError(f"{path} has {header['views']} views per scene but {self.paths[0]} has "
                                    f"{self.num_views}; keep the shards of one dataset in a split folder.")
-        self.starts = np.cumsum([0] + [h["scenes"] for h in self.headers]).tolist()  # first scene of each shard
-        self._pid, self._open = None, collections.OrderedDict()                      # shard -> file descriptor
+        # first scene of each shard
+        self.starts = np.cumsum([0] + [h["scenes"] for h in self.headers]).tolist()
+        # shard -> file descriptor
+        self._pid, self._open = None, collections.OrderedDict()
 
     def __len__(self):
         return self.starts[-1]
@@ -268,16 +275,19 @@ class ShardFolder:
         views_per_scene = header["views"]
         where = f"{path} scene {local}"
         cameras = np.frombuffer(self._pread(shard, views_per_scene * _CAMERA_BYTES,
-                                            header["cameras_offset"] + local * views_per_scene * _CAMERA_BYTES),
+                                            header["cameras_offset"]
+                                            + local * views_per_scene * _CAMERA_BYTES),
                                 dtype="<f4").reshape(views_per_scene, 5)
         if not np.isfinite(cameras).all():
             raise DatasetError(f"{where} has NaN or inf cameras; convert that shard again from its source.")
         offsets = np.frombuffer(self._pread(shard, (views_per_scene + 1) * _OFFSET_BYTES,
-                                            header["offsets_offset"] + local * views_per_scene * _OFFSET_BYTES),
+                                            header["offsets_offset"]
+                                            + local * views_per_scene * _OFFSET_BYTES),
                                 dtype="<i8")
         blob_size = header["file_size"] - header["blob_offset"]
         if offsets[0] < 0 or offsets[-1] > blob_size or np.any(np.diff(offsets) < 0):
-            raise _corrupt_shard(path, f"the frame offsets of scene {local} are out of order or out of the file")
+            raise _corrupt_shard(path, f"the frame offsets of scene {local} are out of order "
+                                       f"or out of the file")
         if views is None:
             views = range(views_per_scene)
             scene = self._pread(shard, int(offsets[-1] - offsets[0]), header["blob_offset"] + int(offsets[0]))
@@ -287,10 +297,12 @@ class ShardFolder:
             views = list(views)
             if any(not 0 <= v < views_per_scene for v in views):
                 raise IndexError(f"views {views} are out of range for {where} with {views_per_scene} views")
-            jpegs = [self._pread(shard, int(offsets[v + 1] - offsets[v]), header["blob_offset"] + int(offsets[v]))
+            jpegs = [self._pread(shard, int(offsets[v + 1] - offsets[v]),
+                                 header["blob_offset"] + int(offsets[v]))
                      for v in views]
         if header["checksums_offset"] is not None:
-            checksums = np.frombuffer(self._pread(shard, views_per_scene * _CHECKSUM_BYTES, header["checksums_offset"]
+            checksums = np.frombuffer(self._pread(shard, views_per_scene * _CHECKSUM_BYTES,
+                                                  header["checksums_offset"]
                                                   + local * views_per_scene * _CHECKSUM_BYTES), dtype="<u4")
             for v, frame in zip(views, jpegs):
                 if view_checksum(cameras[v].tobytes(), frame) != checksums[v]:

@@ -39,10 +39,10 @@ vectorised call, and tune_malloc() stops glibc from returning and page-faulting 
 memory on every batch; --workers 2 renders in two processes (its rate: README, "Data").
 
 Command line:
-    python dataset/shepard_metzler.py --out data/sm7 --parts 7 --train_scenes 20000 --test_scenes 2000 --seed 0
-        [--views 15] [--workers 2] [--scenes_per_shard 1000] [--tfrecord --files_per_split 10]
-writes data/sm7/train and data/sm7/test in the project's format (write_split), and with
---tfrecord also DeepMind-format files data/sm7/tfrecord/shepard_metzler_7_parts/{train,test}/<i>-of-<n>.tfrecord.
+    python dataset/shepard_metzler.py --out data/sm7 --parts 7 --train_scenes 20000 --test_scenes 2000
+        --seed 0 [--views 15] [--workers 2] [--scenes_per_shard 1000] [--tfrecord --files_per_split 10]
+writes data/sm7/train and data/sm7/test in the project's format (write_split), and with --tfrecord
+also DeepMind-format files data/sm7/tfrecord/shepard_metzler_7_parts/{train,test}/<i>-of-<n>.tfrecord.
 """
 import os
 import sys
@@ -55,9 +55,10 @@ import math
 
 import numpy as np
 
-from dataset.builtin import (JPEG_QUALITY, RenderError, add_output_arguments, camera_basis, encode_jpeg,  # noqa: F401
-                             SPLITS, ensure_rendered, exit_on_render_error, forward_from_yaw_pitch, hsv_to_rgb,
-                             iter_tasks, run_command, scene_rng, tune_malloc, write_rendered_split)
+from dataset.builtin import (JPEG_QUALITY, RenderError, add_output_arguments, camera_basis,  # noqa: F401
+                             encode_jpeg, SPLITS, ensure_rendered, exit_on_render_error,
+                             forward_from_yaw_pitch, hsv_to_rgb, iter_tasks, run_command, scene_rng,
+                             tune_malloc, write_rendered_split)
 from dataset.builtin import check_arguments as check_common_arguments
 
 CAMERA_DISTANCE = 3.333
@@ -127,7 +128,8 @@ def project_points(points, cam_positions, image_size=IMAGE_SIZE, fov=FOV_DEG):
 # ----------------------------------------------------------------------------- objects
 
 def random_object(rng, parts):
-    """A random Shepard-Metzler object: (centres (P, 3) float64 in world units, colours (P, 3) float32 in [0, 1]).
+    """A random Shepard-Metzler object: (centres (P, 3) float64 in world units, colours (P, 3) float32
+    in [0, 1]).
 
     The cubes follow a self-avoiding random walk on the integer lattice (each cube shares a face
     with the previous one), scaled by CUBE_SIZE and centred so the mean of the cube centres is the origin."""
@@ -182,7 +184,8 @@ def render_views(cubes, colors, cam_positions, image_size=IMAGE_SIZE, fov=FOV_DE
     return images
 
 
-def render_batch(cubes_list, colors_list, positions_list, image_size=IMAGE_SIZE, fov=FOV_DEG, cube_size=CUBE_SIZE):
+def render_batch(cubes_list, colors_list, positions_list, image_size=IMAGE_SIZE, fov=FOV_DEG,
+                 cube_size=CUBE_SIZE):
     """render_views for many objects in one vectorised pass -> list of uint8 (V_b, H, W, 3).
 
     Only rays inside each view's projected bounding box of the object are cast (the rest is black);
@@ -204,8 +207,9 @@ def render_batch(cubes_list, colors_list, positions_list, image_size=IMAGE_SIZE,
         pad = np.concatenate([np.arange(len(c)), np.zeros(n_cubes - len(c), dtype=np.int64)])
         bmin[b] = c[pad] - cube_size / 2
         cols[b] = k[pad]
-    positions = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 3) for p in positions_list])  # (V, 3)
-    obj_of_view = np.repeat(np.arange(n_obj), counts)                                                     # (V,)
+    # (V, 3)
+    positions = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 3) for p in positions_list])
+    obj_of_view = np.repeat(np.arange(n_obj), counts)                                          # (V,)
     n_views = len(positions)
     images = np.zeros((n_views, image_size, image_size, 3), dtype=np.uint8)
     if n_views == 0:
@@ -214,7 +218,8 @@ def render_batch(cubes_list, colors_list, positions_list, image_size=IMAGE_SIZE,
     # camera frames and the projected bounding box of each object's cube corners
     cam = camera_from_position(positions)
     forward, right, up = camera_basis(cam[:, 3], cam[:, 4])
-    corner_offsets = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64) * cube_size
+    corner_offsets = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)],
+                              dtype=np.float64) * cube_size
     corners = (bmin.astype(np.float64)[:, :, None, :] + corner_offsets).reshape(n_obj, -1, 3)  # (B, 8P, 3)
     rel = corners[obj_of_view] - positions[:, None, :]                                       # (V, 8P, 3)
     depth = np.einsum("vnk,vk->vn", rel, forward)
@@ -256,7 +261,8 @@ def render_batch(cubes_list, colors_list, positions_list, image_size=IMAGE_SIZE,
         inv.append(inv_a)
         near.append(np.minimum(s_inv, 0) - o_inv)
         far.append(np.maximum(s_inv, 0) - o_inv)
-    check_behind = not bool(np.all(in_front))  # a camera near the object: ignore boxes behind the ray's origin
+    # a camera near the object: ignore boxes behind the ray's origin
+    check_behind = not bool(np.all(in_front))
     best_t = np.full(total, np.inf, dtype=np.float32)
     best_k = np.zeros(total, dtype=np.int8 if n_cubes < 128 else np.int32)
     ray_bounds = np.concatenate([[0], np.cumsum(np.bincount(obj_of_view, weights=n_rays, minlength=n_obj))])
@@ -310,7 +316,8 @@ def _cast_object(bmin, inv, near, far, best_t, best_k, check_behind):
 
 
 def render_scenes(seed, split, start, stop, parts, views=VIEWS):
-    """Scenes start..stop-1 of a split -> list of (frames: list of `views` JPEG bytes, cameras float32 (views, 5))."""
+    """Scenes start..stop-1 of a split -> list of (frames: list of `views` JPEG bytes, cameras float32
+    (views, 5))."""
     scenes = [random_scene(seed, split, i, parts, views) for i in range(start, stop)]
     images = render_batch([s[0] for s in scenes], [s[1] for s in scenes], [s[2] for s in scenes])
     out = []
@@ -393,7 +400,8 @@ def render_parameters(parts, train_scenes, test_scenes, seed, views=VIEWS):
 
 def _check_arguments(parts, views, workers, scenes_per_shard, counts, seed=0):
     if parts < 1:
-        raise RenderError(f"--parts is {parts}; pass a positive number of cubes (DeepMind's data uses 5 or 7).")
+        raise RenderError(f"--parts is {parts}; "
+                          f"pass a positive number of cubes (DeepMind's data uses 5 or 7).")
     if views < 1:
         raise RenderError(f"--views is {views}; pass a positive number of views (DeepMind's data uses 15).")
     check_common_arguments(workers, scenes_per_shard, counts, seed)
@@ -405,8 +413,8 @@ def render_split(split_dir, split, n_scenes, parts, seed, views=VIEWS, workers=1
     DeepMind TFRecord files tfrecord_dir/<i>-of-<n>.tfrecord (n = files_per_split, at most n_scenes).
 
     progress: a tqdm bar to advance by one per scene, or None. Returns the number of scenes written."""
-    return write_rendered_split(split_dir, iter_scenes(seed, split, n_scenes, parts, views, workers), n_scenes,
-                                {"dataset": dataset_name(parts), "seed": int(seed), "split": split},
+    return write_rendered_split(split_dir, iter_scenes(seed, split, n_scenes, parts, views, workers),
+                                n_scenes, {"dataset": dataset_name(parts), "seed": int(seed), "split": split},
                                 scenes_per_shard, tfrecord_dir, files_per_split, progress)
 
 
@@ -421,7 +429,8 @@ def ensure_builtin_dataset(root, parts=5, train_scenes=20000, test_scenes=1000, 
     return ensure_rendered(root, render_parameters(parts, train_scenes, test_scenes, seed, views),
                            train_scenes, test_scenes,
                            lambda split_dir, split, n, tfrecord_dir, bar: render_split(
-                               split_dir, split, n, parts, seed, views, workers, scenes_per_shard, progress=bar),
+                               split_dir, split, n, parts, seed, views, workers, scenes_per_shard,
+                               progress=bar),
                            progress, "Shepard-Metzler", splits)
 
 
@@ -442,13 +451,14 @@ def main(argv=None):
     def work():
         _check_arguments(args.parts, args.views, args.workers, args.scenes_per_shard,
                          {"train_scenes": args.train_scenes, "test_scenes": args.test_scenes}, args.seed)
-        return run_command(args, dataset_name(args.parts), lambda split_dir, split, n, tfrecord_dir, bar: render_split(
-            split_dir, split, n, args.parts, args.seed, args.views, args.workers, args.scenes_per_shard,
-            tfrecord_dir, args.files_per_split, bar))
+        return run_command(args, dataset_name(args.parts),
+                           lambda split_dir, split, n, tfrecord_dir, bar: render_split(
+                               split_dir, split, n, args.parts, args.seed, args.views, args.workers,
+                               args.scenes_per_shard, tfrecord_dir, args.files_per_split, bar))
 
     total, seconds = exit_on_render_error(work)
-    print(f"wrote {total} scenes of {args.parts} cubes x {args.views} views to {args.out} in {seconds:.1f} s: "
-          f"{total / max(seconds, 1e-9):.0f} scenes/s with {args.workers} worker(s)")
+    print(f"wrote {total} scenes of {args.parts} cubes x {args.views} views to {args.out} "
+          f"in {seconds:.1f} s: {total / max(seconds, 1e-9):.0f} scenes/s with {args.workers} worker(s)")
 
 
 if __name__ == "__main__":

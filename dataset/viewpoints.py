@@ -37,7 +37,8 @@ SWAP_SIN_COS = [0, 1, 2, 4, 3, 6, 5]   # swapping each (sin, cos) pair is its ow
 
 
 def deepmind_to_project_viewpoint(viewpoints):
-    """(..., 7) in DeepMind's order (x, y, z, sin yaw, cos yaw, sin pitch, cos pitch) -> the project's order."""
+    """(..., 7) in DeepMind's order (x, y, z, sin yaw, cos yaw, sin pitch, cos pitch) -> the project's
+    order."""
     if viewpoints.shape[-1] != 7:
         raise DatasetError(f"viewpoints must end in 7 numbers but have shape {tuple(viewpoints.shape)}; "
                            f"pass 7-d viewpoints.")
@@ -45,13 +46,14 @@ def deepmind_to_project_viewpoint(viewpoints):
 
 
 def project_to_deepmind_viewpoint(viewpoints):
-    """(..., 7) in the project's order -> DeepMind's order (x, y, z, sin yaw, cos yaw, sin pitch, cos pitch)."""
+    """(..., 7) in the project's order -> DeepMind's order (x, y, z, sin yaw, cos yaw, sin pitch,
+    cos pitch)."""
     return deepmind_to_project_viewpoint(viewpoints)
 
 
 def viewpoint_to_raw(viewpoints):
-    """Viewpoints (..., 7) in the project's order (torch or numpy) -> raw cameras (..., 5) = (x, y, z, yaw, pitch),
-    float64 numpy, yaw in [0, 2 pi)."""
+    """Viewpoints (..., 7) in the project's order (torch or numpy) -> raw cameras (..., 5) =
+    (x, y, z, yaw, pitch), float64 numpy, yaw in [0, 2 pi)."""
     v = np.asarray(viewpoints, dtype=np.float64)
     yaw = np.mod(np.arctan2(v[..., 4], v[..., 3]), 2 * np.pi)
     pitch = np.arctan2(v[..., 6], v[..., 5])
@@ -63,7 +65,8 @@ def look_target(raw):
     The origin when the lines are (nearly) parallel, as for one camera or cameras all facing one way."""
     raw = np.asarray(raw, dtype=np.float64)
     forward = forward_from_yaw_pitch(raw[:, 3], raw[:, 4])                             # (S, 3)
-    across = np.eye(3) - forward[:, :, None] * forward[:, None, :]                     # (S, 3, 3): drops the part along each line
+    # (S, 3, 3): drops the part along each line
+    across = np.eye(3) - forward[:, :, None] * forward[:, None, :]
     a, b = across.sum(0), (across @ raw[:, :3, None]).sum(0)[:, 0]
     if np.linalg.cond(a) > 1e6:
         return np.zeros(3)
@@ -71,7 +74,8 @@ def look_target(raw):
 
 
 def camera_around(target, yaw, pitch, distance):
-    """Raw cameras (..., 5) at `distance` from `target` (3,) looking at it with the given yaw and pitch (radians)."""
+    """Raw cameras (..., 5) at `distance` from `target` (3,) looking at it with the given yaw and pitch
+    (radians)."""
     yaw, pitch = np.asarray(yaw, dtype=np.float64), np.asarray(pitch, dtype=np.float64)
     position = np.asarray(target, dtype=np.float64) - np.asarray(distance, dtype=np.float64)[..., None] * \
         forward_from_yaw_pitch(yaw, pitch)

@@ -31,7 +31,8 @@ def first_solid(solid, colour):
     """solid (B, P) bool and colour (B, P, 3) at P = 64 * 64 * D points -> the first solid point's colour
     along each ray, black where none is: (B, 3, 64, 64)."""
     B, D = solid.shape[0], solid.shape[1] // (64 * 64)
-    image = Geometric._composite(solid.float().view(B, 64 * 64, D), colour.transpose(1, 2).reshape(B, 3, 64 * 64, D))
+    image = Geometric._composite(solid.float().view(B, 64 * 64, D),
+                                 colour.transpose(1, 2).reshape(B, 3, 64 * 64, D))
     return image.view(B, 3, 64, 64)
 
 
@@ -47,7 +48,7 @@ def render(x, v, v_q, depths, tau=None):
     pairs = list(itertools.combinations(range(M), 2))
     differ = torch.stack([(seen[:, i] - seen[:, j]).abs().mean(-1) for i, j in pairs], 1)   # (B, pairs, P)
     best, which = differ.min(dim=1)
-    pair_colour = torch.stack([(seen[:, i] + seen[:, j]) / 2 for i, j in pairs], 1)           # (B, pairs, P, 3)
+    pair_colour = torch.stack([(seen[:, i] + seen[:, j]) / 2 for i, j in pairs], 1)         # (B, pairs, P, 3)
     colour = pair_colour.gather(1, which[:, None, :, None].expand(-1, 1, -1, 3))[:, 0]
     return first_solid(solid & (best < tau), colour)
 
@@ -57,7 +58,8 @@ def row(name, image, truth, mean_context_mse):
     wrong = ((image - truth).abs().mean(1) * (drawn & true)).sum() / (drawn & true).sum().clamp_min(1)
     missed = (true & ~drawn).sum() / true.sum()
     mse = metrics.per_image_mse(image, truth).mean()
-    return (f"| {name} | {mse:.5f} ({mse / mean_context_mse:.2f}x) | {metrics.object_iou(image, truth).mean():.3f} "
+    return (f"| {name} | {mse:.5f} ({mse / mean_context_mse:.2f}x) "
+            f"| {metrics.object_iou(image, truth).mean():.3f} "
             f"| {metrics.object_colour_error(image, truth).mean():.3f} | {missed:.3f} | {wrong:.3f} |")
 
 
@@ -70,15 +72,16 @@ def main(argv=None):
     views = views.float() / 255
     x, v, truth, v_q = views[:, :3], cameras[:, :3], views[:, 3], cameras[:, 3]
     mean_context_mse = metrics.per_image_mse(x.mean(1), truth).mean()
-    print("| rendering | MSE (x mean context) | IoU | colour error | missed object pixels | colour error where drawn |")
+    print("| rendering | MSE (x mean context) | IoU | colour error | missed object pixels "
+          "| colour error where drawn |")
     print("|---|---|---|---|---|---|")
     with torch.no_grad():
         for depths in (16, 64):
             print(row(f"carving, {depths} depths, views' mean colour", render(x, v, v_q, depths), truth,
                       mean_context_mse), flush=True)
             for tau in (0.06, 0.1, 0.2):
-                print(row(f"carving + photo-consistency tau {tau}, {depths} depths", render(x, v, v_q, depths, tau),
-                          truth, mean_context_mse), flush=True)
+                print(row(f"carving + photo-consistency tau {tau}, {depths} depths",
+                          render(x, v, v_q, depths, tau), truth, mean_context_mse), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """How long until a GQN works: held-out generation and reconstruction MSE of a run's checkpoints against
 training steps and minutes, beside the two 3D-blind baselines, as JSON and a PNG plot.
 
-    python experiments/learning_curve.py --checkpoints runs/long/rooms_tower_long/checkpoints --run runs/long/rooms_tower_long \\
+    python experiments/learning_curve.py --checkpoints runs/long/rooms_tower_long/checkpoints \\
+        --run runs/long/rooms_tower_long \\
         --scenes 200 --json experiments/rooms_curve.json --out assets/rooms-learning-curve.png
-    python experiments/learning_curve.py --json experiments/rooms_curve.json --out assets/rooms-learning-curve.png
+    python experiments/learning_curve.py --json experiments/rooms_curve.json \\
+        --out assets/rooms-learning-curve.png
 
 Each checkpoint (ckpt-<step>.pt in --checkpoints) is scored like `evaluate.py --scenes N --context 3`
 on the test split it trained next to (or --data_dir): generations from the prior, reconstructions from
@@ -35,7 +37,8 @@ SERIES = [  # (key in a point, legend, colour, dashed); drawn in this order, so 
     ("mse_mean_context", "mean of the context views", (120, 120, 120), True),
     ("mse_nearest_context", "nearest context view", (60, 60, 60), True),
 ]
-KEPT = [key for key, *_ in SERIES] + ["object_iou_generation", "object_iou_mean_context", "object_iou_nearest_context",
+KEPT = [key for key, *_ in SERIES] + ["object_iou_generation", "object_iou_mean_context",
+                                      "object_iou_nearest_context",
                                       "wall_error_generation", "floor_error_generation", "kl"]
 
 
@@ -60,7 +63,8 @@ def score(path, data_dir, scenes, context, seed):
 
 
 def nice_ticks(low, high, count=5):
-    """Round tick values (steps of 1, 2, 2.5 or 5 times a power of ten) covering [low, high], at most about count."""
+    """Round tick values (steps of 1, 2, 2.5 or 5 times a power of ten) covering [low, high], at most
+    about count."""
     magnitude = 10 ** math.floor(math.log10((high - low) / count)) if high > low else 1
     step = next(f * magnitude for f in (1, 2, 2.5, 5, 10) if (high - low) / (f * magnitude) <= count)
     first = math.ceil(low / step - 1e-9)
@@ -95,8 +99,8 @@ def plot(points, out, title):
         if timed and timed[0][0] <= step <= timed[-1][0]:   # minutes between the scored steps, interpolated
             minutes = np.interp(step, [s for s, _ in timed], [m for _, m in timed])
             draw.text((x, height - bottom + 24), f"{minutes:.0f}", fill=(90, 90, 90), font=font, anchor="mt")
-    draw.text(((left + width - right) / 2, height - bottom + 44), "training steps (grey: minutes on the run's machine)",
-              fill="black", font=font, anchor="mt")
+    draw.text(((left + width - right) / 2, height - bottom + 44),
+              "training steps (grey: minutes on the run's machine)", fill="black", font=font, anchor="mt")
     draw.text((12, top - 22), "held-out MSE per pixel (lower is better)", fill="black", font=font)
     draw.text((width - right, top - 22), title, fill="black", font=font, anchor="ra")
     for i, (key, label, colour, dashed) in enumerate(SERIES):
@@ -120,30 +124,35 @@ def plot(points, out, title):
 def main(argv=None):
     p = argparse.ArgumentParser(description="Held-out MSE of a run's checkpoints against steps and minutes, "
                                             "beside the baselines: JSON and a PNG plot.")
-    p.add_argument("--checkpoints", default=None, help="a folder of ckpt-<step>.pt to score (default: redraw --json)")
+    p.add_argument("--checkpoints", default=None,
+                   help="a folder of ckpt-<step>.pt to score (default: redraw --json)")
     p.add_argument("--run", default=None, help="the run's folder, for its clock (metrics.jsonl)")
     p.add_argument("--data_dir", default=None, help="test split (default: the one the run trained next to)")
     p.add_argument("--scenes", type=int, default=200)
     p.add_argument("--context", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", required=True, help="the scored points (written with --checkpoints, read without)")
+    p.add_argument("--json", required=True,
+                   help="the scored points (written with --checkpoints, read without)")
     p.add_argument("--out", required=True, help="the PNG to write")
     p.add_argument("--title", default="", help="a title at the top right")
     args = p.parse_args(argv)
     if args.checkpoints:
         paths = checkpoint.checkpoints(args.checkpoints)
         if not paths:
-            sys.exit(f"error: no checkpoints (ckpt-<step>.pt) in {args.checkpoints}; pass the folder train.py wrote")
+            sys.exit(f"error: no checkpoints (ckpt-<step>.pt) in {args.checkpoints}; "
+                     f"pass the folder train.py wrote")
         seconds = run_seconds(args.run) if args.run else {}
         points = []
         for path in paths:
             point = score(path, args.data_dir, args.scenes, args.context, args.seed)
             if point["step"] in seconds:
                 point["seconds"] = seconds[point["step"]]
-            print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in point.items()}), flush=True)
+            print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in point.items()}),
+                  flush=True)
             points.append(point)
         with open(args.json, "w") as f:
-            json.dump(dict(scenes=args.scenes, context=args.context, seed=args.seed, points=points), f, indent=1)
+            json.dump(dict(scenes=args.scenes, context=args.context, seed=args.seed, points=points), f,
+                      indent=1)
     else:
         with open(args.json) as f:
             points = json.load(f)["points"]

@@ -73,7 +73,8 @@ def scores(pred, truth):
 
 EXACT = "the exact rendering (every cube's colour known), before JPEG"
 ORACLE = "the exact geometry, cubes no context view shows in the median colour"
-FULL_CHROMA = "the exact rendering against the frame stored without chroma subsampling (4:4:4; not the dataset's)"
+FULL_CHROMA = ("the exact rendering against the frame stored without chroma subsampling "
+               "(4:4:4; not the dataset's)")
 
 
 def measure(scenes=200, draws=5, context=3, parts=5):
@@ -100,7 +101,8 @@ def measure(scenes=200, draws=5, context=3, parts=5):
             rows[ORACLE].append(scores(guessed, truth))
             rows[FULL_CHROMA].append(scores(clean[query], jpeg_round_trip(frames[query], subsampling=0)))
             unseen_share.append(unseen.sum() / max((q >= 0).sum(), 1))
-    return {name: tuple(np.mean(values, axis=0)) for name, values in rows.items()}, float(np.mean(unseen_share))
+    return ({name: tuple(np.mean(values, axis=0)) for name, values in rows.items()},
+            float(np.mean(unseen_share)))
 
 
 def main(argv=None):
@@ -111,8 +113,9 @@ def main(argv=None):
     p.add_argument("--parts", type=int, default=5)
     args = p.parse_args(argv)
     rows, unseen = measure(args.scenes, args.draws, args.context, args.parts)
-    print(f"{args.scenes * args.draws} queries ({args.scenes} test scenes x {args.draws}), {args.context} context "
-          f"views; share of the object's pixels on cubes no context view shows: {unseen:.3f}")
+    print(f"{args.scenes * args.draws} queries ({args.scenes} test scenes x {args.draws}), "
+          f"{args.context} context views; "
+          f"share of the object's pixels on cubes no context view shows: {unseen:.3f}")
     print("| rendering | IoU | colour error |")
     print("|---|---|---|")
     for name, (iou, colour) in rows.items():

@@ -1,4 +1,5 @@
-"""Do the built-in rooms look like DeepMind's rooms_ring_camera? Their statistics beside the real frames', and a figure.
+"""Do the built-in rooms look like DeepMind's rooms_ring_camera? Their statistics beside the real
+frames', and a figure.
 
 Prints dataset/rooms.py rooms_statistics (band brightness of rows 0-20, 21-42, 43-63; the fraction of
 saturated and of black pixels) of the real frames and of the built-in rooms' decoded JPEG frames, and
@@ -43,7 +44,8 @@ def read_reference(folder):
 
 
 def built_in_frames(scenes, seed, split):
-    """The decoded JPEG frames of the first `scenes` built-in rooms of a split, uint8 (scenes, 10, 64, 64, 3)."""
+    """The decoded JPEG frames of the first `scenes` built-in rooms of a split, uint8
+    (scenes, 10, 64, 64, 3)."""
     return np.stack([np.stack([decode_jpeg(f) for f in frames])
                      for frames, _ in rooms.render_scenes(seed, split, 0, scenes)])
 
@@ -61,11 +63,12 @@ def grid(frames, columns):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--scenes", type=int, default=200, help="built-in scenes measured")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="train")
-    p.add_argument("--reference", default=os.path.join(ROOT, "..", "shared", "reference", "rooms_ring_camera"))
+    p.add_argument("--reference",
+                   default=os.path.join(ROOT, "..", "shared", "reference", "rooms_ring_camera"))
     p.add_argument("--out", default=os.path.join(ROOT, "assets", "rooms-vs-real.png"))
     args = p.parse_args(argv)
     if args.scenes < 1:
@@ -77,7 +80,8 @@ def main(argv=None):
     print(f"{'statistic':<12} {'real':>7} {'built-in':>9} {'diff':>7}   ({len(real)} real frames, "
           f"{ours.shape[0]} built-in scenes x {ours.shape[1]} views)")
     for name in stats_real:
-        print(f"{name:<12} {stats_real[name]:7.3f} {stats_ours[name]:9.3f} {stats_ours[name] - stats_real[name]:+7.3f}")
+        print(f"{name:<12} {stats_real[name]:7.3f} {stats_ours[name]:9.3f} "
+              f"{stats_ours[name] - stats_real[name]:+7.3f}")
 
     shown = FIGURE_COLUMNS * FIGURE_ROWS
     # one view from each of the first built-in scenes, as the real strips show different rooms across rows
@@ -87,8 +91,8 @@ def main(argv=None):
     spacer = np.full((2 * GAP, stored.shape[1], 3), 255, np.uint8)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     Image.fromarray(np.concatenate([stored, spacer, exchanged, spacer, bottom])).save(args.out)
-    print(f"wrote {args.out}: {min(shown, len(real))} real frames as stored (top), with red and blue exchanged "
-          f"(middle), {len(ours_shown)} built-in ones (bottom)")
+    print(f"wrote {args.out}: {min(shown, len(real))} real frames as stored (top), "
+          f"with red and blue exchanged (middle), {len(ours_shown)} built-in ones (bottom)")
 
 
 if __name__ == "__main__":

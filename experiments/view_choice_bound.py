@@ -72,15 +72,18 @@ def main(argv=None):
         colours, alpha = fine_pass_inputs(model.phi, x, v, v_q)
 
         def composite(colour):          # (B, 3, P) -> (B, 3, 64, 64) with the model's opacities
-            return GeometricFine._composite(alpha.view(B, -1, D), colour.reshape(B, 3, -1, D)).view(B, 3, 64, 64)
+            return GeometricFine._composite(alpha.view(B, -1, D),
+                                            colour.reshape(B, 3, -1, D)).view(B, 3, 64, 64)
 
         def pick(images, which):        # images (B, M, 3, 64, 64), which (B, 64, 64) -> (B, 3, 64, 64)
             return images.gather(1, which[:, None, None].expand(-1, 1, 3, -1, -1))[:, 0]
 
         per_view = torch.stack([composite(colours[:, k]) for k in range(M)], 1)
         pairs = list(itertools.combinations(range(M), 2))
-        differ = torch.stack([(colours[:, i] - colours[:, j]).abs().mean(1) for i, j in pairs], 1)  # (B, pairs, P)
-        pair_mean = torch.stack([(colours[:, i] + colours[:, j]) / 2 for i, j in pairs], 1)        # (B, pairs, 3, P)
+        # (B, pairs, P)
+        differ = torch.stack([(colours[:, i] - colours[:, j]).abs().mean(1) for i, j in pairs], 1)
+        # (B, pairs, 3, P)
+        pair_mean = torch.stack([(colours[:, i] + colours[:, j]) / 2 for i, j in pairs], 1)
         agreeing = pair_mean.gather(1, differ.argmin(1)[:, None, None].expand(-1, 1, 3, -1))[:, 0]
         best = (per_view - truth[:, None]).abs().mean(2).argmin(1)
         chance = torch.randint(0, M, best.shape, generator=torch.Generator().manual_seed(0))
@@ -92,7 +95,8 @@ def main(argv=None):
                 ("the view closest to the truth, per pixel (oracle)", pick(per_view, best))]
         torch.manual_seed(0)
         rows.append(("the model's generation from the prior", model.generate(x, v, v_q)))
-    print("| colours from | MSE (x mean context) | IoU | colour error | missed object pixels | colour error where drawn |")
+    print("| colours from | MSE (x mean context) | IoU | colour error | missed object pixels "
+          "| colour error where drawn |")
     print("|---|---|---|---|---|---|")
     for name, image in rows:
         print(row(name, image, truth, mean_context_mse))

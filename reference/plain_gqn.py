@@ -73,7 +73,8 @@ class PlainGQN(nn.Module):
                  x_dim=3, v_dim=7, r_dim=256, h_dim=128, z_dim=3, image_size=64):
         super().__init__()
         grid = image_size // 4
-        self.L, self.shared_core, self.h_dim, self.grid, self.image_size = L, shared_core, h_dim, grid, image_size
+        self.L, self.shared_core, self.h_dim, self.grid, self.image_size = \
+            L, shared_core, h_dim, grid, image_size
         self.phi = REPRESENTATIONS[representation](x_dim, v_dim, r_dim)
         if shared_core:
             self.inference_core = PlainInferenceCore(x_dim, v_dim, r_dim, h_dim, grid)
