@@ -14,15 +14,24 @@ the model's own time (X-Render-Ms). Prints the median and the 90th percentile. N
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 
 EXPLORE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "explore.py")
 
-CHROMIUM = "/usr/bin/chromium"
+DEBIAN_CHROMIUM = "/usr/bin/chromium"      # Debian's package, which .ci/run installs
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def find_chromium():
+    """The Chromium this script and the explorer's browser test start: Debian's, else the first `chromium` on
+    PATH; None where there is neither."""
+    if os.access(DEBIAN_CHROMIUM, os.X_OK):
+        return DEBIAN_CHROMIUM
+    return shutil.which("chromium")
 
 
 def start_server(checkpoint, data_dir=None, device=None):
@@ -39,7 +48,10 @@ def start_server(checkpoint, data_dir=None, device=None):
 
 
 def open_page(playwright, url):
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    chromium = find_chromium()
+    if chromium is None:
+        sys.exit(f"error: no Chromium at {DEBIAN_CHROMIUM} or on PATH (Debian: apt-get install chromium)")
+    browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
     page = browser.new_page(viewport={"width": 1000, "height": 900})
     page.goto(url)
     page.wait_for_function("window.gqn && window.gqn.renders >= 1", timeout=60_000)

@@ -5,15 +5,15 @@ import io
 import numpy as np
 from PIL import Image
 
+from conftest import encode_jpeg as encode   # noqa: F401  (the tests' one JPEG encoder, under this module's name)
+
 
 def jpeg(color, size=64, seed=0):
     """A small JPEG frame: a coloured square on noise, so views differ and decoding is not trivial."""
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
     pixels[size // 4: size // 2, size // 4: size // 2] = color
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="JPEG", quality=90)
-    return out.getvalue()
+    return encode(pixels, quality=90)
 
 
 def make_scenes(n, views=5, size=64, seed=0):
@@ -29,12 +29,6 @@ def make_scenes(n, views=5, size=64, seed=0):
 
 def pil_decode(data):
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
-def encode(image, **options):
-    out = io.BytesIO()
-    image.save(out, format="JPEG", **options)
-    return out.getvalue()
 
 
 def noise(size, mode="RGB", seed=0):

@@ -12,16 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-
-def import_tensorflow():
-    """(tensorflow, None), or (None, why it does not import): a broken install may raise anything."""
-    try:
-        import tensorflow
-    except (Exception, SystemExit) as err:
-        return None, (f"TensorFlow does not import ({type(err).__name__}: {err}); "
-                      f"install it with pip install -r requirements-dev.txt")
-    return tensorflow, None
-
+from conftest import ROOT, encode_jpeg, import_tensorflow, require_tensorflow
 
 tf, TENSORFLOW_MISSING = import_tensorflow()
 if TENSORFLOW_MISSING and not os.environ.get("GQN_REQUIRE_TENSORFLOW"):
@@ -30,10 +21,9 @@ if TENSORFLOW_MISSING and not os.environ.get("GQN_REQUIRE_TENSORFLOW"):
 
 @pytest.fixture(autouse=True)
 def tensorflow_required():
-    """.ci/run sets GQN_REQUIRE_TENSORFLOW (the test command installs TensorFlow): there every test of the
-    converter fails, with the reason, instead of skipping."""
-    if TENSORFLOW_MISSING:
-        pytest.fail(f"GQN_REQUIRE_TENSORFLOW is set but {TENSORFLOW_MISSING}", pytrace=False)
+    """Under GQN_REQUIRE_TENSORFLOW every test of the converter fails, with the reason, instead of skipping
+    (conftest.require_tensorflow)."""
+    require_tensorflow()
 
 
 import gqn_dataset                                   # noqa: E402
@@ -42,7 +32,6 @@ from dataset.shards import read_shard_header, write_shard
 from dataset.viewpoints import raw_to_viewpoint
 from dataset import convert2torch                    # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ----------------------------------------------------------------------------- DeepMind-format data
@@ -53,15 +42,11 @@ def jpeg(rng, size):
     for _ in range(3):
         y, x = rng.integers(0, size * 3 // 4, 2)
         pixels[y:y + size // 4, x:x + size // 4] = rng.integers(64, 256, 3)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="JPEG", quality=90)
-    return out.getvalue()
+    return encode_jpeg(pixels, quality=90)
 
 
 def grey_jpeg(size):
-    out = io.BytesIO()
-    Image.new("L", (size, size), 90).save(out, format="JPEG")
-    return out.getvalue()
+    return encode_jpeg(Image.new("L", (size, size), 90))
 
 
 def make_scene(rng, views, size):
@@ -424,7 +409,7 @@ def test_missing_input_folder_and_misnamed_files_are_one_sentence(tmp_path):
 
 def test_cli_unknown_dataset_is_a_one_line_error():
     result = subprocess.run([sys.executable, "dataset/convert2torch.py", "shepard_metzler_6_parts"],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

@@ -10,10 +10,9 @@ import torch
 
 import checkpoint
 import train
+from conftest import ROOT, TINY_MODEL
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--layers", "2", "--h_dim", "8", "--r_dim", "16", "--batch_size", "4", "--workers", "0",
-        "--log_interval", "100", "--eval_scenes", "0", "--seed", "5", "--save_interval", "1", "--keep", "10"]
+TINY = [*TINY_MODEL, "--log_interval", "100", "--seed", "5", "--save_interval", "1", "--keep", "10"]
 
 # Two processes sum the gradient in another order than one; Adam divides a near-zero gradient by its
 # own magnitude, so a rounding difference of 1e-7 can move a weight by up to ~1e-5 (measured), far

@@ -14,6 +14,7 @@ import evaluate
 import gqn_dataset
 import held_out
 import metrics
+from conftest import ROOT
 from model import bits_per_dim
 
 
@@ -240,8 +241,7 @@ def test_an_exported_checkpoint_holds_the_same_model_without_the_optimizer(tiny_
 def test_exporting_a_missing_checkpoint_is_one_sentence_and_writes_nothing(tmp_path):
     import subprocess
     import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    run = subprocess.run([sys.executable, os.path.join(root, "checkpoint.py"), str(tmp_path / "nope.pt"),
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "checkpoint.py"), str(tmp_path / "nope.pt"),
                           str(tmp_path / "out.pt")], capture_output=True, text=True)
     assert run.returncode == 1
     assert run.stderr.strip() == f"error: no checkpoint file at {tmp_path / 'nope.pt'}; check the path"
@@ -251,8 +251,7 @@ def test_exporting_a_missing_checkpoint_is_one_sentence_and_writes_nothing(tmp_p
 def experiment(name):
     """experiments/<name>.py as a module (the folder is not a package)."""
     import importlib.util
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(name, os.path.join(root, "experiments", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -5,8 +5,8 @@ the page orbits the camera in a real browser."""
 import http.client
 import io
 import os
-import shutil
 import socket
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -19,10 +19,12 @@ import torch
 from PIL import Image
 
 import explore
+from conftest import ROOT
 from dataset import rooms
 from dataset.viewpoints import raw_to_viewpoint
 
-CHROMIUM = "/usr/bin/chromium"
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import explore_latency  # noqa: E402  (the browser the latency script starts is the one tested here)
 
 
 @pytest.fixture(scope="module")
@@ -313,8 +315,9 @@ def browser_missing():
         import playwright.sync_api  # noqa: F401
     except ImportError:
         return "playwright is not installed (pip install -r requirements-dev.txt)"
-    if not os.path.exists(CHROMIUM) and not shutil.which("chromium"):
-        return f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium; .ci/run installs it)"
+    if explore_latency.find_chromium() is None:
+        return (f"no Chromium at {explore_latency.DEBIAN_CHROMIUM} or on PATH (Debian: apt-get install chromium; "
+                f".ci/run installs it)")
     return None
 
 
@@ -324,18 +327,15 @@ def test_in_a_real_browser_dragging_the_rendering_changes_the_image(tiny_checkpo
         pytest.fail(f"GQN_REQUIRE_BROWSER is set but {missing}")
     if missing:
         pytest.skip(missing)
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-    from explore_latency import drag_once, open_page, start_server
     from playwright.sync_api import sync_playwright
-    srv, url = start_server(str(tiny_checkpoint), tiny_data[1], device="cpu")
+    srv, url = explore_latency.start_server(str(tiny_checkpoint), tiny_data[1], device="cpu")
     try:
         with sync_playwright() as playwright:
-            browser, page = open_page(playwright, url)
+            browser, page = explore_latency.open_page(playwright, url)
             render = page.locator("#render")
             yaw = page.evaluate("window.gqn.state.yaw")
             before = render.screenshot()
-            drag_once(page, render.bounding_box(), 40)
+            explore_latency.drag_once(page, render.bounding_box(), 40)
             assert page.evaluate("window.gqn.state.yaw") != yaw
             assert render.screenshot() != before
             page.keyboard.press("ArrowUp")                      # arrow keys turn the camera too
@@ -349,11 +349,11 @@ def test_in_a_real_browser_dragging_the_rendering_changes_the_image(tiny_checkpo
 
 
 def test_the_explorer_reads_a_folder_converted_by_torch_gqn(tiny_checkpoint, tmp_path, monkeypatch):
-    import sys
-    from scene_files import make_scenes
+    from scene_files import make_scenes, pil_decode
     from test_legacy import Scene, save_like_torch_gqn
     monkeypatch.setattr(sys.modules["__main__"], "Scene", Scene, raising=False)
-    for i, (frames, cameras) in enumerate(make_scenes(3, views=6)):
+    scenes = make_scenes(3, views=6)
+    for i, (frames, cameras) in enumerate(scenes):
         save_like_torch_gqn(tmp_path / f"{i}.pt.gz", frames, cameras[None], gz=True)
     args = explore.parse_args(["--checkpoint", str(tiny_checkpoint), "--data_dir", str(tmp_path), "--port", "0",
                                "--device", "cpu"])
@@ -364,6 +364,6 @@ def test_the_explorer_reads_a_folder_converted_by_torch_gqn(tiny_checkpoint, tmp
             "scene": ["2"], "context": ["0,1"], "yaw": ["10"], "pitch": ["-30"], "distance": ["3"]})
         assert status == 200 and kind == "image/png" and png(body).shape == (64, 64, 3)
         status, kind, body, _ = explorer.handle("/api/view.png", {"scene": ["1"], "view": ["5"]})
-        assert status == 200 and png(body).shape == (64, 64, 3)
+        assert status == 200 and np.array_equal(png(body), pil_decode(scenes[1][0][5]))   # that file's frame
     finally:
         srv.server_close()

@@ -1,5 +1,4 @@
 """dataset/jpeg.py: decoding frames and the structural JPEG check."""
-import io
 
 import numpy as np
 import pytest
@@ -11,9 +10,7 @@ from scene_files import encode, jpeg, noise
 
 
 def test_decode_jpeg_gives_rgb_and_refuses_truncated_data():
-    grey = io.BytesIO()
-    Image.new("L", (64, 64), 77).save(grey, format="JPEG")
-    frame = decode_jpeg(grey.getvalue())
+    frame = decode_jpeg(encode(Image.new("L", (64, 64), 77)))
     assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8 and (frame == 77).all()
     data = jpeg((200, 10, 10))
     with pytest.raises(DatasetError, match="the frame is not a readable JPEG"):

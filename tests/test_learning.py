@@ -12,8 +12,6 @@ import pytest
 
 import train
 from conftest import write_random_split
-from dataset.rooms import ensure_builtin_rooms
-from dataset.shepard_metzler import ensure_builtin_dataset
 
 # fixed pixel sigma, so that held-out -ELBOs at different steps compare; a KL weight of 0.1 (not the paper's
 # 1): with it the generations' object IoU beats the mean context view's within these steps (0.616 against
@@ -26,9 +24,9 @@ TINY_RECIPE = ["--representation", "tower", "--r_dim", "16", "--h_dim", "16", "-
 
 
 @pytest.fixture(scope="module")
-def small_scenes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sm5")
-    return ensure_builtin_dataset(str(root / "sm5"), parts=5, train_scenes=400, test_scenes=48, seed=0, workers=1)
+def small_scenes(seed0_scenes):
+    """400 training and 48 test scenes of Shepard-Metzler objects of 5 cubes (seed 0)."""
+    return seed0_scenes("sm5")
 
 
 def train_and_read(splits, run_dir, recipe):
@@ -79,10 +77,8 @@ ROOMS_RECIPE = ["--representation", "tower", "--r_dim", "32", "--h_dim", "32", "
                 "--workers", "0", "--eval_scenes", "48", "--test_context", "3", "--seed", "0", "--dataset", "Room"]
 
 
-def test_the_papers_networks_learn_the_built_in_rooms(tmp_path_factory, tmp_path):
-    splits = ensure_builtin_rooms(str(tmp_path_factory.mktemp("rooms") / "rooms"), 400, 48, seed=0, workers=1,
-                                  progress=False)
-    rows, final = train_and_read(splits, tmp_path / "rooms", ROOMS_RECIPE)
+def test_the_papers_networks_learn_the_built_in_rooms(seed0_scenes, tmp_path):
+    rows, final = train_and_read(seed0_scenes("rooms"), tmp_path / "rooms", ROOMS_RECIPE)   # 400 and 48 rooms
     assert rows[-1]["neg_elbo"] < rows[0]["neg_elbo"]                    # the held-out loss falls
     assert final["mse_generation"] < final["mse_nearest_context"]        # and beats a 3D-blind guess
     assert final["wall_error_generation"] < 0.2 and final["floor_error_generation"] < 0.2   # the room, in colour

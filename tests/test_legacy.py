@@ -1,7 +1,6 @@
 """dataset/legacy.py: folders converted by the original torch-gqn, read without running their pickles."""
 import collections
 import gzip
-import os
 import pickle
 import sys
 
@@ -10,6 +9,7 @@ import pytest
 import torch
 
 import gqn_dataset as gd
+from conftest import RunsCode
 from dataset.errors import DatasetError
 from dataset.legacy import load_legacy_scene
 from dataset.shards import write_split
@@ -67,15 +67,6 @@ def test_torch_gqn_file_with_wrong_camera_count_is_refused(tmp_path, torch_gqn_m
     with pytest.raises(DatasetError) as error:
         gd.GQNDataset(tmp_path)[0]
     assert "5 frames but cameras of shape (1, 4, 5)" in one_sentence(error, tmp_path / "0.pt.gz")
-
-
-class RunsCode:
-    """Unpickling this runs a shell command: what a crafted scene file would do."""
-    def __init__(self, command):
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
 
 
 @pytest.mark.parametrize("writer", ["pickle", "torch.save"])

@@ -258,9 +258,9 @@ def test_train_py_compile_runs_the_model_with_inductors_cpu_code_forward_and_bac
     must match eager mode."""
     import subprocess
     import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
-    result = subprocess.run([sys.executable, "-c", COMPILED_STEP], cwd=root, env=env, capture_output=True, text=True,
+    from conftest import ROOT
+    env = dict(os.environ, PYTHONPATH=ROOT, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
+    result = subprocess.run([sys.executable, "-c", COMPILED_STEP], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=540)
     assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-2000:]}"
     elbo_error, grad_error = map(float, result.stdout.split())

@@ -15,11 +15,9 @@ import torch
 import checkpoint
 from dataset.shards import read_shard_header
 import train
-from conftest import corrupt_one_frame, write_random_split
+from conftest import ROOT, TINY_MODEL, RunsCode, corrupt_one_frame, write_random_split
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--layers", "2", "--h_dim", "8", "--r_dim", "16", "--batch_size", "4", "--workers", "0",
-        "--log_interval", "100", "--eval_scenes", "0", "--seed", "11"]
+TINY = [*TINY_MODEL, "--log_interval", "100", "--seed", "11"]
 
 
 def argv(tiny_data, log_root, name, *extra):
@@ -47,16 +45,6 @@ def losses(run_dir):
     return out
 
 
-class RunsCode:
-    """Unpickling this runs a shell command: what a crafted file would do."""
-
-    def __init__(self, command):
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
-
-
 def logged_steps(run_dir):
     """How many steps metrics.jsonl holds so far (0 before it exists)."""
     try:
@@ -75,19 +63,30 @@ def test_kill_9_at_a_seeded_moment_then_resume_gives_the_same_run(tiny_data, tmp
     whole = start(argv(tiny_data, tmp_path, "whole", *steps))
     assert whole.wait(timeout=300) == 0, whole.stderr.read()[-2000:]
 
-    # the moment: as soon as step k is logged, k from 1 to 11 drawn with the seed; a run saves right after
-    # logging steps 3, 6 and 9, so those moments fall in or next to a checkpoint's write
+    # the victim is the same run asked for a million steps, so that however slow the machine it is still
+    # training when the kill lands; the resumed run ends at the whole run's step 12. The moment: as soon as
+    # step k is logged, k from 1 to 11 drawn with the seed; a run saves right after logging steps 3, 6 and
+    # 9, so those moments fall in or next to a checkpoint's write
     after = random.Random(KILL_SEED).randint(1, 11)
-    victim = start(argv(tiny_data, tmp_path, "killed", *steps))
+    victim = start(argv(tiny_data, tmp_path, "killed", *steps[2:], "--gradient_steps", "1000000"))
     deadline = time.monotonic() + 300
     while logged_steps(tmp_path / "killed") < after and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
     victim.send_signal(signal.SIGKILL)
-    victim.wait()
+    try:
+        victim.wait(timeout=60)
+    finally:
+        if victim.poll() is None:       # the signal did not end it: end it here, and the wait above failed
+            victim.kill()
+            victim.wait()
     saved = checkpoint.latest(tmp_path / "killed" / "checkpoints")
+    logged = logged_steps(tmp_path / "killed")
     print(f"GQN_KILL_SEED={KILL_SEED}: kill -9 once step {after} was logged; by then "
-          f"{logged_steps(tmp_path / 'killed')} steps were logged and the last checkpoint was {saved}")
-    assert victim.returncode in (-signal.SIGKILL, 0), victim.stderr.read()[-2000:]   # killed (or just done), not failed
+          f"{logged} steps were logged and the last checkpoint was {saved}")
+    # killed mid-run (neither finished nor failed before the kill), not before step k, nor so late that it
+    # saved past the whole run's end
+    assert victim.returncode == -signal.SIGKILL, (victim.returncode, victim.stderr.read()[-2000:])
+    assert logged >= after and (saved is None or checkpoint.step_of(saved) <= 12), (logged, saved)
     resume = ["--resume"] if saved else []
     again = start(argv(tiny_data, tmp_path, "killed", *steps, *resume))
     assert again.wait(timeout=300) == 0, again.stderr.read()[-2000:]

@@ -9,13 +9,12 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import ROOT, require_tensorflow
 from dataset import rooms
 from dataset.builtin import forward_from_yaw_pitch
 from dataset.errors import DatasetError
 from dataset.jpeg import decode_jpeg
 from dataset.labels import FIRST_OBJECT, FLOOR, SKY, WALL
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def empty_room(azimuths, index=0):
@@ -241,8 +240,7 @@ def test_ensure_builtin_rooms_renders_once(tmp_path, monkeypatch):
 
 def test_rooms_ring_camera_tfrecords_convert_and_train_one_step(tmp_path):
     """rooms_ring_camera-shaped TFRecords (10 views, 64x64) -> dataset/convert2torch.py -> one training step."""
-    pytest.importorskip("tensorflow", reason="tensorflow is not installed (pip install tensorflow-cpu==2.21.0); "
-                                             "convert2torch.py needs it")
+    require_tensorflow()                         # convert2torch.py reads TFRecords with TensorFlow
     out = tmp_path / "rooms"
     rooms.main(["--out", str(out), "--train_scenes", "4", "--test_scenes", "4", "--workers", "1", "--tfrecord",
                 "--files_per_split", "2", "--no_progress"])

@@ -1,20 +1,22 @@
 """The checkpoints that ship in assets/: each loads without unpickling code, rebuilds its model from the file
 alone, and renders held-out built-in scenes as the README says (evaluate.py and sample.py, no training)."""
 
+import io
 import json
 import os
 
+import numpy as np
 import pytest
+from PIL import Image, ImageSequence
 
 import checkpoint
 import evaluate
 import explore
 import sample
-from dataset.rooms import ensure_builtin_rooms
-from dataset.shepard_metzler import ensure_builtin_dataset
+from conftest import ROOT
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ASSETS = os.path.join(os.path.dirname(HERE), "assets")
+HERE = os.path.join(ROOT, "tests")
+ASSETS = os.path.join(ROOT, "assets")
 # per checkpoint: its file, evaluate.py's numbers for it on the first 32 test scenes of its built-in data (seed 0,
 # 3 context views, batch 32) recorded when it shipped, and its configuration. The evaluation is deterministic on a
 # CPU, up to the rounding that another CPU's kernels (AVX-512 against AVX2) or thread count make in the model's sums.
@@ -25,16 +27,31 @@ SHIPPED = {
                   data_root="data/rooms20k", representation="tower", observation="eta_g"),
 }
 BASELINES = ("_black", "_mean_context", "_nearest_context")
+RECORDED_SCENES = 32
+TILE = 64 + 2                  # a view and the grid's 2-pixel gap (images.make_grid)
 
 
 @pytest.fixture(scope="module")
-def test_scenes(tmp_path_factory):
-    """kind -> the first 32 built-in test scenes of the checkpoint's data: the same bytes as the split it was
-    measured on (scene i of a split depends only on the seed, the split and i)."""
-    root = tmp_path_factory.mktemp("shipped")
-    return {"sm5": ensure_builtin_dataset(str(root / "sm5"), parts=5, train_scenes=1, test_scenes=32, seed=0,
-                                          workers=1)[1],
-            "rooms": ensure_builtin_rooms(str(root / "rooms"), 1, 32, seed=0, workers=1, progress=False)[1]}
+def test_scenes(seed0_scenes):
+    """kind -> the built-in test split of the checkpoint's data (seed 0), whose first 32 scenes are the same
+    bytes as the ones it was measured on (scene i of a split depends only on the seed, the split and i)."""
+    return {kind: seed0_scenes(kind, splits=("test",))[1] for kind in SHIPPED}
+
+
+def recorded(kind):
+    with open(SHIPPED[kind]["recorded"]) as f:
+        return json.load(f)
+
+
+def mse(a, b):
+    return float(((a - b) ** 2).mean())
+
+
+def decode(png_or_path):
+    """A PNG (bytes or a path) -> (H, W, 3) floats in [0, 1]."""
+    source = io.BytesIO(png_or_path) if isinstance(png_or_path, bytes) else png_or_path
+    with Image.open(source) as im:
+        return np.asarray(im.convert("RGB")).astype(np.float64) / 255
 
 
 @pytest.mark.parametrize("kind", SHIPPED)
@@ -53,13 +70,11 @@ def test_the_shipped_checkpoint_is_small_safe_and_self_describing(kind):
 def test_the_shipped_checkpoint_renders_held_out_scenes(kind, test_scenes, tmp_path):
     out = tmp_path / "eval.json"
     evaluate.main(["--checkpoint", SHIPPED[kind]["path"], "--data_dir", test_scenes[kind], "--out", str(out),
-                   "--no_progress"])
+                   "--scenes", str(RECORDED_SCENES), "--no_progress"])
     with open(out) as f:
         m = json.load(f)
-    with open(SHIPPED[kind]["recorded"]) as f:
-        recorded = json.load(f)
     assert (m["scenes"], m["context"], m["seed"], m["batch_size"]) == (32, 3, 0, 32)
-    for name, value in recorded.items():
+    for name, value in recorded(kind).items():
         if name.endswith(BASELINES) and isinstance(value, float):
             assert m[name] == pytest.approx(value, rel=1e-6), name            # the data's alone: exact
         elif "iou_" in name:
@@ -76,25 +91,82 @@ def test_the_shipped_checkpoint_renders_held_out_scenes(kind, test_scenes, tmp_p
         assert m["floor_error_generation"] < m["floor_error_mean_context"]
 
 
+def better_than_mean_context(kind, generation, mean_context):
+    """What the evaluation says of each checkpoint's generations against the mean of the context views."""
+    return generation < (0.5 if kind == "sm5" else 1.0) * mean_context
+
+
 @pytest.mark.parametrize("kind", SHIPPED)
-def test_sample_writes_the_readmes_grid_and_orbit_from_it(kind, test_scenes, tmp_path):
-    sample.main(["--checkpoint", SHIPPED[kind]["path"], "--data_dir", test_scenes[kind], "--scenes", "0", "1",
-                 "--samples", "1", "--frames", "4", "--out", str(tmp_path)])
+def test_sample_renders_the_recorded_scenes_better_than_their_mean_context_and_an_orbit_that_turns(
+        kind, test_scenes, tmp_path):
+    """sample.py's grid of the 32 recorded scenes, one prior sample each: its context and truth tiles are the
+    views evaluate.py scored (their mean's MSE is the recorded one) and its samples beat that baseline as the
+    evaluation does; each frame of its orbit shows another view, beside context views that stand still."""
+    frames = 3
+    grid, orbit = sample.main(["--checkpoint", SHIPPED[kind]["path"], "--data_dir", test_scenes[kind],
+                               "--scenes", *map(str, range(RECORDED_SCENES)), "--samples", "1",
+                               "--frames", str(frames), "--out", str(tmp_path)])
     stem = os.path.splitext(os.path.basename(SHIPPED[kind]["path"]))[0]
-    assert (tmp_path / f"{stem}-seed0-grid.png").stat().st_size > 0
-    assert (tmp_path / f"{stem}-seed0-orbit.gif").stat().st_size > 0
+    assert (grid, orbit) == (str(tmp_path / f"{stem}-seed0-grid.png"), str(tmp_path / f"{stem}-seed0-orbit.gif"))
+    picture = decode(grid)                              # per scene: 3 context | truth | reconstruction | sample
+    assert picture.shape == (RECORDED_SCENES * TILE + 2, 6 * TILE + 2, 3)
+
+    def tiles(column):
+        return np.stack([picture[2 + s * TILE:2 + s * TILE + 64, 2 + column * TILE:2 + column * TILE + 64]
+                         for s in range(RECORDED_SCENES)])
+    truth, generation = tiles(3), tiles(5)
+    mean_context = (tiles(0) + tiles(1) + tiles(2)) / 3
+    assert mse(mean_context, truth) == pytest.approx(recorded(kind)["mse_mean_context"], rel=1e-4)
+    assert better_than_mean_context(kind, mse(generation, truth), mse(mean_context, truth))
+    with Image.open(orbit) as im:
+        assert im.n_frames == frames        # Pillow merges a frame into the one before where the two are equal
+        shown = [np.asarray(f.convert("RGB")).astype(np.int16) for f in ImageSequence.Iterator(im)]
+    views = [f[:, 3 * TILE + 2:4 * TILE] for f in shown]            # the orbit view, right of the context views
+    assert all(np.abs(views[i] - views[j]).mean() > 1 for i in range(frames) for j in range(i))
+    assert all(np.array_equal(shown[0][:, :3 * TILE], f[:, :3 * TILE]) for f in shown)
 
 
-def test_the_explorer_walks_the_rooms_checkpoints_ring(test_scenes):
-    args = explore.parse_args(["--checkpoint", SHIPPED["rooms"]["path"], "--data_dir", test_scenes["rooms"],
+def explorer_on(kind, test_scenes):
+    args = explore.parse_args(["--checkpoint", SHIPPED[kind]["path"], "--data_dir", test_scenes[kind],
                                "--port", "0", "--device", "cpu"])
     server, explorer = explore.build(args)
     server.server_close()
+    return explorer
+
+
+def render(explorer, scene, context, camera):
+    """The explorer's image (a decoded PNG) of a scene from a camera (yaw, pitch, distance) given context views."""
+    status, kind, body, _ = explorer.handle("/api/render.png", {
+        "scene": [str(scene)], "context": [",".join(map(str, context))], "yaw": [repr(camera["yaw"])],
+        "pitch": [repr(camera["pitch"])], "distance": [repr(camera["distance"])]})
+    assert (status, kind) == (200, "image/png"), body[:200]
+    return decode(body)
+
+
+@pytest.mark.parametrize("kind", SHIPPED)
+def test_the_explorer_renders_the_recorded_scenes_query_views_better_than_their_mean_context(kind, test_scenes):
+    """The page as it opens on each of the 32 recorded scenes (evaluate.py's context views, the camera at its
+    query view): its images are nearer the true query views than the mean of the context views is."""
+    explorer = explorer_on(kind, test_scenes)
+    rendered, mean_context = [], []
+    for scene in range(RECORDED_SCENES):
+        info = explorer.scene_info(scene)
+        views = {j: decode(explorer.handle("/api/view.png", {"scene": [str(scene)], "view": [str(j)]})[2])
+                 for j in info["context"] + [info["query"]]}
+        truth = views[info["query"]]
+        rendered.append(mse(render(explorer, scene, info["context"], info["cameras"][info["query"]]), truth))
+        mean_context.append(mse(sum(views[j] for j in info["context"]) / len(info["context"]), truth))
+    assert np.mean(mean_context) == pytest.approx(recorded(kind)["mse_mean_context"], rel=1e-4)
+    assert better_than_mean_context(kind, np.mean(rendered), np.mean(mean_context))
+
+
+def test_the_explorer_walks_the_rooms_checkpoints_ring(test_scenes):
+    explorer = explorer_on("rooms", test_scenes)
     info = explorer.scene_info(0)
     assert all(abs(c["pitch"]) < 1e-3 and abs(c["distance"] - 3.0) < 1e-3 for c in info["cameras"])   # the ring
-    between = (info["cameras"][0]["yaw"] + info["cameras"][1]["yaw"]) / 2
-    status, kind, body, headers = explorer.handle("/api/render.png", {
-        "scene": ["0"], "context": [",".join(map(str, info["context"]))], "yaw": [f"{between}"], "pitch": ["0"],
-        "distance": ["3"]})
-    assert (status, kind) == (200, "image/png") and body.startswith(b"\x89PNG")
+    first, second = info["cameras"][0], info["cameras"][1]
+    between = dict(first, yaw=(first["yaw"] + second["yaw"]) / 2)
+    images = [render(explorer, 0, info["context"], camera) for camera in (first, between, second)]
+    assert all(image.std() > 0.05 for image in images)                     # a room, not a blank
+    assert mse(images[1], images[0]) > 1e-4 and mse(images[1], images[2]) > 1e-4   # the view between them
 

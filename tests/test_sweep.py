@@ -7,12 +7,13 @@ import sys
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "experiments"))
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 import sweep  # noqa: E402
 
-README = os.path.join(os.path.dirname(HERE), "experiments", "README.md")
+README = os.path.join(ROOT, "experiments", "README.md")
 
 
 def table_in_readme(which):
