@@ -1,15 +1,16 @@
-"""The geometric extension (not the paper's): representations that use where the cameras are, and the
-observation head that shows their rendering of the query view.
+"""The geometric extension (not the paper's): representations that use where the cameras are, and
+the observation head that shows their rendering of the query view.
 
 The paper's representation networks (representation.py) encode each context view on its own and sum
-the codes, so the generator must learn 3D geometry from data, which takes on the order of 1e5 GPU steps
-(spec, and README "What the demo shows"). `Geometric` does the projective part with the known cameras
-instead, in the manner of multi-view stereo and of the epipolar GQN (Tobin et al., NeurIPS 2019).
-`GeometricFine` adds a second pass that renders the query view at the image's full resolution, and
-`RenderGate` is an observation head that shows that rendering where a learned gate judges it right.
-They reach GQN through the seam model.py documents (representation.REPRESENTATIONS and
-representation.OBSERVATION_HEADS): the cores, z and the ELBO stay the paper's. Made for scenes seen from
-outside, around the origin (Shepard-Metzler); a camera inside a room would need other depths.
+the codes, so the generator must learn 3D geometry from data, which takes on the order of 1e5 GPU
+steps (spec, and README "What the demo shows"). `Geometric` does the projective part with the known
+cameras instead, in the manner of multi-view stereo and of the epipolar GQN (Tobin et al., NeurIPS
+2019). `GeometricFine` adds a second pass that renders the query view at the image's full
+resolution, and `RenderGate` is an observation head that shows that rendering where a learned gate
+judges it right. They reach GQN through model.py's registries (model.REPRESENTATIONS and
+model.OBSERVATION_HEADS, which take this module's REPRESENTATIONS and OBSERVATION_HEADS): the cores,
+z and the ELBO stay the paper's. Made for scenes seen from outside, around the origin
+(Shepard-Metzler); a camera inside a room would need other depths.
 """
 
 import math
@@ -19,13 +20,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-FOV_DEG = 45.0       # the cameras' field of view: DeepMind's Shepard-Metzler data and the built-in scenes
-SCENE_RADIUS = 1.2   # the object lies within this distance of the origin (world units; 5 cubes reach ~0.9)
+# the cameras' field of view: DeepMind's Shepard-Metzler data and the built-in scenes
+FOV_DEG = 45.0
+# the object lies within this distance of the origin (world units; 5 cubes reach ~0.9)
+SCENE_RADIUS = 1.2
 
 
 def camera_frame(v):
-    """Viewpoints v (N, 7) in the project's order (x, y, z, cos yaw, sin yaw, cos pitch, sin pitch) ->
-    position, forward, right, up, each (N, 3): the convention of dataset/shepard_metzler.py (no roll)."""
+    """Viewpoints v (N, 7) in the project's order (x, y, z, cos yaw, sin yaw, cos pitch, sin pitch)
+    -> position, forward, right, up, each (N, 3): the convention of dataset/shepard_metzler.py (no
+    roll)."""
     pos, cy, sy, cp, sp = v[:, :3], v[:, 3], v[:, 4], v[:, 5], v[:, 6]
     forward = torch.stack((cp * cy, -cp * sy, sp), dim=-1)
     right = torch.stack((-sy, -cy, torch.zeros_like(sy)), dim=-1)
@@ -34,15 +38,16 @@ def camera_frame(v):
 
 
 def _view_frame(v):
-    """Cameras v (N, 7) -> their positions (N, 3) and the rows of their camera axes (N, 3, 3): x (right),
-    y (down), depth (forward)."""
+    """Cameras v (N, 7) -> their positions (N, 3) and the rows of their camera axes (N, 3, 3): x
+    (right), y (down), depth (forward)."""
     pos, forward, right, up = camera_frame(v)
     return pos, torch.stack((right, -up, forward), dim=1)
 
 
 def _to_image(x, y, depth):
-    """Camera coordinates, each (...), -> grid_sample's image coordinates (..., 2) (pinhole, field of view
-    FOV_DEG). Geometry without parameters: no autograd (the products are written straight into place)."""
+    """Camera coordinates, each (...), -> grid_sample's image coordinates (..., 2) (pinhole, field
+    of view FOV_DEG). Geometry without parameters: no autograd (the products are written straight
+    into place)."""
     scale = depth.clamp(min=1e-3).mul_(math.tan(math.radians(FOV_DEG) / 2)).reciprocal_()
     grid = x.new_empty(x.shape + (2,))
     torch.mul(x, scale, out=grid[..., 0])
@@ -51,46 +56,49 @@ def _to_image(x, y, depth):
 
 
 def project(points, v):
-    """World points (N, P, 3) seen by cameras v (N, 7) -> (image coordinates (N, P, 2), depth (N, P)).
+    """World points (N, P, 3) seen by cameras v (N, 7) -> (image coordinates (N, P, 2),
+    depth (N, P)).
 
-    The coordinates are grid_sample's (align_corners=False): x from -1 (left edge) to 1 (right edge),
-    y from -1 (top) to 1 (bottom); depth is along the viewing direction."""
+    The coordinates are grid_sample's (align_corners=False): x from -1 (left edge) to 1 (right
+    edge), y from -1 (top) to 1 (bottom); depth is along the viewing direction."""
     pos, frame = _view_frame(v)
-    cam = torch.bmm(points - pos[:, None], frame.transpose(1, 2))          # (N, P, 3) in camera axes
+    cam = torch.bmm(points - pos[:, None], frame.transpose(1, 2))       # (N, P, 3) in camera axes
     return _to_image(*cam.unbind(-1)), cam[..., 2]
 
 
 def project_rays(origin, dirs, t, v):
-    """The points origin + t * dir along rays, seen by cameras v (N, 7): origin (N, 3), dirs (N, R, 3),
-    t (N, D) -> (image coordinates (N, R, D, 2), depth (N, R, D)), as `project` gives them for the points
-    (N, R * D, 3) in ray, depth order. A camera's coordinates are affine along a ray, so the rays are
-    brought to the camera's axes once and not each of their D points: D times less matrix work."""
+    """The points origin + t * dir along rays, seen by cameras v (N, 7): origin (N, 3),
+    dirs (N, R, 3), t (N, D) -> (image coordinates (N, R, D, 2), depth (N, R, D)), as `project`
+    gives them for the points (N, R * D, 3) in ray, depth order. A camera's coordinates are affine
+    along a ray, so the rays are brought to the camera's axes once and not each of their D points:
+    D times less matrix work."""
     pos, frame = _view_frame(v)
-    start = torch.bmm((origin - pos)[:, None], frame.transpose(1, 2))      # (N, 1, 3) in camera axes
+    start = torch.bmm((origin - pos)[:, None], frame.transpose(1, 2))   # (N, 1, 3) in camera axes
     step = torch.bmm(dirs, frame.transpose(1, 2))                          # (N, R, 3)
     t = t[:, None, :]                                                      # (N, 1, D)
-    x, y, depth = (torch.addcmul(start[..., i, None], step[..., i, None], t) for i in range(3))  # (N, R, D)
+    x, y, depth = (torch.addcmul(start[..., i, None], step[..., i, None], t)   # each (N, R, D)
+                   for i in range(3))
     return _to_image(x, y, depth), depth
 
 
 def _weigh(w, values):
-    """The weighted sum over channels w (C,) . values (..., C, P) -> (..., P), as a batched matrix-vector
-    product (`w @ values` would first copy values with its channels last)."""
-    row = w.view((1,) * (values.dim() - 1) + (-1,))                      # (1, ..., 1, C): a batch of one row
+    """The weighted sum over channels w (C,) . values (..., C, P) -> (..., P), as a batched
+    matrix-vector product (`w @ values` would first copy values with its channels last)."""
+    row = w.view((1,) * (values.dim() - 1) + (-1,))     # (1, ..., 1, C): a batch of one row
     return torch.matmul(row, values)[..., 0, :]
 
 
 class Geometric(nn.Module):
-    """A query-conditioned representation r(context, v_q) that uses where the cameras are; not the paper's.
+    """A query-conditioned representation r(context, v_q) that uses where the cameras are; not the
+    paper's.
 
-    Along the ray of each of the query
-    view's 32x32 pixels it takes `depths` points across the scene's sphere (radius SCENE_RADIUS),
-    projects every point into every context view (pinhole, field of view FOV_DEG), reads a small CNN's
-    features and the colour there, and averages them over the views with their variance (a point on
-    the object looks alike from every view that sees it; a point in empty space does not). A per-point
-    MLP turns that into a feature and an opacity, composited front to back along the ray. The result,
-    brought to the cores' 16x16 grid, is r (N, r_dim, 16, 16); the generator, its latent z and the
-    ELBO are the paper's.
+    Along the ray of each of the query view's 32x32 pixels it takes `depths` points across the
+    scene's sphere (radius SCENE_RADIUS), projects every point into every context view (pinhole,
+    field of view FOV_DEG), reads a small CNN's features and the colour there, and averages them
+    over the views with their variance (a point on the object looks alike from every view that sees
+    it; a point in empty space does not). A per-point MLP turns that into a feature and an opacity,
+    composited front to back along the ray. The result, brought to the cores' 16x16 grid, is r (N,
+    r_dim, 16, 16); the generator, its latent z and the ELBO are the paper's.
     """
 
     query_conditioned = True
@@ -99,7 +107,7 @@ class Geometric(nn.Module):
 
     def __init__(self, x_dim=3, v_dim=7, r_dim=256, features=8, hidden=32, depths=16, rays=32):
         super().__init__()
-        direct = self.scale ** 2 * (x_dim + 1)               # rendered colour and opacity, per grid cell
+        direct = self.scale ** 2 * (x_dim + 1)        # rendered colour and opacity, per grid cell
         if r_dim <= direct:
             raise ValueError(f"the geometric representation needs r_dim > {direct}, not {r_dim}")
         self.depths, self.rays = depths, rays
@@ -107,18 +115,20 @@ class Geometric(nn.Module):
             nn.Conv2d(x_dim, features, 3, padding=1), nn.ReLU(),
             nn.Conv2d(features, features, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(features, features, 3, padding=1))
-        self.sharpness = nn.Parameter(torch.tensor(4.0))     # of the weights of views near the query camera
-        # per point and view, a vote on whether the view sees the point (zero at first: no vote), a linear
-        # function of what the view sees there; vote_mean weighs the views' mean, a term common to every view
-        # that cancels in the softmax up to rounding (trained models carry it, and compute with it)
+        # of the weights of views near the query camera
+        self.sharpness = nn.Parameter(torch.tensor(4.0))
+        # per point and view, a vote on whether the view sees the point (zero at first: no vote), a
+        # linear function of what the view sees there; vote_mean weighs the views' mean, a term
+        # common to every view that cancels in the softmax up to rounding (trained models carry it,
+        # and compute with it)
         self.vote_seen = nn.Parameter(torch.zeros(features + x_dim))
         self.vote_mean = nn.Parameter(torch.zeros(features + x_dim))
-        # opacity starts as space carving: solid where every view sees something brighter than the black
-        # background there (a point in empty space projects onto background in some view)
+        # opacity starts as space carving: solid where every view sees something brighter than the
+        # black background there (a point in empty space projects onto background in some view)
         self.carve_gain = nn.Parameter(torch.tensor(50.0))
         self.carve_level = nn.Parameter(torch.tensor(0.1))
-        point_in = 4 * (features + x_dim)                    # over the views: mean, variance, min, near-weighted
-        self.point = nn.Sequential(                          # per point: a feature and an opacity logit
+        point_in = 4 * (features + x_dim)      # over the views: mean, variance, min, near-weighted
+        self.point = nn.Sequential(            # per point: a feature and an opacity logit
             nn.Linear(point_in, hidden), nn.ReLU(),
             nn.Linear(hidden, hidden), nn.ReLU(),
             nn.Linear(hidden, hidden + 1))
@@ -129,37 +139,41 @@ class Geometric(nn.Module):
             nn.Conv2d(r_dim, r_dim - direct, 3, padding=1))
 
     def query_rays(self, v_q, rays=None):
-        """The query view's pixel rays, `rays` per side (default self.rays): the cameras' positions (B, 3),
-        the rays' directions (B, rays * rays, 3) in row, column order, and the depths t (B, D) of the
-        `depths` points on each ray, across the scene's sphere."""
+        """The query view's pixel rays, `rays` per side (default self.rays): the cameras' positions
+        (B, 3), the rays' directions (B, rays * rays, 3) in row, column order, and the depths
+        t (B, D) of the `depths` points on each ray, across the scene's sphere."""
         pos, forward, right, up = camera_frame(v_q)
         n, d = rays or self.rays, self.depths
         tan_half = math.tan(math.radians(FOV_DEG) / 2)
-        c = (torch.arange(n, device=v_q.device, dtype=v_q.dtype) + 0.5) * 2 / n - 1   # pixel centres in [-1, 1]
-        cols, rows = c[None, :], -c[:, None]                                          # top row = +1
-        dirs = (forward[:, None, None] + tan_half * (cols[None, ..., None] * right[:, None, None]
-                                                    + rows[None, ..., None] * up[:, None, None]))  # (B, n, n, 3)
-        dist = pos.norm(dim=-1, keepdim=True)                                          # (B, 1)
-        t = torch.linspace(-1, 1, d, device=v_q.device, dtype=v_q.dtype) * SCENE_RADIUS + dist  # (B, D)
+        # pixel centres in [-1, 1]
+        c = (torch.arange(n, device=v_q.device, dtype=v_q.dtype) + 0.5) * 2 / n - 1
+        cols, rows = c[None, :], -c[:, None]                                  # top row = +1
+        dirs = (forward[:, None, None]                                        # (B, n, n, 3)
+                + tan_half * (cols[None, ..., None] * right[:, None, None]
+                              + rows[None, ..., None] * up[:, None, None]))
+        dist = pos.norm(dim=-1, keepdim=True)                                 # (B, 1)
+        span = torch.linspace(-1, 1, d, device=v_q.device, dtype=v_q.dtype)
+        t = span * SCENE_RADIUS + dist                                        # (B, D)
         return pos, dirs.reshape(pos.shape[0], -1, 3), t
 
     def query_points(self, v_q, rays=None):
-        """The points along the query pixels' rays: (B, rays * rays * depths, 3) in row, column, depth
-        order, and their depths (B, D)."""
+        """The points along the query pixels' rays: (B, rays * rays * depths, 3) in row, column,
+        depth order, and their depths (B, D)."""
         pos, dirs, t = self.query_rays(v_q, rays)
-        pts = pos[:, None, None] + dirs[:, :, None] * t[:, None, :, None]                # (B, R, D, 3)
+        pts = pos[:, None, None] + dirs[:, :, None] * t[:, None, :, None]     # (B, R, D, 3)
         return pts.reshape(pos.shape[0], -1, 3), t
 
     @staticmethod
     def _grid(rays, v, M):
-        """Where the points along the query rays (`query_rays`: per scene B) fall in each of the M context
-        views v (B*M, 7): grid_sample's (B*M, P, 1, 2), P = rays x depths; a point behind a camera is
-        sent outside its image."""
-        # geometry: no parameters, and in float32 under bfloat16 autocast (its matrix product would cast
-        # the points to bfloat16, a quarter of a pixel off at 64x64); the meta device (bench.py's FLOP
-        # count) has no autocast to turn off
+        """Where the points along the query rays (`query_rays`: per scene B) fall in each of the M
+        context views v (B*M, 7): grid_sample's (B*M, P, 1, 2), P = rays x depths; a point behind a
+        camera is sent outside its image."""
+        # geometry: no parameters, and in float32 under bfloat16 autocast (its matrix product would
+        # cast the points to bfloat16, a quarter of a pixel off at 64x64); the meta device
+        # (bench.py's FLOP count) has no autocast to turn off
         device = v.device.type
-        float32 = torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext()
+        float32 = (torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device)
+                   else nullcontext())
         with torch.no_grad(), float32:
             origin, dirs, t = (a.float().repeat_interleave(M, dim=0) for a in rays)
             grid, depth = project_rays(origin, dirs, t, v.float())
@@ -167,8 +181,9 @@ class Geometric(nn.Module):
         return grid.view(grid.shape[0], -1, 1, 2)
 
     def _nearest(self, seen, cos, vote):
-        """The views' values seen (B, M, C, P) averaged with weights that favour views near the query camera
-        (cos (B, M)) and views that the learned vote (B, M, P) says see the point -> (B, C, P)."""
+        """The views' values seen (B, M, C, P) averaged with weights that favour views near the
+        query camera (cos (B, M)) and views that the learned vote (B, M, P) says see the point
+        -> (B, C, P)."""
         near = torch.softmax(self.sharpness * cos[:, :, None] + vote, dim=1)   # (B, M, P)
         return (seen * near[:, :, None]).sum(dim=1)
 
@@ -176,61 +191,69 @@ class Geometric(nn.Module):
     def _composite(alpha, values):
         """Front-to-back alpha compositing along R rays of D points: opacities (B, R, D) and values
         (B, C, R, D) -> (B, C, R)."""
-        free = torch.cumprod(torch.cat((torch.ones_like(alpha[..., :1]), 1 - alpha[..., :-1]), -1), -1)
+        clear = torch.cat((torch.ones_like(alpha[..., :1]), 1 - alpha[..., :-1]), -1)
+        free = torch.cumprod(clear, -1)     # the light that reaches each point past those before
         return (values * (alpha * free)[:, None]).sum(dim=-1)
 
     @staticmethod
     def opacity(learned, carve):
-        """A point's opacity from the learned logit and the carving logit, both (B, P): their sum."""
+        """A point's opacity from the learned logit and the carving logit, both (B, P): the sum."""
         return torch.sigmoid(learned + carve)
 
     def _carve(self, colours):
-        """The opacity logit of space carving from the views' colours (B, M, x_dim, P) -> (B, P): solid where
-        even the dimmest view sees something brighter than the black background."""
+        """The opacity logit of space carving from the views' colours (B, M, x_dim, P) -> (B, P):
+        solid where even the dimmest view sees something brighter than the black background."""
         return self.carve_gain * (colours.amax(dim=2).amin(dim=1) - self.carve_level)
 
     def _points(self, features):
         """The per-point MLP on channel-first features (B, C, P) -> (B, C', P)."""
         for layer in self.point:
-            features = torch.baddbmm(layer.bias[:, None], layer.weight.expand(features.shape[0], -1, -1), features) \
-                if isinstance(layer, nn.Linear) else layer(features)
+            if isinstance(layer, nn.Linear):
+                weight = layer.weight.expand(features.shape[0], -1, -1)
+                features = torch.baddbmm(layer.bias[:, None], weight, features)
+            else:
+                features = layer(features)
         return features
 
     def forward(self, x, v, v_q):
         """x (B, M, 3, 64, 64), v (B, M, 7), v_q (B, 7) -> r (B, r_dim, 16, 16).
 
-        Per point the tensors are channel-first, (B, [M,] C, P) with P = rays x rays x depths in row, column,
-        depth order, as grid_sample gives them: the means over the views and the compositing along the rays
-        then read contiguous memory, and the composited rays come out as the (B, C, rays, rays) maps the
-        convolutions take."""
+        Per point the tensors are channel-first, (B, [M,] C, P) with P = rays x rays x depths in
+        row, column, depth order, as grid_sample gives them: the means over the views and the
+        compositing along the rays then read contiguous memory, and the composited rays come out as
+        the (B, C, rays, rays) maps the convolutions take."""
         B, M, x_dim = x.shape[:3]
         n, d = self.rays, self.depths
         with torch.no_grad():
-            rays = self.query_rays(v_q)                                     # pos, dirs (B, n * n, 3), t (B, D)
-            cos = F.cosine_similarity(v[..., :3], v_q[:, None, :3], dim=-1)  # (B, M): views near the query
+            rays = self.query_rays(v_q)                     # pos, dirs (B, n * n, 3), t (B, D)
+            # (B, M): views near the query
+            cos = F.cosine_similarity(v[..., :3], v_q[:, None, :3], dim=-1)
         t = rays[2]
         P = n * n * d
         grid = self._grid(rays, v.flatten(0, 1), M)                         # (B*M, P, 1, 2)
         images = x.flatten(0, 1)
-        colours = F.grid_sample(images, grid.to(images.dtype), align_corners=False)  # (B*M, 3, P, 1), full size
+        # (B*M, 3, P, 1), at full size
+        colours = F.grid_sample(images, grid.to(images.dtype), align_corners=False)
         feats = self.features(images)                                       # (B*M, C, 32, 32)
-        # in float32: CPU autocast runs grid_sample so anyway; CUDA's would run it in bfloat16, and the
-        # means and variances over the views below with it
+        # in float32: CPU autocast runs grid_sample so anyway; CUDA's would run it in bfloat16, and
+        # the means and variances over the views below with it
         feats = F.grid_sample(feats.float(), grid, align_corners=False)
-        seen = torch.cat((feats, colours.to(feats.dtype)), dim=1).view(B, M, -1, P)   # (B, M, C+3, P)
+        # (B, M, C+3, P)
+        seen = torch.cat((feats, colours.to(feats.dtype)), dim=1).view(B, M, -1, P)
         mean = seen.mean(dim=1)                                             # (B, C+3, P)
         var = (seen - mean[:, None]).pow(2).mean(dim=1)
         lowest = seen.amin(dim=1)
         vote = _weigh(self.vote_seen, seen) - _weigh(self.vote_mean, mean)[:, None]   # (B, M, P)
         nearest = self._nearest(seen, cos, vote)
         point = self._points(torch.cat((mean, var, lowest, nearest), dim=1))   # (B, hidden+1, P)
-        learned = point[:, -1]                                              # (B, P): the learned opacity logit
+        learned = point[:, -1]                              # (B, P): the learned opacity logit
         carve = self._carve(seen[:, :, -x_dim:])
         alpha = self.opacity(learned, carve)
         rel_depth = (t - t.mean(dim=1, keepdim=True)) / SCENE_RADIUS        # (B, D) in [-1, 1]
         depth = rel_depth[:, None, None].expand(-1, 1, n * n, -1)           # (B, 1, rays, D)
-        values = torch.cat((point[:, :-1].view(B, -1, n * n, d), nearest[:, -x_dim:].view(B, x_dim, n * n, d),
-                            torch.ones_like(depth), depth), dim=1)          # (B, hidden + 5, rays, D)
+        values = torch.cat((point[:, :-1].view(B, -1, n * n, d),          # (B, hidden + 5, rays, D)
+                            nearest[:, -x_dim:].view(B, x_dim, n * n, d),
+                            torch.ones_like(depth), depth), dim=1)
         ray = self._composite(alpha.view(B, n * n, d), values).view(B, -1, n, n)   # (B, out, n, n)
         direct = self.direct(ray, learned.view(B, n, n, d), x, v, v_q, cos)
         return torch.cat((self.out(ray), direct), dim=1)
@@ -241,74 +264,79 @@ class Geometric(nn.Module):
 
     @classmethod
     def rendering(cls, r, x_dim=3, opacity=False):
-        """The query view as this network renders it, read back from r: colour on black, (B, 3, 32, 32)
-        (64x64 for GeometricFine); with opacity, its opacity as a fourth channel."""
-        return F.pixel_shuffle(r[:, -cls.scale ** 2 * (x_dim + 1):], cls.scale)[:, :x_dim + bool(opacity)]
+        """The query view as this network renders it, read back from r: colour on black,
+        (B, 3, 32, 32) (64x64 for GeometricFine); with opacity, its opacity as a fourth channel."""
+        rendered = F.pixel_shuffle(r[:, -cls.scale ** 2 * (x_dim + 1):], cls.scale)
+        return rendered[:, :x_dim + bool(opacity)]
 
 
 class GeometricFine(Geometric):
-    """Geometric, with its rendering of the query view made at the image's full resolution (64x64); not
-    the paper's.
+    """Geometric, with its rendering of the query view made at the image's full resolution (64x64);
+    not the paper's.
 
-    Geometric renders 32x32 rays, so each ray's colour covers 2x2 pixels and a cube's edge is blurred
-    over two of them. Here a second pass follows one ray per pixel, 64x64 x `depths` points, and only
-    reads the context views' colours there (no CNN features, no per-point MLP: the pass costs grid
-    samples, not convolutions). Each point's opacity combines the carving at that point with the
-    learned logit of the 32x32 pass, interpolated to the pixel, as a product (`opacity`; both passes);
-    its colour is the views' near-weighted colour, with the same learned vote. Composited, the 64x64
-    colour and opacity reach the 16x16 grid 4x4 pixels per cell (64 channels of r; the 32x32 pass's
-    features make the rest), so the cores see the scene's colours at the resolution they must draw
-    them, and `rendering(r)` is 64x64.
+    Geometric renders 32x32 rays, so each ray's colour covers 2x2 pixels and a cube's edge is
+    blurred over two of them. Here a second pass follows one ray per pixel, 64x64 x `depths` points,
+    and only reads the context views' colours there (no CNN features, no per-point MLP: the pass
+    costs grid samples, not convolutions). Each point's opacity combines the carving at that point
+    with the learned logit of the 32x32 pass, interpolated to the pixel, as a product (`opacity`;
+    both passes); its colour is the views' near-weighted colour, with the same learned vote.
+    Composited, the 64x64 colour and opacity reach the 16x16 grid 4x4 pixels per cell (64 channels
+    of r; the 32x32 pass's features make the rest), so the cores see the scene's colours at the
+    resolution they must draw them, and `rendering(r)` is 64x64.
     """
 
     scale = 4
 
     @staticmethod
     def opacity(learned, carve):
-        """Carving's opacity times a learned factor that starts near 1 (sigmoid(3) = 0.95): inside the
-        carved hull, where carving's logit is large, a sum's sigmoid would pass no gradient to the learned
-        logit, and the hull's excess could never be cut away; a product can cut it."""
+        """Carving's opacity times a learned factor that starts near 1 (sigmoid(3) = 0.95): inside
+        the carved hull, where carving's logit is large, a sum's sigmoid would pass no gradient to
+        the learned logit, and the hull's excess could never be cut away; a product can cut it."""
         return torch.sigmoid(carve) * torch.sigmoid(learned + 3)
 
     def direct(self, ray, learned, x, v, v_q, cos):
         B, x_dim, size, d = x.shape[0], x.shape[2], x.shape[-1], self.depths
         colours, alpha = self.pixel_points(learned, x, v, v_q)
-        nearest = self._nearest(colours, cos, _weigh(self.vote_seen[-x_dim:], colours))   # (B, 3, P)
-        values = torch.cat((nearest, torch.ones_like(nearest[:, :1])), dim=1).view(B, x_dim + 1, size * size, d)
+        nearest = self._nearest(colours, cos, _weigh(self.vote_seen[-x_dim:], colours))  # (B, 3, P)
+        values = torch.cat((nearest, torch.ones_like(nearest[:, :1])), dim=1)
+        values = values.view(B, x_dim + 1, size * size, d)
         image = self._composite(alpha.view(B, size * size, d), values.to(alpha.dtype))
         return F.pixel_unshuffle(image.view(B, x_dim + 1, size, size), self.scale)
 
     def pixel_points(self, learned, x, v, v_q):
-        """The points of the pass's pixel rays (P = size * size * depths, in row, column, depth order): each
-        context view's colour there (B, M, 3, P) and their opacity (B, P), from the 32x32 pass's learned
-        opacity logits (B, rays, rays, D)."""
+        """The points of the pass's pixel rays (P = size * size * depths, in row, column, depth
+        order): each context view's colour there (B, M, 3, P) and their opacity (B, P), from the
+        32x32 pass's learned opacity logits (B, rays, rays, D)."""
         B, M, x_dim, size = x.shape[0], x.shape[1], x.shape[2], x.shape[-1]
         grid_size = self.rays // 2
         if size != grid_size * self.scale:
-            raise ValueError(f"GeometricFine renders {grid_size * self.scale}x{grid_size * self.scale} images, "
-                             f"not {size}x{size}")
+            side = grid_size * self.scale
+            raise ValueError(f"GeometricFine renders {side}x{side} images, not {size}x{size}")
         with torch.no_grad():
             rays = self.query_rays(v_q, size)                              # one per pixel
         images = x.flatten(0, 1)
-        grid = self._grid(rays, v.flatten(0, 1), M)                        # (B*M, size * size * D, 1, 2)
-        colours = F.grid_sample(images, grid.to(images.dtype), align_corners=False)  # (B*M, 3, P, 1)
-        colours = colours.view(B, M, x_dim, -1)                                  # (B, M, 3, P)
-        learned = F.interpolate(learned.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False)
-        alpha = self.opacity(learned.permute(0, 2, 3, 1).reshape(B, -1), self._carve(colours))  # (B, P)
+        grid = self._grid(rays, v.flatten(0, 1), M)                   # (B*M, size * size * D, 1, 2)
+        colours = F.grid_sample(images, grid.to(images.dtype), align_corners=False)
+        colours = colours.view(B, M, x_dim, -1)                                     # (B, M, 3, P)
+        learned = F.interpolate(learned.permute(0, 3, 1, 2), size=size, mode="bilinear",
+                                align_corners=False)
+        alpha = self.opacity(learned.permute(0, 2, 3, 1).reshape(B, -1), self._carve(colours))
         return colours, alpha
 
 
 class RenderGate(nn.Conv2d):
-    """An observation head (not the paper's): the paper's eta_g(u_L), a 1x1 conv, mixed pixel by pixel with
-    the representation's own rendering of the query view through a learned gate that decides, from u_L
-    and that rendering, where to show it. The gate starts nearly closed (sigmoid(-3) = 0.05), so a model
-    starts as the paper's. Needs a representation that renders the query view (`rendering`)."""
+    """An observation head (not the paper's): the paper's eta_g(u_L), a 1x1 conv, mixed pixel by
+    pixel with the representation's own rendering of the query view through a learned gate that
+    decides, from u_L and that rendering, where to show it. The gate starts nearly closed
+    (sigmoid(-3) = 0.05), so a model starts as the paper's. Needs a representation that renders the
+    query view (`rendering`)."""
 
     def __init__(self, h_dim, x_dim, phi, hidden=16):
-        super().__init__(h_dim, x_dim, kernel_size=1)                 # eta_g, named and shaped as the paper's
+        super().__init__(h_dim, x_dim, kernel_size=1)      # eta_g, named and shaped as the paper's
         if not hasattr(phi, "rendering"):
-            raise ValueError(f"the render_gate observation needs a representation that renders the query view "
-                             f"(geometric or geometric_fine), not {type(phi).__name__.lower()}")
+            name = type(phi).__name__.lower()
+            raise ValueError(f"the render_gate observation needs a representation that renders the "
+                             f"query view (geometric or geometric_fine), not {name}")
         self.rendering = type(phi).rendering
         self.gate = nn.Sequential(nn.Conv2d(h_dim + x_dim + 1, hidden, 3, padding=1), nn.ReLU(),
                                   nn.Conv2d(hidden, 1, 1))
@@ -318,8 +346,9 @@ class RenderGate(nn.Conv2d):
     def forward(self, u, r):
         """u_L (B, h_dim, H, W), r -> the image's mean (B, x_dim, H, W)."""
         x_mu = super().forward(u)
-        shown = F.interpolate(self.rendering(r, opacity=True).to(x_mu.dtype), size=x_mu.shape[-2:],
-                              mode="bilinear", align_corners=False)          # (B, 3 + opacity, H, W)
+        rendered = self.rendering(r, opacity=True).to(x_mu.dtype)
+        shown = F.interpolate(rendered, size=x_mu.shape[-2:], mode="bilinear",
+                              align_corners=False)                    # (B, 3 + opacity, H, W)
         gate = torch.sigmoid(self.gate(torch.cat((u, shown), dim=1)))
         return x_mu + gate * (shown[:, :-1] - x_mu)
 
