@@ -1,7 +1,7 @@
 """Time the training step of a GQN configuration: this project's against the original formulation.
 
-    python benchmarks/bench.py                                   # default model, batch 4, 5 context views, fp32
-    python benchmarks/bench.py --dtype bfloat16                  # autocast bf16 (this project only; the original is fp32)
+    python benchmarks/bench.py                     # default model, batch 4, 5 context views, fp32
+    python benchmarks/bench.py --dtype bfloat16    # autocast bf16 (this project only; the original is fp32)
     python benchmarks/bench.py --shared_core true --steps 5
     python benchmarks/bench.py --batch_size 36 --device cuda --dtype bfloat16 --compile true
 
@@ -179,7 +179,8 @@ def parse_args(argv=None):
     p.add_argument("--compile", type=str2bool, default=False)
     p.add_argument("--impl", default="both", choices=["both", "original", "this"],
                    help="which formulation(s) to time")
-    p.add_argument("--data_dir", default=None, help="a split folder for the loader rate (default: built-in scenes if rendered)")
+    p.add_argument("--data_dir", default=None,
+                   help="a split folder for the loader rate (default: built-in scenes if rendered)")
     p.add_argument("--elbo_check", type=int, default=0, metavar="STEPS",
                    help="instead of timing: train the demo preset STEPS steps in float32 and in bfloat16 "
                         "(same seed, built-in scenes) and compare their held-out -ELBO")
@@ -191,7 +192,7 @@ def config(args):
     cfg = dict(representation=args.representation, L=args.layers, shared_core=args.shared_core,
                upsample=args.upsample, x_dim=3, v_dim=7, r_dim=args.r_dim, h_dim=args.h_dim, z_dim=3,
                image_size=64)
-    if args.observation != "eta_g":     # only when not the paper's: the original formulation has no such argument
+    if args.observation != "eta_g":     # only when not the paper's: the original has no such argument
         cfg["observation"] = args.observation
     return cfg
 
@@ -203,8 +204,8 @@ def elbo_check(steps):
         for dtype in ("float32", "bfloat16"):
             # the demo's size with the pyramid's wider convs (r 128): bf16 is many times slower than
             # float32 on the 32-channel tower's convs on a CPU, and this check is about accuracy
-            argv = ["--preset", "demo", "--representation", "pyramid", "--r_dim", "128", "--observation", "eta_g",
-                    "--gradient_steps", str(steps), "--dtype", dtype,
+            argv = ["--preset", "demo", "--representation", "pyramid", "--r_dim", "128", "--observation",
+                    "eta_g", "--gradient_steps", str(steps), "--dtype", dtype,
                     "--root_log_dir", tmp, "--log_dir", dtype, "--save_interval", str(steps)]
             t = time.perf_counter()
             subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *argv], check=True)
@@ -250,14 +251,16 @@ def main(argv=None):
     rows = []
     for impl in impls:
         dtype = "float32" if impl == "original" else args.dtype
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", impl] + (argv if argv is not None else sys.argv[1:])
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", impl] + \
+            (argv if argv is not None else sys.argv[1:])
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode:
             sys.exit(f"error: the {impl} run failed:\n{res.stderr[-2000:]}")
         out = json.loads(res.stdout.strip().splitlines()[-1])
         s = out["seconds"]
         rows.append((impl, dtype, s, out["peak_bytes"]))
-    print(f"\n{'formulation':12s} {'dtype':9s} {'ms/step':>9s} {'scenes/s':>9s} {'util fp32':>10s} {'peak mem':>10s} {'speed-up':>9s}")
+    print(f"\n{'formulation':12s} {'dtype':9s} {'ms/step':>9s} {'scenes/s':>9s} {'util fp32':>10s} "
+          f"{'peak mem':>10s} {'speed-up':>9s}")
     base = rows[0][2] if rows[0][0] == "original" else None
     for impl, dtype, s, peak in rows:
         util = flops / s / rate32
@@ -267,8 +270,9 @@ def main(argv=None):
     data_dir = args.data_dir or builtin_train_dir()
     rate = loader_rate(args.batch_size, args.context, data_dir)
     if rate:
+        needed = args.batch_size / min(r[2] for r in rows)
         print(f"\ndata loader ({data_dir}, batch {args.batch_size}, {args.context + 1} views, 2 workers): "
-              f"{rate:.0f} scenes/s; the fastest step above needs {args.batch_size / min(r[2] for r in rows):.1f}")
+              f"{rate:.0f} scenes/s; the fastest step above needs {needed:.1f}")
     else:
         print("\ndata loader: no data to read (render the built-in scenes or pass --data_dir)")
 

@@ -49,7 +49,8 @@ from dataset import convert2torch, tfrecord
 REPO = Path(__file__).resolve().parent.parent      # the project, one folder up
 BATCH = 36                  # scenes per batch (the paper's B)
 VIEWS_LOADED = 16           # views per scene in a loader batch
-Scene = namedtuple("Scene", ["frames", "cameras"])      # the original converter's record, pickled as __main__.Scene
+# the original converter's record, pickled as __main__.Scene
+Scene = namedtuple("Scene", ["frames", "cameras"])
 
 
 # ----------------------------------------------------------------------------- data
@@ -100,11 +101,13 @@ def loader_data(folder, name, scenes, views, size, workers):
     if done.exists() and done.read_text() == f"{scenes} {views} {size}":
         return shards, original
     shutil.rmtree(folder / name, ignore_errors=True)
-    print(f"writing {scenes} scenes of {views} views of {size}x{size} for the loader benchmark ...", flush=True)
+    print(f"writing {scenes} scenes of {views} views of {size}x{size} for the loader benchmark ...",
+          flush=True)
     if size == 64:                               # Shepard-Metzler frames from the project's renderer
-        subprocess.run([sys.executable, str(REPO / "dataset" / "shepard_metzler.py"), "--out", str(folder / name / "render"),
-                        "--parts", "5", "--views", str(views), "--train_scenes", str(scenes), "--test_scenes", "0",
-                        "--seed", "1", "--workers", str(workers), "--no_progress"], check=True, cwd=REPO)
+        subprocess.run([sys.executable, str(REPO / "dataset" / "shepard_metzler.py"), "--out",
+                        str(folder / name / "render"), "--parts", "5", "--views", str(views),
+                        "--train_scenes", str(scenes), "--test_scenes", "0", "--seed", "1", "--workers",
+                        str(workers), "--no_progress"], check=True, cwd=REPO)
         os.replace(folder / name / "render" / "train", shards)
         shutil.rmtree(folder / name / "render")
     else:                                        # mazes-like: random boxes, PIL JPEGs
@@ -198,14 +201,15 @@ def bench_converter(args):
         rows.append((what, f"{np.median(rates):.0f}", f"{min(rates):.0f}-{max(rates):.0f}",
                      f"{np.median(rates) / read_rate:.2f}", f"{np.median(cpus) * 1e6:.0f}",
                      f"{read_cpu / np.median(cpus):.2f}", ends))
-    print(f"\n(a) converter on {args.scenes} Shepard-Metzler scenes (15 views, 64x64) in {len(paths)} TFRecord "
-          f"files, {megabytes:.0f} MB; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end. "
-          f"{args.repeats} runs each, interleaved: median and range of scenes/s, median CPU time per scene (all "
-          f"threads of the processes doing the work; on a shared machine the fairer comparison). The converter's "
-          f"scenes/s leave out its worker processes' start (TensorFlow imported and warmed up) and end "
-          f"(their exit), shown apart; with --workers 1 it runs in this process, already started. The parts run in "
-          f"this process, on 500 scenes.")
-    _table(["what", "scenes/s", "range", "of read rate", "CPU us/scene", "read CPU / CPU", "start + end s"], rows)
+    print(f"\n(a) converter on {args.scenes} Shepard-Metzler scenes (15 views, 64x64) in {len(paths)} "
+          f"TFRecord files, {megabytes:.0f} MB; {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f} at the end. {args.repeats} runs each, interleaved: median and range of "
+          f"scenes/s, median CPU time per scene (all threads of the processes doing the work; on a shared "
+          f"machine the fairer comparison). The converter's scenes/s leave out its worker processes' start "
+          f"(TensorFlow imported and warmed up) and end (their exit), shown apart; with --workers 1 it runs "
+          f"in this process, already started. The parts run in this process, on 500 scenes.")
+    _table(["what", "scenes/s", "range", "of read rate", "CPU us/scene", "read CPU / CPU", "start + end s"],
+           rows)
 
 
 def _first_scenes(path, count):
@@ -255,7 +259,8 @@ def bench_loaders(args):
     # one torch thread, as in DataLoader workers: with 2 threads on a busy 2-core machine, the collate's
     # torch.stack of a batch was measured at ~300 ms instead of ~1 ms (threads waiting for each other)
     torch.set_num_threads(1)
-    kinds = [("16 views of 64x64 (Shepard-Metzler renderer), all 16 loaded", "sm16", 16, 64, args.loader_scenes),
+    kinds = [("16 views of 64x64 (Shepard-Metzler renderer), all 16 loaded", "sm16", 16, 64,
+              args.loader_scenes),
              ("300 views of 84x84 (mazes-like), 16 loaded and resized", "maze300", 300, 84, args.maze_scenes)]
     for title, name, views, size, scenes in kinds:
         shards, original = loader_data(Path(args.dir), name, scenes, views, size, args.render_workers)
@@ -310,7 +315,8 @@ def parse_args(argv=None):
     p.add_argument("--scenes", type=int, default=8000, help="(a) Shepard-Metzler scenes in the TFRecords")
     p.add_argument("--files", type=int, default=8, help="(a) TFRecord files")
     p.add_argument("--converter_workers", type=int, nargs="+", default=[1, min(4, os.cpu_count() or 1)])
-    p.add_argument("--repeats", type=int, default=3, help="(a) runs of each measurement (median and range shown)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="(a) runs of each measurement (median and range shown)")
     p.add_argument("--loader_scenes", type=int, default=36 * 9, help="(b) scenes of 16 views")
     p.add_argument("--maze_scenes", type=int, default=36 * 4, help="(b) mazes-like scenes of 300 views")
     p.add_argument("--batches", type=int, default=8, help="(b) timed batches per loader (after one warm-up)")

@@ -4,11 +4,12 @@
     python benchmarks/explore_latency.py --checkpoint CKPT --samples 8           # the page's "mean of 8"
     python benchmarks/explore_latency.py --checkpoint CKPT --screenshot assets/explorer.png
 
-Starts explore.py on a free port (a process of its own, as a user runs it), opens the page in headless Chromium (Debian's package, driven
-by Playwright: pip install playwright; apt install chromium), waits for the first image, then drags the
-rendering --drags times, 12 px each, waiting for each new image. The page itself records, for each image,
-the milliseconds from the input event to the image being shown (window.gqn.latencies), and the server
-the model's own time (X-Render-Ms). Prints the median and the 90th percentile. Nothing is asserted.
+Starts explore.py on a free port (a process of its own, as a user runs it), opens the page in headless
+Chromium (Debian's package, driven by Playwright: pip install playwright; apt install chromium), waits for the
+first image, then drags the rendering --drags times, 12 px each, waiting for each new image. The page itself
+records, for each image, the milliseconds from the input event to the image being shown
+(window.gqn.latencies), and the server the model's own time (X-Render-Ms). Prints the median and the 90th
+percentile. Nothing is asserted.
 """
 
 import argparse
@@ -74,8 +75,10 @@ def main(argv=None):
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data_dir", default=None)
     p.add_argument("--drags", type=int, default=30)
-    p.add_argument("--samples", type=int, default=1, help="render the mean of this many samples (the page's 'mean of N')")
-    p.add_argument("--screenshot", default=None, help="also write a PNG of the page as it opens (camera at the query view)")
+    p.add_argument("--samples", type=int, default=1,
+                   help="render the mean of this many samples (the page's 'mean of N')")
+    p.add_argument("--screenshot", default=None,
+                   help="also write a PNG of the page as it opens (camera at the query view)")
     args = p.parse_args(argv)
     if args.drags < 1 or not 1 <= args.samples <= 32:
         p.exit(2, f"error: --drags must be at least 1 and --samples from 1 to 32 (the page's most), not "
@@ -102,8 +105,8 @@ def main(argv=None):
     latencies.sort()
     p90 = latencies[int(0.9 * (len(latencies) - 1))]
     what = f"mean of {args.samples} samples" if args.samples > 1 else "one sample"
-    print(f"{args.checkpoint} ({what}): drag to new image, {len(latencies)} drags: median {statistics.median(latencies):.0f} ms, "
-          f"90th percentile {p90:.0f} ms ")
+    print(f"{args.checkpoint} ({what}): drag to new image, {len(latencies)} drags: median "
+          f"{statistics.median(latencies):.0f} ms, 90th percentile {p90:.0f} ms ")
 
 
 if __name__ == "__main__":

@@ -135,8 +135,8 @@ def seed0_scenes(tmp_path_factory):
     def scenes(kind, splits=("train", "test")):
         n = SEED0_SCENES[kind]
         if kind == "rooms":
-            return ensure_builtin_rooms(str(root / kind), n["train"], n["test"], seed=0, workers=1, progress=False,
-                                        splits=splits)
-        return ensure_builtin_dataset(str(root / kind), parts=5, train_scenes=n["train"], test_scenes=n["test"],
-                                      seed=0, workers=1, progress=False, splits=splits)
+            return ensure_builtin_rooms(str(root / kind), n["train"], n["test"], seed=0, workers=1,
+                                        progress=False, splits=splits)
+        return ensure_builtin_dataset(str(root / kind), parts=5, train_scenes=n["train"],
+                                      test_scenes=n["test"], seed=0, workers=1, progress=False, splits=splits)
     return scenes

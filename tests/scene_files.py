@@ -5,7 +5,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from conftest import encode_jpeg as encode   # noqa: F401  (the tests' one JPEG encoder, under this module's name)
+from conftest import encode_jpeg as encode   # noqa: F401  (the tests' one JPEG encoder, named so here)
 
 
 def jpeg(color, size=64, seed=0):

@@ -34,6 +34,11 @@ from dataset import convert2torch                    # noqa: E402
 
 
 
+def same_bytes(a, b):
+    with open(a, "rb") as f, open(b, "rb") as g:
+        return f.read() == g.read()
+
+
 # ----------------------------------------------------------------------------- DeepMind-format data
 
 def jpeg(rng, size):
@@ -105,11 +110,13 @@ def expected_images(frames):
 
 
 def assert_split_matches(split_dir, scenes, dataset):
-    """Every shard header, JPEG byte string, decoded frame and camera of a converted split against the source."""
+    """Every shard header, JPEG byte string, decoded frame and camera of a converted split against the
+    source."""
     info = convert2torch.DATASETS[dataset]
     for name in os.listdir(split_dir):
         header = read_shard_header(os.path.join(split_dir, name))
-        assert (header["dataset"], header["image_size"], header["views"]) == (dataset, info.image_size, info.views)
+        assert (header["dataset"], header["image_size"], header["views"]) == \
+            (dataset, info.image_size, info.views)
         assert header["source"] == f"{int(name[6:11]) + 1:02d}-of-{len(os.listdir(split_dir)):02d}.tfrecord"
     data = gqn_dataset.GQNDataset(split_dir)
     assert len(data) == len(scenes)
@@ -157,23 +164,26 @@ def test_parallel_workers_write_the_same_shards_and_report_errors_in_one_sentenc
     capsys.readouterr()
     convert(tmp_path / "in", "rooms_ring_camera", tmp_path / "two", "--splits", "train", "--workers", "2")
     summary = capsys.readouterr().out.splitlines()[-1]              # the start-up is told apart from the rate
-    assert summary.startswith("total: 7 scenes in ") and " s starting, " in summary and " scenes/s), " in summary
+    assert summary.startswith("total: 7 scenes in ")
+    assert " s starting, " in summary and " scenes/s), " in summary
     for name in os.listdir(tmp_path / "one" / "train"):
-        assert (tmp_path / "one" / "train" / name).read_bytes() == (tmp_path / "two" / "train" / name).read_bytes()
+        assert same_bytes(tmp_path / "one" / "train" / name, tmp_path / "two" / "train" / name)
     bad = tmp_path / "in" / "rooms_ring_camera" / "train" / "03-of-03.tfrecord"
     write_tfrecord(bad, [example(*scenes["train"][5]), example(*[part[:9] for part in scenes["train"][6]])])
     with pytest.raises(SystemExit) as error:
-        convert(tmp_path / "in", "rooms_ring_camera", tmp_path / "three", "--splits", "train", "--workers", "2")
-    assert str(error.value) == (f"convert2torch.py: {bad}: record 1 has 9 frames, but rooms_ring_camera has 10 "
-                                f"views per scene; the file belongs to another dataset or is damaged.")
+        convert(tmp_path / "in", "rooms_ring_camera", tmp_path / "three", "--splits", "train", "--workers",
+                "2")
+    assert str(error.value) == (f"convert2torch.py: {bad}: record 1 has 9 frames, but rooms_ring_camera has "
+                                f"10 views per scene; the file belongs to another dataset or is damaged.")
     written = sorted(os.listdir(tmp_path / "three" / "train"))
     assert written and set(written) <= {"shard-00000.gqn", "shard-00001.gqn"}
     for name in written:
-        assert (tmp_path / "one" / "train" / name).read_bytes() == (tmp_path / "three" / "train" / name).read_bytes()
+        assert same_bytes(tmp_path / "one" / "train" / name, tmp_path / "three" / "train" / name)
 
 
 class StepClock:
-    """A stand-in for the converter's clock that moves only when told: each part of a run takes a known time."""
+    """A stand-in for the converter's clock that moves only when told: each part of a run takes a known
+    time."""
 
     def __init__(self):
         self.now = 0.0
@@ -213,7 +223,8 @@ def test_timing_tells_start_up_and_end_apart_from_the_conversion(tmp_path, monke
     assert timing == convert2torch.Timing(seconds=3 * 2, start_up=0, shut_down=0)
 
 
-def test_reading_without_tensorflows_plain_record_reader_gives_the_same_shards_and_errors(tmp_path, monkeypatch):
+def test_reading_without_tensorflows_plain_record_reader_gives_the_same_shards_and_errors(
+        tmp_path, monkeypatch):
     # a TensorFlow without tf.compat.v1.io.tf_record_iterator: the converter reads with tf.data instead
     make_dataset(tmp_path / "in", "shepard_metzler_5_parts", {"train": [3, 2]})
     convert(tmp_path / "in", "shepard_metzler_5_parts", tmp_path / "one", "--splits", "train")
@@ -221,7 +232,7 @@ def test_reading_without_tensorflows_plain_record_reader_gives_the_same_shards_a
     assert not hasattr(tf.compat.v1.io, "tf_record_iterator")
     convert(tmp_path / "in", "shepard_metzler_5_parts", tmp_path / "two", "--splits", "train")
     for name in os.listdir(tmp_path / "one" / "train"):
-        assert (tmp_path / "one" / "train" / name).read_bytes() == (tmp_path / "two" / "train" / name).read_bytes()
+        assert same_bytes(tmp_path / "one" / "train" / name, tmp_path / "two" / "train" / name)
     bad = tmp_path / "in" / "shepard_metzler_5_parts" / "train" / "02-of-02.tfrecord"
     flip_byte_in_record_1(bad)
     with pytest.raises(SystemExit, match=r"02-of-02.tfrecord: record 1 is truncated or fails its CRC check"):
@@ -238,7 +249,8 @@ def test_rerun_skips_finished_shards_and_redoes_the_rest(tmp_path):
     os.remove(out / "shard-00001.gqn")                                   # never written
     whole = (out / "shard-00002.gqn").read_bytes()
     (out / "shard-00002.gqn").write_bytes(whole[:len(whole) // 2])      # damaged after the fact
-    stale = out / ".shard-00001.gqn.tmp-999999999"                      # an interrupted write_shard's leftover
+    # an interrupted write_shard's leftover
+    stale = out / ".shard-00001.gqn.tmp-999999999"
     stale.write_bytes(b"half a shard")
     summaries, _ = convert(tmp_path / "in", "shepard_metzler_5_parts", tmp_path / "out", "--splits", "train")
     assert (summaries[0]["skipped"], summaries[0]["converted"], summaries[0]["scenes"]) == (1, 2, 3)
@@ -256,7 +268,8 @@ def test_a_file_downloaded_again_is_converted_again(tmp_path):
     a rerun converts it again instead of keeping the short shard."""
     make_dataset(tmp_path / "in", "shepard_metzler_5_parts", {"train": [2, 3]})
     convert(tmp_path / "in", "shepard_metzler_5_parts", tmp_path / "out", "--splits", "train")
-    scenes = make_dataset(tmp_path / "in", "shepard_metzler_5_parts", {"train": [2, 4]}, seed=1)  # 02 is longer now
+    # 02 is longer now
+    scenes = make_dataset(tmp_path / "in", "shepard_metzler_5_parts", {"train": [2, 4]}, seed=1)
     summaries, _ = convert(tmp_path / "in", "shepard_metzler_5_parts", tmp_path / "out", "--splits", "train")
     assert (summaries[0]["skipped"], summaries[0]["converted"], summaries[0]["scenes"]) == (0, 2, 6)
     assert_split_matches(tmp_path / "out" / "train", scenes["train"], "shepard_metzler_5_parts")
@@ -268,7 +281,8 @@ def test_output_folder_of_another_dataset_is_refused(tmp_path):
     convert(tmp_path / "in", "rooms_ring_camera", tmp_path / "out", "--splits", "train")
     with pytest.raises(SystemExit, match="shard-00000.gqn holds rooms_ring_camera from 01-of-01.tfrecord, "
                                          "not rooms_free_camera_no_object_rotations from 01-of-01.tfrecord"):
-        convert(tmp_path / "in", "rooms_free_camera_no_object_rotations", tmp_path / "out", "--splits", "train")
+        convert(tmp_path / "in", "rooms_free_camera_no_object_rotations", tmp_path / "out", "--splits",
+                "train")
     # a shard of the same name written by another program (the renderer, say) is neither kept nor overwritten
     frames, cameras = make_scene(np.random.default_rng(1), 10, 64)
     os.makedirs(tmp_path / "other" / "train")
@@ -320,27 +334,37 @@ def rewrite_record(index, change):
 
 
 BAD_RECORDS = {
-    "truncated file": (lambda path, scenes: truncate_in_record_2(path), "record 2 is truncated or fails its CRC check"),
-    "crc failure": (lambda path, scenes: flip_byte_in_record_1(path), "record 1 is truncated or fails its CRC check"),
+    "truncated file": (lambda path, scenes: truncate_in_record_2(path),
+                       "record 2 is truncated or fails its CRC check"),
+    "crc failure": (lambda path, scenes: flip_byte_in_record_1(path),
+                    "record 1 is truncated or fails its CRC check"),
     "cut inside a length": (lambda path, scenes: cut_inside_the_length_of_record_2(path),
                             "the file ends inside the record after record 1"),
-    "too few frames": (rewrite_record(1, lambda f, c: (f[:14], c[:14])), "record 1 has 14 frames, but shepard_metzler_5_parts has 15"),
-    "too few cameras": (rewrite_record(2, lambda f, c: (f, c.ravel()[:-1])), "record 2 has 74 camera values, expected 75"),
-    "nan camera": (rewrite_record(3, lambda f, c: (f, np.where(np.arange(c.size).reshape(c.shape) == 7, np.nan, c))),
+    "too few frames": (rewrite_record(1, lambda f, c: (f[:14], c[:14])),
+                       "record 1 has 14 frames, but shepard_metzler_5_parts has 15"),
+    "too few cameras": (rewrite_record(2, lambda f, c: (f, c.ravel()[:-1])),
+                        "record 2 has 74 camera values, expected 75"),
+    "nan camera": (rewrite_record(3, lambda f, c: (f, np.where(np.arange(c.size).reshape(c.shape) == 7,
+                                                              np.nan, c))),
                    "record 3 has a camera value that is not finite"),
     # frames: the default structural check (jpeg_info) catches each of these
     "truncated jpeg": (rewrite_record(2, lambda f, c: (f[:3] + [f[3][:len(f[3]) // 2]] + f[4:], c)),
-                       "record 2: frame 3 is not a well-formed JPEG: it does not end with the end-of-image marker"),
+                       "record 2: frame 3 is not a well-formed JPEG: it does not end with the end-of-image "
+                       "marker"),
     "not a jpeg": (rewrite_record(0, lambda f, c: ([b"\x89PNG not a jpeg"] + f[1:], c)),
-                   "record 0: frame 0 is not a well-formed JPEG: it does not start with the start-of-image marker"),
-    "damaged jpeg header": (rewrite_record(1, lambda f, c: (f[:2] + [f[2][:4] + b"\xff\xff" + f[2][6:]] + f[3:], c)),
-                            "record 1: frame 2 is not a well-formed JPEG: its FFE0 segment at byte 2 has the length "
-                            "65535, past the end of the data"),
+                   "record 0: frame 0 is not a well-formed JPEG: it does not start with the start-of-image "
+                   "marker"),
+    "damaged jpeg header": (rewrite_record(1, lambda f, c: (f[:2] + [f[2][:4] + b"\xff\xff" + f[2][6:]]
+                                                            + f[3:], c)),
+                            "record 1: frame 2 is not a well-formed JPEG: its FFE0 segment at byte 2 has the "
+                            "length 65535, past the end of the data"),
     "grey frame": (rewrite_record(3, lambda f, c: (f[:7] + [grey_jpeg(64)] + f[8:], c)),
                    "record 3: frame 7 has 1 colour component, not 3 (RGB)"),
-    "wrong frame size": (rewrite_record(1, lambda f, c: (f[:5] + [jpeg(np.random.default_rng(0), 84)] + f[6:], c)),
+    "wrong frame size": (rewrite_record(1, lambda f, c: (f[:5] + [jpeg(np.random.default_rng(0), 84)] + f[6:],
+                                                         c)),
                          "record 1: frame 5 is 84x84 pixels but this dataset's frames are 64x64"),
-    "not an example": (lambda path, scenes: write_tfrecord(path, [example(*s) for s in scenes[:2]] + [b"\x08garbage"]),
+    "not an example": (lambda path, scenes: write_tfrecord(path, [example(*s) for s in scenes[:2]]
+                                                           + [b"\x08garbage"]),
                        "record 2 is not a tf.train.Example"),
 }
 
@@ -372,17 +396,21 @@ def stray_marker_in_image_data(data):
 def test_full_check_catches_damaged_image_data_that_the_default_check_lets_through(tmp_path):
     scenes = make_dataset(tmp_path / "in", "shepard_metzler_5_parts", {"train": [3]})
     bad = tmp_path / "in" / "shepard_metzler_5_parts" / "train" / "01-of-01.tfrecord"
-    rewrite_record(1, lambda f, c: (f[:4] + [stray_marker_in_image_data(f[4])] + f[5:], c))(bad, scenes["train"])
+    damage = rewrite_record(1, lambda f, c: (f[:4] + [stray_marker_in_image_data(f[4])] + f[5:], c))
+    damage(bad, scenes["train"])
     with pytest.raises(SystemExit) as error:
-        convert(tmp_path / "in", "shepard_metzler_5_parts", tmp_path / "full", "--splits", "train", "--full_check")
-    assert str(error.value).startswith(f"convert2torch.py: {bad}: record 1: frame 4 does not decode as a JPEG (")
+        convert(tmp_path / "in", "shepard_metzler_5_parts", tmp_path / "full", "--splits", "train",
+                "--full_check")
+    assert str(error.value).startswith(f"convert2torch.py: {bad}: record 1: frame 4 does not decode as a "
+                                       f"JPEG (")
     assert "\n" not in str(error.value) and os.listdir(tmp_path / "full" / "train") == []
     # the default check passes it (the structure is intact); the loader then refuses that scene alone
     summaries, _ = convert(tmp_path / "in", "shepard_metzler_5_parts", tmp_path / "out", "--splits", "train")
     assert summaries[0]["scenes"] == 3
     data = gqn_dataset.GQNDataset(tmp_path / "out" / "train")
     data[0], data[2]
-    with pytest.raises(gqn_dataset.DatasetError, match=r"shard-00000.gqn scene 1 view 4 is not a readable JPEG"):
+    with pytest.raises(gqn_dataset.DatasetError,
+                       match=r"shard-00000.gqn scene 1 view 4 is not a readable JPEG"):
         data[1]
 
 
@@ -418,8 +446,9 @@ def test_cli_unknown_dataset_is_a_one_line_error():
 
 def test_every_table_dataset_is_known_with_its_frame_size_and_views():
     table = {name: (info.image_size, info.views) for name, info in convert2torch.DATASETS.items()}
-    assert table == {"jaco": (64, 11), "mazes": (84, 300), "rooms_free_camera_with_object_rotations": (128, 10),
-                     "rooms_ring_camera": (64, 10), "rooms_free_camera_no_object_rotations": (64, 10),
-                     "shepard_metzler_5_parts": (64, 15), "shepard_metzler_7_parts": (64, 15)}
+    assert table == {"jaco": (64, 11), "mazes": (84, 300),
+                     "rooms_free_camera_with_object_rotations": (128, 10), "rooms_ring_camera": (64, 10),
+                     "rooms_free_camera_no_object_rotations": (64, 10), "shepard_metzler_5_parts": (64, 15),
+                     "shepard_metzler_7_parts": (64, 15)}
     assert convert2torch.shard_name("0001-of-0900.tfrecord") == "shard-00000.gqn"
     assert convert2torch.shard_name("900-of-900.tfrecord") == "shard-00899.gqn"

@@ -26,12 +26,14 @@ def run_cli(ckpt, test_dir, out, *extra):
         return json.load(f)
 
 
-def test_cli_reports_every_metric_and_baseline_in_a_table_and_json(tiny_checkpoint, tiny_data, tmp_path, capsys):
+def test_cli_reports_every_metric_and_baseline_in_a_table_and_json(
+        tiny_checkpoint, tiny_data, tmp_path, capsys):
     values = run_cli(tiny_checkpoint, tiny_data[1], tmp_path / "m.json", "--context", "2")
     table = capsys.readouterr().out
     # the names written out: a metric or baseline renamed or dropped in evaluate.py fails here
     methods = ("generation", "reconstruction", "black", "mean_context", "nearest_context")
-    rows = {line.split()[0] for line in table.splitlines() if line.split()}     # each row starts with its name
+    # each row starts with its name
+    rows = {line.split()[0] for line in table.splitlines() if line.split()}
     assert {"neg_elbo", "kl", "nll", "bits_per_dim", *methods} <= rows
     for header in ("MSE", "PSNR (dB)", "IoU", "colour err", "NLL-floor"):
         assert header in table
@@ -86,12 +88,14 @@ def test_temperature_changes_only_the_generations(tiny_checkpoint, tiny_data, tm
     sampled = run_cli(tiny_checkpoint, tiny_data[1], tmp_path / "a.json")
     mean = run_cli(tiny_checkpoint, tiny_data[1], tmp_path / "b.json", "--temperature", "0")
     assert mean["temperature"] == 0 and sampled["temperature"] == 1
-    assert mean["mse_generation"] != sampled["mse_generation"]                 # the prior's mean, not a sample
+    # the prior's mean, not a sample
+    assert mean["mse_generation"] != sampled["mse_generation"]
     assert mean["mse_reconstruction"] == sampled["mse_reconstruction"] and mean["kl"] == sampled["kl"]
 
 
 def test_default_out_is_next_to_the_checkpoint(tiny_checkpoint, tiny_data, capsys):
-    evaluate.main(["--checkpoint", tiny_checkpoint, "--data_dir", tiny_data[1], "--scenes", "2", "--no_progress"])
+    evaluate.main(["--checkpoint", tiny_checkpoint, "--data_dir", tiny_data[1], "--scenes", "2",
+                   "--no_progress"])
     out = tiny_checkpoint[:-len(".pt")] + "-eval.json"
     assert f"wrote {out}" in capsys.readouterr().out
     with open(out) as f:
@@ -119,8 +123,8 @@ def test_builtin_test_dir_follows_the_checkpoints_run(tmp_path):
 
 def test_a_context_the_scenes_cannot_hold_ends_in_one_sentence(tiny_checkpoint, tiny_data, tmp_path):
     with pytest.raises(SystemExit) as e:
-        evaluate.main(["--checkpoint", tiny_checkpoint, "--data_dir", tiny_data[1], "--out", str(tmp_path / "x.json"),
-                       "--context", "6"])                                  # tiny scenes have 6 views
+        evaluate.main(["--checkpoint", tiny_checkpoint, "--data_dir", tiny_data[1], "--out",
+                       str(tmp_path / "x.json"), "--context", "6"])     # tiny scenes have 6 views
     message = str(e.value.code)
     assert message.startswith("error: ") and "--context 6 is out of range" in message and "\n" not in message
 
@@ -138,7 +142,8 @@ def test_bad_flags_are_usage_errors_in_one_line(tmp_path, extra, says, capsys):
 
 
 def test_train_py_names_for_the_held_out_scenes_work_in_evaluate_and_sample(tmp_path):
-    """--eval_context and --eval_scenes mean in evaluate.py what they mean in train.py; the short names stay."""
+    """--eval_context and --eval_scenes mean in evaluate.py what they mean in train.py; the short names
+    stay."""
     import sample
     assert sample.parse_args(["--checkpoint", "x.pt", "--eval_context", "2"]).context == 2
     with pytest.raises(SystemExit) as e:               # parsed: the missing checkpoint is what stops it
@@ -156,18 +161,21 @@ def test_missing_checkpoint_and_missing_data_end_in_one_sentence(tiny_checkpoint
 
 
 @pytest.mark.parametrize("change, says", [
-    (lambda s: s["config"].update(image_size=32), "renders 32x32 images; this project's data and scripts are 64x64"),
+    (lambda s: s["config"].update(image_size=32),
+     "renders 32x32 images; this project's data and scripts are 64x64"),
     (lambda s: s["config"].update(h_dim=9), "does not rebuild from its configuration and weights"),
     (lambda s: s["config"].update(colour="red"), "does not rebuild from its configuration and weights"),
 ])
-def test_a_checkpoint_whose_model_cannot_be_rebuilt_is_one_sentence(tiny_checkpoint, tiny_data, tmp_path, change, says):
+def test_a_checkpoint_whose_model_cannot_be_rebuilt_is_one_sentence(
+        tiny_checkpoint, tiny_data, tmp_path, change, says):
     """A hand-made or foreign checkpoint: its config or weights do not make a 64x64 model. evaluate.py (and
     sample.py and explore.py, through checkpoint.rebuild_model) ended in a shape error deep in the model."""
     state = torch.load(tiny_checkpoint, weights_only=True)
     change(state)
     torch.save(state, tmp_path / "odd.pt")
     with pytest.raises(SystemExit) as e:
-        evaluate.main(["--checkpoint", str(tmp_path / "odd.pt"), "--data_dir", tiny_data[1], "--out", str(tmp_path / "x.json")])
+        evaluate.main(["--checkpoint", str(tmp_path / "odd.pt"), "--data_dir", tiny_data[1], "--out",
+                       str(tmp_path / "x.json")])
     assert says in str(e.value.code) and "\n" not in str(e.value.code)
 
 
@@ -195,7 +203,8 @@ def test_opening_a_checkpoint_renders_its_test_split_alone_the_bytes_training_re
     train_dir, again = gqn_dataset.ensure_builtin(kind, root, 4, 3, 5)   # what train.py calls: both splits
     assert again == test_dir and _folder_bytes(train_dir) == _folder_bytes(together[0])
     assert os.path.exists(os.path.join(root, "DONE.json"))
-    assert "scenes (train) into" in capsys.readouterr().out             # the training split alone was rendered
+    # the training split alone was rendered
+    assert "scenes (train) into" in capsys.readouterr().out
     held_out.test_split(state)                                          # complete now: nothing rendered
     assert "rendered" not in capsys.readouterr().out
 
@@ -217,7 +226,8 @@ def test_object_iou_and_colour_error_on_known_images():
 
 def test_the_nll_floor_is_the_plateau_of_sigma_0_7():
     # 12,288 values at sigma 0.7: no image scores below 6,909 nats (the loss other GQN codes sit on)
-    assert metrics.nll_floor(0.7, (3, 64, 64)) == pytest.approx(12288 * (math.log(0.7) + 0.5 * math.log(2 * math.pi)))
+    per_value = math.log(0.7) + 0.5 * math.log(2 * math.pi)
+    assert metrics.nll_floor(0.7, (3, 64, 64)) == pytest.approx(12288 * per_value)
     assert round(metrics.nll_floor(0.7, (3, 64, 64))) == 6909
     x, mu = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)
     exact = -torch.distributions.Normal(mu, 0.5).log_prob(x).flatten(1).sum(1)
@@ -298,6 +308,7 @@ def test_region_metrics_see_the_walls_the_floor_and_where_the_objects_stand():
     empty_room = truth.clone()
     empty_room[0, :, 4:7, 2:4] = colours[1, :, None, None]                 # the object painted over with wall
     missing = metrics.region_metrics(empty_room, truth, labels)
-    assert missing["object_iou"][0] == 0 and missing["object_error"][0] > 0.5 and missing["floor_error"][0] == 0
+    assert missing["object_iou"][0] == 0 and missing["object_error"][0] > 0.5
+    assert missing["floor_error"][0] == 0
     moved = torch.roll(truth, shifts=1, dims=3)                           # the object drawn a pixel off
     assert 0 < metrics.region_metrics(moved, truth, labels)["object_iou"][0] < 0.5

@@ -31,8 +31,8 @@ import explore_latency  # noqa: E402  (the browser the latency script starts is 
 def served(tiny_checkpoint, tiny_data):
     """explore.py serving the tiny checkpoint on the tiny test split, on a free port, with no --host:
     (http server, explorer)."""
-    args = explore.parse_args(["--checkpoint", str(tiny_checkpoint), "--data_dir", tiny_data[1], "--port", "0",
-                               "--device", "cpu"])
+    args = explore.parse_args(["--checkpoint", str(tiny_checkpoint), "--data_dir", tiny_data[1], "--port",
+                               "0", "--device", "cpu"])
     srv, explorer = explore.build(args)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield srv, explorer
@@ -134,7 +134,8 @@ def test_on_rooms_the_camera_walks_the_ring_and_reaches_every_view():
         np.testing.assert_allclose(explore.viewpoint(c["yaw"], c["pitch"], c["distance"], target).numpy(),
                                    viewpoints[j].numpy(), atol=1e-5)
     c = info["cameras"][0]
-    for yaw in np.linspace(0, 360, 13):                     # turning at the views' pitch and distance stays on it
+    # turning at the views' pitch and distance stays on it
+    for yaw in np.linspace(0, 360, 13):
         position = explore.viewpoint(c["yaw"] + yaw, c["pitch"], c["distance"], target)[:3].numpy()
         assert np.hypot(*position[:2]) == pytest.approx(rooms.RING_RADIUS, abs=1e-5)
         assert position[2] == pytest.approx(rooms.CAMERA_HEIGHT, abs=1e-5)
@@ -180,8 +181,8 @@ def test_only_the_page_and_the_api_are_served(server):
     _, base = server
     status, headers, body = get(base + "/")
     assert status == 200 and b"GQN explorer" in body and headers["Content-Type"].startswith("text/html")
-    for path in ["/explore.py", "/../explore.py", "/%2e%2e/checkpoint.py", "/etc/passwd", "/api/../explore.html",
-                 "/api/view.png/../../README.md"]:
+    for path in ["/explore.py", "/../explore.py", "/%2e%2e/checkpoint.py", "/etc/passwd",
+                 "/api/../explore.html", "/api/view.png/../../README.md"]:
         status, _, body = get(base + path)
         assert status == 404 and b"no such page" in body, path
     status, _, body = get(f"{base}/api/view.png?scene=0&view=3")
@@ -228,7 +229,8 @@ def test_waiting_requests_of_one_client_are_coalesced_to_the_newest(monkeypatch)
     threads["b"] = threading.Thread(target=call, args=("b", lambda: "b"), name="b")
     threads["first"].start()
     assert inside.wait(10)                            # the first render holds the turn
-    for name in names[1:]:                            # in order: a0, a1, a2, then b, each waiting before the next
+    # in order: a0, a1, a2, then b, each waiting before the next
+    for name in names[1:]:
         threads[name].start()
         assert turn.waiting[name].wait(10), name
     release.set()
@@ -254,13 +256,14 @@ def test_a_request_for_another_sites_name_is_refused_with_a_403_and_one_log_line
         status, body = get_with_host(url, host)
         assert status == 200 and png(body).shape == (64, 64, 3), host
     assert capsys.readouterr().err == ""
-    for host, code in [("evil.example.com", 403), (f"evil.example.com:{port}", 403), (f"localhost:{port + 1}", 403),
-                       (f"localhost.evil.example.com:{port}", 403), (f"127.0.0.1:{port}@evil.example.com", 403),
-                       (None, 400)]:
+    for host, code in [("evil.example.com", 403), (f"evil.example.com:{port}", 403),
+                       (f"localhost:{port + 1}", 403), (f"localhost.evil.example.com:{port}", 403),
+                       (f"127.0.0.1:{port}@evil.example.com", 403), (None, 400)]:
         status, body = get_with_host(url, host)
         assert status == code and body.decode().startswith("this explorer answers only requests for "), host
         what = "without a Host header" if host is None else f"for Host {host!r}"
-        assert capsys.readouterr().err.splitlines() == [f"explore.py: refused a request {what} from 127.0.0.1"]
+        refused = f"explore.py: refused a request {what} from 127.0.0.1"
+        assert capsys.readouterr().err.splitlines() == [refused]
     assert get_with_host(url, f"localhost:{port}")[0] == 200          # and the server goes on
 
 
@@ -272,8 +275,8 @@ def test_a_name_given_with_host_is_answered_as_well(tiny_checkpoint, tiny_data, 
         return ThreadingHTTPServer(("127.0.0.1", address[1]), handler)
 
     monkeypatch.setattr(explore, "ThreadingHTTPServer", on_loopback)
-    args = explore.parse_args(["--checkpoint", str(tiny_checkpoint), "--data_dir", tiny_data[1], "--port", "0",
-                               "--device", "cpu", "--host", "gqn-box.test"])
+    args = explore.parse_args(["--checkpoint", str(tiny_checkpoint), "--data_dir", tiny_data[1], "--port",
+                               "0", "--device", "cpu", "--host", "gqn-box.test"])
     srv, _ = explore.build(args)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
@@ -290,11 +293,13 @@ def test_a_name_given_with_host_is_answered_as_well(tiny_checkpoint, tiny_data, 
         srv.server_close()
 
 
-def test_bad_input_ends_in_one_sentence_before_the_server_starts(tiny_checkpoint, tiny_data, tmp_path, capsys):
+def test_bad_input_ends_in_one_sentence_before_the_server_starts(
+        tiny_checkpoint, tiny_data, tmp_path, capsys):
     cases = [
         (["--checkpoint", str(tmp_path / "missing.pt"), "--data_dir", tiny_data[1]], "missing.pt"),
         (["--checkpoint", str(tiny_checkpoint), "--data_dir", str(tmp_path / "nowhere")], "nowhere"),
-        (["--checkpoint", str(tiny_checkpoint), "--data_dir", tiny_data[1], "--context", "40"], "--context 40"),
+        (["--checkpoint", str(tiny_checkpoint), "--data_dir", tiny_data[1], "--context", "40"],
+         "--context 40"),
     ]
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -316,8 +321,8 @@ def browser_missing():
     except ImportError:
         return "playwright is not installed (pip install -r requirements-dev.txt)"
     if explore_latency.find_chromium() is None:
-        return (f"no Chromium at {explore_latency.DEBIAN_CHROMIUM} or on PATH (Debian: apt-get install chromium; "
-                f".ci/run installs it)")
+        return (f"no Chromium at {explore_latency.DEBIAN_CHROMIUM} or on PATH (Debian: apt-get install "
+                f"chromium; .ci/run installs it)")
     return None
 
 
@@ -355,8 +360,8 @@ def test_the_explorer_reads_a_folder_converted_by_torch_gqn(tiny_checkpoint, tmp
     scenes = make_scenes(3, views=6)
     for i, (frames, cameras) in enumerate(scenes):
         save_like_torch_gqn(tmp_path / f"{i}.pt.gz", frames, cameras[None], gz=True)
-    args = explore.parse_args(["--checkpoint", str(tiny_checkpoint), "--data_dir", str(tmp_path), "--port", "0",
-                               "--device", "cpu"])
+    args = explore.parse_args(["--checkpoint", str(tiny_checkpoint), "--data_dir", str(tmp_path), "--port",
+                               "0", "--device", "cpu"])
     srv, explorer = explore.build(args)
     try:
         assert explorer.num_scenes == 3 and explorer.num_views == 6

@@ -36,7 +36,8 @@ def test_the_rays_land_where_their_points_project_and_points_behind_a_camera_fal
     v = viewpoints(positions[:4])
     g = Geometric(r_dim=24, rays=8, depths=5)
     v_q, context = v[:1], v[1:].clone()
-    context[:, :3] *= 0.2                                # cameras inside the scene: some points lie behind them
+    # cameras inside the scene: some points lie behind them
+    context[:, :3] *= 0.2
     grid = Geometric._grid(g.query_rays(v_q), context, 3)[:, :, 0]               # (3, P, 2)
     pts, _ = g.query_points(v_q)
     expected, depth = project(pts.expand(3, -1, -1), context)
@@ -76,16 +77,23 @@ def test_query_rays_pass_through_their_pixel_centres():
     pts, _ = g.query_points(v)                                                    # (2, 8 * 8 * 5, 3)
     grid, depth = project(pts, v)
     centres = (torch.arange(8) + 0.5) / 4 - 1
-    expected = torch.stack(torch.broadcast_tensors(centres[None, :, None], centres[:, None, None]), -1)  # (row, col, D)
-    np.testing.assert_allclose(grid.view(2, 8, 8, 5, 2).numpy(), expected.expand(2, 8, 8, 5, 2).numpy(), atol=1e-5)
+    # (row, col, D)
+    expected = torch.stack(torch.broadcast_tensors(centres[None, :, None], centres[:, None, None]), -1)
+    np.testing.assert_allclose(grid.view(2, 8, 8, 5, 2).numpy(), expected.expand(2, 8, 8, 5, 2).numpy(),
+                               atol=1e-5)
     assert (depth > 0).all()
+
+
+def rendered(centres, colours, positions):
+    """The built-in renderer's views of a scene as the model takes them: (V, 3, 64, 64) floats in [0, 1]."""
+    return torch.from_numpy(sm.render_views(centres, colours, positions)).permute(0, 3, 1, 2).float() / 255
 
 
 def test_views_carve_the_query_views_silhouette():
     """Space carving with the module's rays and projection: with the query view among the views, the
     carved object seen from the query camera is the query view's own silhouette."""
     centres, colours, positions = sm.random_scene(seed=1, split="test", index=4, parts=5)
-    images = torch.from_numpy(sm.render_views(centres, colours, positions[:4])).permute(0, 3, 1, 2).float() / 255
+    images = rendered(centres, colours, positions[:4])
     v = viewpoints(positions[:4])
     g = Geometric(r_dim=24, rays=64, depths=64)
     pts, _ = g.query_points(v[3:4])
@@ -105,13 +113,15 @@ def test_a_geometric_gqn_renders_for_the_query_camera():
     r1 = model.encode(x, v[:, :4], v[:, 4])
     r2 = model.encode(x, v[:, :4], v[:, 0])
     assert r1.shape == (1, 24, 16, 16)
-    assert not torch.allclose(r1, r2)                                             # r depends on the query camera
+    # r depends on the query camera
+    assert not torch.allclose(r1, r2)
     elbo = model(x, v[:, :4], v[:, 4], x[:, 0], 0.5)
     elbo.sum().backward()
     assert torch.isfinite(elbo).all()
     # every weight learns: a gradient that is not zero (vote_mean's term is common to every view and cancels
     # in the softmax, so its gradient is zero up to rounding)
-    learned = {name: p.grad.abs().sum().item() for name, p in model.phi.named_parameters() if name != "vote_mean"}
+    learned = {name: p.grad.abs().sum().item() for name,
+               p in model.phi.named_parameters() if name != "vote_mean"}
     assert all(g > 0 for g in learned.values()), [name for name, g in learned.items() if not g > 0]
 
 
@@ -120,7 +130,7 @@ def test_the_rendering_read_back_from_r_is_the_carved_query_view():
     at initialisation, with the query view among the context views, the view's own object in place."""
     torch.manual_seed(0)
     centres, colours, positions = sm.random_scene(seed=1, split="test", index=4, parts=5)
-    images = torch.from_numpy(sm.render_views(centres, colours, positions[:4])).permute(0, 3, 1, 2).float() / 255
+    images = rendered(centres, colours, positions[:4])
     v = viewpoints(positions[:4])
     g = Geometric(r_dim=24)
     with torch.no_grad():
@@ -135,7 +145,7 @@ def test_the_fine_rendering_is_the_query_view_at_full_resolution():
     so its silhouette and colours are closer to the truth's than Geometric's, brought up to 64x64."""
     torch.manual_seed(0)
     centres, colours, positions = sm.random_scene(seed=1, split="test", index=4, parts=5)
-    images = torch.from_numpy(sm.render_views(centres, colours, positions[:4])).permute(0, 3, 1, 2).float() / 255
+    images = rendered(centres, colours, positions[:4])
     v = viewpoints(positions[:4])
     with torch.no_grad():
         fine = GeometricFine(r_dim=72)(images[None], v[None], v[3:4])
@@ -148,8 +158,8 @@ def test_the_fine_rendering_is_the_query_view_at_full_resolution():
     assert object_iou(image, truth).item() > 0.95 > object_iou(blurred, truth).item()
     assert (image - truth).abs().mean().item() < 0.5 * (blurred - truth).abs().mean().item()
     # the render gate, wide open, shows it as it is, with no resampling
-    model = GQN(representation="geometric_fine", L=1, shared_core=True, upsample="broadcast", r_dim=72, h_dim=8,
-                observation="render_gate")
+    model = GQN(representation="geometric_fine", L=1, shared_core=True, upsample="broadcast", r_dim=72,
+                h_dim=8, observation="render_gate")
     u = torch.zeros(1, 8, 64, 64)
     with torch.no_grad():
         model.eta_g.gate[-1].bias.fill_(30.0)
@@ -158,7 +168,8 @@ def test_the_fine_rendering_is_the_query_view_at_full_resolution():
     assert torch.allclose(shown, GeometricFine.rendering(r), atol=1e-5)
 
 
-SMALL_GEOMETRIC = dict(representation="geometric", L=2, shared_core=True, upsample="broadcast", r_dim=24, h_dim=8)
+SMALL_GEOMETRIC = dict(representation="geometric", L=2, shared_core=True, upsample="broadcast", r_dim=24,
+                       h_dim=8)
 
 
 def output_stage_inputs():
@@ -175,9 +186,11 @@ def test_render_gate_shows_the_rendering_where_it_opens_and_starts_nearly_closed
     the gate learns from the loss, and the model rebuilds from its config."""
     x, v, u = output_stage_inputs()
     gated = GQN(**SMALL_GEOMETRIC, observation="render_gate")
-    assert GQN(**gated.config).config["observation"] == "render_gate" and GQN(**SMALL_GEOMETRIC).config["observation"] == "eta_g"
+    assert GQN(**gated.config).config["observation"] == "render_gate"
+    assert GQN(**SMALL_GEOMETRIC).config["observation"] == "eta_g"
     plain = GQN(**SMALL_GEOMETRIC)
-    plain.load_state_dict(gated.state_dict(), strict=False)                     # eta_g is the paper's 1x1 conv
+    # eta_g is the paper's 1x1 conv
+    plain.load_state_dict(gated.state_dict(), strict=False)
     with torch.no_grad():
         r = gated.encode(x, v[:, :4], v[:, 4])
         own, mixed = plain.observe(u, r), gated.observe(u, r)
@@ -209,6 +222,7 @@ def test_a_checkpoint_written_before_the_observation_head_loads_as_the_same_mode
         r = gated.encode(x, v[:, :4], v[:, 4])
         assert torch.equal(rebuilt.observe(u, r), gated.observe(u, r))
     torch.save(dict(model=old_weights, config=old_config | dict(frustum_conv=True)), tmp_path / "frustum.pt")
-    with pytest.raises(checkpoint.CheckpointError, match="--frustum_conv, an option measured and removed") as e:
+    with pytest.raises(checkpoint.CheckpointError,
+                       match="--frustum_conv, an option measured and removed") as e:
         checkpoint.load(str(tmp_path / "frustum.pt"))
     assert "git checkout 49db708" in str(e.value) and "\n" not in str(e.value)

@@ -56,7 +56,8 @@ def test_context_sampler_draws_distinct_views_and_m_in_range():
         seen_m.add(m)
         for scene, views in batch:
             assert len(views) == m + 1                                   # same M for the whole batch
-            assert len(set(views)) == m + 1                              # the query (last) is not a context view
+            # the query (last) is not a context view
+            assert len(set(views)) == m + 1
             assert all(0 <= v < 10 for v in views) and 0 <= scene < 50
     assert seen_m == {1, 2, 3, 4, 5}
 
@@ -107,7 +108,8 @@ def test_fixed_context_sampler_is_finite_and_repeatable():
 
 
 def test_context_count_for_dataset():
-    assert [gd.context_count_for_dataset(n) for n in ("Shepard-Metzler", "room", "JACO", "Labyrinth")] == [15, 5, 7, 20]
+    names = ("Shepard-Metzler", "room", "JACO", "Labyrinth")
+    assert [gd.context_count_for_dataset(n) for n in names] == [15, 5, 7, 20]
     with pytest.raises(DatasetError, match="Shepard-Metzler, Room, Jaco, Labyrinth"):
         gd.context_count_for_dataset("mazes")
 

@@ -29,8 +29,10 @@ def image_data_start(data):
 
 @pytest.mark.parametrize("size", [64, 84, 128])
 def test_jpeg_info_reads_size_and_components_of_good_frames(size):
-    frames = {"baseline": encode(noise(size), quality=90), "progressive": encode(noise(size), progressive=True),
-              "optimized tables": encode(noise(size), optimize=True), "4:4:4": encode(noise(size), subsampling=0),
+    frames = {"baseline": encode(noise(size), quality=90),
+              "progressive": encode(noise(size), progressive=True),
+              "optimized tables": encode(noise(size), optimize=True),
+              "4:4:4": encode(noise(size), subsampling=0),
               "with exif": encode(noise(size), exif=Image.Exif()), "grey": encode(noise(size, "L")),
               "cmyk": encode(noise(size, "CMYK")), "zero padded": encode(noise(size)) + bytes(6)}
     components = {"grey": 1, "cmyk": 4}
@@ -47,11 +49,13 @@ def test_jpeg_info_reads_size_and_components_of_good_frames(size):
 def test_jpeg_info_refuses_every_truncation():
     for data in (encode(noise(64)), encode(noise(84), progressive=True)):
         jpeg_info(data)                                               # its headers are kept from here on
-        for cut in range(len(data)):                                     # in the headers and in the image data
+        # in the headers and in the image data
+        for cut in range(len(data)):
             with pytest.raises(DatasetError) as error:
                 jpeg_info(data[:cut], "scene 3 view 2")
             message = str(error.value)
-            assert message.startswith("scene 3 view 2 is not a well-formed JPEG: ") and "\n" not in message, message
+            assert message.startswith("scene 3 view 2 is not a well-formed JPEG: "), message
+            assert "\n" not in message, message
         with pytest.raises(DatasetError, match="does not end with the end-of-image marker FFD9"):
             jpeg_info(data[:len(data) // 2] + bytes(100))             # cut, then zero padded
 
@@ -67,7 +71,8 @@ def test_jpeg_info_refuses_missing_soi_or_eoi_and_other_formats():
              "empty": (b"", "does not start with the start-of-image marker"),
              "text": (b"hello, this is not an image", "does not start with the start-of-image marker"),
              "EOI in headers": (data[:2] + b"\xff\xd9" + data[2:], "the end-of-image marker FFD9 at byte 2"),
-             "length past the end": (data[:4] + b"\xff\xf0" + data[6:], "FFE0 segment at byte 2 has the length 65520"),
+             "length past the end": (data[:4] + b"\xff\xf0" + data[6:],
+                                     "FFE0 segment at byte 2 has the length 65520"),
              "garbage between segments": (data[:20] + b"\x00" + data[20:], "byte 20 should start a marker"),
              "lossless JPEG": (data.replace(b"\xff\xc0", b"\xff\xc3", 1), "the JPEG process FFC3"),
              "no frame header": (data.replace(b"\xff\xc0", b"\xff\xe5", 1), "comes before any frame header")}

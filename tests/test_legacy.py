@@ -55,7 +55,8 @@ def test_torch_gqn_folders_load_like_shards(tmp_path, torch_gqn_main, suffix):
 @pytest.mark.parametrize("zip_format", [False, True])
 def test_torch_gqn_files_with_tensor_cameras_load(tmp_path, torch_gqn_main, zip_format):
     frames, cameras = make_scenes(1)[0]
-    save_like_torch_gqn(tmp_path / "0.pt", frames, torch.from_numpy(cameras[None]), gz=False, zip_format=zip_format)
+    save_like_torch_gqn(tmp_path / "0.pt", frames, torch.from_numpy(cameras[None]), gz=False,
+                        zip_format=zip_format)
     loaded_frames, loaded_cameras = load_legacy_scene(tmp_path / "0.pt")
     assert loaded_frames == frames
     np.testing.assert_array_equal(loaded_cameras, cameras)
@@ -76,7 +77,10 @@ def test_crafted_pickle_is_refused_without_running(tmp_path, writer):
     folder.mkdir()
     payload = RunsCode(f"touch {marker}")
     with open(folder / "0.pt", "wb") as f:
-        pickle.dump(payload, f) if writer == "pickle" else torch.save(payload, f, _use_new_zipfile_serialization=False)
+        if writer == "pickle":
+            pickle.dump(payload, f)
+        else:
+            torch.save(payload, f, _use_new_zipfile_serialization=False)
     with pytest.raises(DatasetError) as error:
         gd.GQNDataset(folder)[0]
     assert "refused" in one_sentence(error, folder / "0.pt")

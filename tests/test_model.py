@@ -8,7 +8,8 @@ import torch
 from dataset import shepard_metzler as sm
 from dataset.viewpoints import SWAP_SIN_COS, raw_to_viewpoint
 from model import GQN
-from torch_gqn import convert_viewpoint_order, from_torch_gqn_state_dict, load_torch_gqn_state_dict, to_torch_gqn_state_dict
+from torch_gqn import (convert_viewpoint_order, from_torch_gqn_state_dict, load_torch_gqn_state_dict,
+                       to_torch_gqn_state_dict)
 from reference.plain_gqn import PlainGQN
 
 TINY = dict(L=2, r_dim=16, h_dim=8, z_dim=2)
@@ -260,8 +261,8 @@ def test_train_py_compile_runs_the_model_with_inductors_cpu_code_forward_and_bac
     import sys
     from conftest import ROOT
     env = dict(os.environ, PYTHONPATH=ROOT, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
-    result = subprocess.run([sys.executable, "-c", COMPILED_STEP], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=540)
+    result = subprocess.run([sys.executable, "-c", COMPILED_STEP], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=540)
     assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-2000:]}"
     elbo_error, grad_error = map(float, result.stdout.split())
     assert elbo_error < 1e-5 and grad_error < 1e-3, (elbo_error, grad_error)

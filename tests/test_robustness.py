@@ -134,7 +134,8 @@ def test_a_signal_to_the_whole_process_group_saves_too(tiny_data, tmp_path, sig)
     assert checkpoint.load(checkpoint.latest(tmp_path / "group" / "checkpoints"))["step"] >= 2
 
 
-def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+        tiny_data, tmp_path, monkeypatch):
     real = train.GQN.forward
     calls = {"n": 0}
 
@@ -145,18 +146,21 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
 
     monkeypatch.setattr(train.GQN, "forward", poisoned)
     with pytest.raises(train.TrainingError, match=r"step 3: the loss is nan.*last good checkpoint"):
-        train.train(train.parse_args(argv(tiny_data, tmp_path, "nan", "--gradient_steps", "5", "--save_interval", "1")))
+        train.train(train.parse_args(argv(tiny_data, tmp_path, "nan", "--gradient_steps", "5",
+                                          "--save_interval", "1")))
     assert os.path.basename(checkpoint.latest(tmp_path / "nan" / "checkpoints")) == "ckpt-00000002.pt"
 
     calls["n"] = 0
-    steps = train.train(train.parse_args(argv(tiny_data, tmp_path, "skip", "--gradient_steps", "5", "--skip_nonfinite")))
+    steps = train.train(train.parse_args(argv(tiny_data, tmp_path, "skip", "--gradient_steps", "5",
+                                              "--skip_nonfinite")))
     assert steps == 5
     state = checkpoint.load(checkpoint.latest(tmp_path / "skip" / "checkpoints"))
     assert all(torch.isfinite(t).all() for t in state["model"].values())
     assert sorted(losses(tmp_path / "skip")) == [1, 2, 4, 5]  # step 3 skipped, not trained on
 
 
-def test_a_finite_loss_with_a_nan_gradient_is_caught_before_it_reaches_the_weights(tiny_data, tmp_path, monkeypatch):
+def test_a_finite_loss_with_a_nan_gradient_is_caught_before_it_reaches_the_weights(
+        tiny_data, tmp_path, monkeypatch):
     """Only the loss was checked: a step whose loss is finite but whose gradient is not made every weight NaN,
     every later step was skipped (nothing saved or tested), and the last checkpoint was NaN."""
     real = train.GQN.forward
@@ -171,7 +175,8 @@ def test_a_finite_loss_with_a_nan_gradient_is_caught_before_it_reaches_the_weigh
 
     monkeypatch.setattr(train.GQN, "forward", poisoned)
     with pytest.raises(train.TrainingError, match=r"step 3: the loss is finite .* but its gradient is not"):
-        train.train(train.parse_args(argv(tiny_data, tmp_path, "nan", "--gradient_steps", "5", "--save_interval", "1")))
+        train.train(train.parse_args(argv(tiny_data, tmp_path, "nan", "--gradient_steps", "5",
+                                          "--save_interval", "1")))
     calls["n"] = 0
     assert train.train(train.parse_args(argv(tiny_data, tmp_path, "skip", "--gradient_steps", "5",
                                              "--skip_nonfinite", "--save_interval", "3"))) == 5
@@ -181,7 +186,8 @@ def test_a_finite_loss_with_a_nan_gradient_is_caught_before_it_reaches_the_weigh
     assert sorted(losses(tmp_path / "skip")) == [1, 2, 4, 5]
 
 
-def test_a_full_disk_while_saving_is_one_sentence_and_leaves_no_partial_file(tiny_data, tmp_path, monkeypatch):
+def test_a_full_disk_while_saving_is_one_sentence_and_leaves_no_partial_file(
+        tiny_data, tmp_path, monkeypatch):
     import errno
     real = checkpoint.torch.save
     calls = {"n": 0}
@@ -222,7 +228,8 @@ def test_a_bad_scene_stops_the_run_in_one_sentence_or_is_skipped_and_counted(tmp
     train_dir = write_random_split(tmp_path / "train", scenes=4, views=6, seed=3)
     test_dir = write_random_split(tmp_path / "test", scenes=4, views=6, seed=4)
     shard = corrupt_one_frame(train_dir, scene=1, view=0)
-    data = ["--train_data_dir", train_dir, "--test_data_dir", test_dir, "--root_log_dir", str(tmp_path / "runs")]
+    data = ["--train_data_dir", train_dir, "--test_data_dir", test_dir, "--root_log_dir",
+            str(tmp_path / "runs")]
     tiny = [a for a in TINY]
     with pytest.raises(SystemExit) as e:
         train.main([*data, "--log_dir", "stop", *tiny, "--gradient_steps", "30", "--dataset", "Room"])
@@ -244,7 +251,8 @@ def test_zeroed_bytes_in_a_shards_image_data_stop_the_run_or_are_skipped_and_cou
     with open(shard, "r+b") as f:
         f.seek(middle)
         f.write(bytes(3072))
-    data = ["--train_data_dir", train_dir, "--test_data_dir", test_dir, "--root_log_dir", str(tmp_path / "runs")]
+    data = ["--train_data_dir", train_dir, "--test_data_dir", test_dir, "--root_log_dir",
+            str(tmp_path / "runs")]
     with pytest.raises(SystemExit) as e:
         train.main([*data, "--log_dir", "stop", *TINY, "--gradient_steps", "30", "--dataset", "Room"])
     message = str(e.value.code)
@@ -254,7 +262,8 @@ def test_zeroed_bytes_in_a_shards_image_data_stop_the_run_or_are_skipped_and_cou
     steps = train.train(train.parse_args([*data, "--log_dir", "skip", *TINY, "--gradient_steps", "30",
                                           "--dataset", "Room", "--skip_bad_scenes", "--workers", "1"]))
     assert steps == 30
-    left_out = [line for line in capsys.readouterr().out.splitlines() if "scenes that failed their checks" in line]
+    printed = capsys.readouterr().out.splitlines()
+    left_out = [line for line in printed if "scenes that failed their checks" in line]
     assert left_out and int(left_out[-1].split()[2]) > 0
 
 

@@ -59,7 +59,8 @@ def test_ring_cameras_face_the_centre_with_the_real_conventions_yaw_and_pitch():
     towards_centre /= np.linalg.norm(towards_centre, axis=1, keepdims=True)
     np.testing.assert_allclose(forward_from_yaw_pitch(cams[:, 3], cams[:, 4]), towards_centre, atol=1e-12)
     np.testing.assert_allclose(cams[:, 3], np.mod(np.pi - azimuths, 2 * np.pi), atol=1e-12)
-    np.testing.assert_allclose(cams[:, 4], math.atan2(rooms.TARGET_HEIGHT - rooms.CAMERA_HEIGHT, rooms.RING_RADIUS))
+    np.testing.assert_allclose(cams[:, 4],
+                               math.atan2(rooms.TARGET_HEIGHT - rooms.CAMERA_HEIGHT, rooms.RING_RADIUS))
     assert np.all((cams[:, 3] >= 0) & (cams[:, 3] < 2 * np.pi))
     cols, rows, depth = rooms.project([[0, 0, rooms.TARGET_HEIGHT]], cams)
     np.testing.assert_allclose(cols, 32, atol=1e-9)
@@ -98,7 +99,8 @@ def test_labels_agree_with_the_pixels():
         for v in range(len(images)):
             sky = interior(labels[v] == SKY)
             assert sky.any()
-            np.testing.assert_allclose(x[v][sky], np.broadcast_to(rooms.SKY_COLOUR, x[v][sky].shape), atol=1 / 255)
+            np.testing.assert_allclose(x[v][sky], np.broadcast_to(rooms.SKY_COLOUR, x[v][sky].shape),
+                                       atol=1 / 255)
             for k, obj in enumerate(room.objects):
                 region = interior(labels[v] == FIRST_OBJECT + k)
                 if region.sum() < 12:
@@ -108,7 +110,8 @@ def test_labels_agree_with_the_pixels():
             walls = interior(labels[v] == WALL)
             wall_hue = hue(np.mean(rooms.WALL_TEXTURES[room.wall], axis=0))
             assert hue_distance(hue(x[v][walls].mean(0)), wall_hue) < 0.05
-        assert set(np.unique(labels)) <= {SKY, WALL, FLOOR} | {FIRST_OBJECT + k for k in range(len(room.objects))}
+        objects = {FIRST_OBJECT + k for k in range(len(room.objects))}
+        assert set(np.unique(labels)) <= {SKY, WALL, FLOOR} | objects
         assert (labels == FLOOR).any() and (labels == WALL).any()
 
 
@@ -116,7 +119,8 @@ def test_every_shape_renders_in_view_and_sits_on_the_floor():
     for shape in rooms.SHAPES:
         room = empty_room([0.4, 2.0, 4.0])
         rng = np.random.default_rng(1)
-        obj = rooms.RoomObject(shape, 0.3, -0.2, 0.7, 0.45, [1.0, 0.2, 0.2], rooms._shape_dims(shape, 0.45, rng))
+        obj = rooms.RoomObject(shape, 0.3, -0.2, 0.7, 0.45, [1.0, 0.2, 0.2],
+                               rooms._shape_dims(shape, 0.45, rng))
         room.objects = [obj]
         _, labels = rooms.render_room(room)
         for v in range(3):
@@ -138,7 +142,8 @@ def test_rooms_statistics_of_a_known_frame():
     assert stats["band_floor"] == pytest.approx(0.03)
     assert stats["saturated"] == pytest.approx((22 + 21) / 64)
     assert stats["black"] == pytest.approx(21 / 64)
-    assert rooms.rooms_statistics((frame * 255 + 0.5).astype(np.uint8)[None])["band_wall"] == pytest.approx(0.3, abs=0.01)
+    as_uint8 = (frame * 255 + 0.5).astype(np.uint8)[None]
+    assert rooms.rooms_statistics(as_uint8)["band_wall"] == pytest.approx(0.3, abs=0.01)
     with pytest.raises(ValueError, match="frames"):
         rooms.rooms_statistics(np.zeros((3, 64, 64)))
 
@@ -171,8 +176,8 @@ def test_cli_writes_shards_labels_and_tfrecords(tmp_path):
     from dataset import tfrecord as tfr
     from gqn_dataset import GQNDataset, open_labels
     out = tmp_path / "rooms"
-    rooms.main(["--out", str(out), "--train_scenes", "3", "--test_scenes", "5", "--seed", "2", "--workers", "1",
-                "--scenes_per_shard", "2", "--tfrecord", "--files_per_split", "2", "--no_progress"])
+    rooms.main(["--out", str(out), "--train_scenes", "3", "--test_scenes", "5", "--seed", "2", "--workers",
+                "1", "--scenes_per_shard", "2", "--tfrecord", "--files_per_split", "2", "--no_progress"])
     assert len(GQNDataset(str(out / "train"))) == 3 and len(GQNDataset(str(out / "test"))) == 5
     assert open_labels(out / "train") is None                  # labels for the test split only
     labels = open_labels(out / "test")
@@ -239,14 +244,16 @@ def test_ensure_builtin_rooms_renders_once(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- real data still reads
 
 def test_rooms_ring_camera_tfrecords_convert_and_train_one_step(tmp_path):
-    """rooms_ring_camera-shaped TFRecords (10 views, 64x64) -> dataset/convert2torch.py -> one training step."""
+    """rooms_ring_camera-shaped TFRecords (10 views, 64x64) -> dataset/convert2torch.py -> one training
+    step."""
     require_tensorflow()                         # convert2torch.py reads TFRecords with TensorFlow
     out = tmp_path / "rooms"
-    rooms.main(["--out", str(out), "--train_scenes", "4", "--test_scenes", "4", "--workers", "1", "--tfrecord",
-                "--files_per_split", "2", "--no_progress"])
+    rooms.main(["--out", str(out), "--train_scenes", "4", "--test_scenes", "4", "--workers", "1",
+                "--tfrecord", "--files_per_split", "2", "--no_progress"])
     converted = tmp_path / "converted"
-    subprocess.run([sys.executable, "dataset/convert2torch.py", "rooms_ring_camera", "--root", str(out / "tfrecord"),
-                    "--out", str(converted), "--workers", "1", "--no_progress"], cwd=ROOT, check=True,
+    subprocess.run([sys.executable, "dataset/convert2torch.py", "rooms_ring_camera", "--root",
+                    str(out / "tfrecord"), "--out", str(converted), "--workers", "1",
+                    "--no_progress"], cwd=ROOT, check=True,
                    capture_output=True, timeout=600)
     from gqn_dataset import GQNDataset
     images, viewpoints = GQNDataset(str(converted / "test"))[0]
@@ -254,8 +261,9 @@ def test_rooms_ring_camera_tfrecords_convert_and_train_one_step(tmp_path):
     result = subprocess.run([sys.executable, "train.py", "--dataset", "Room", "--train_data_dir",
                              str(converted / "train"), "--test_data_dir", str(converted / "test"),
                              "--gradient_steps", "1", "--batch_size", "2", "--layers", "1", "--h_dim", "8",
-                             "--r_dim", "16", "--representation", "tower", "--root_log_dir", str(tmp_path / "runs"),
-                             "--log_dir", "rooms", "--seed", "0", "--workers", "0", "--eval_scenes", "2"],
+                             "--r_dim", "16", "--representation", "tower", "--root_log_dir",
+                             str(tmp_path / "runs"), "--log_dir", "rooms", "--seed", "0", "--workers", "0",
+                             "--eval_scenes", "2"],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert list((tmp_path / "runs" / "rooms").rglob("*.pt")), "no checkpoint written"

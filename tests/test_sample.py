@@ -27,8 +27,8 @@ def gif_frames(path):
         return [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)]
 
 
-def test_writes_a_grid_of_the_promised_layout_and_an_orbit_of_frames_frames(tiny_checkpoint, tiny_data, tmp_path,
-                                                                           capsys):
+def test_writes_a_grid_of_the_promised_layout_and_an_orbit_of_frames_frames(
+        tiny_checkpoint, tiny_data, tmp_path, capsys):
     grid, orbit = run(tiny_checkpoint, tiny_data[1], tmp_path, "--scenes", "0", "5", "7", "--context", "2",
                       "--samples", "3", "--frames", "5")
     printed = capsys.readouterr().out
@@ -39,7 +39,8 @@ def test_writes_a_grid_of_the_promised_layout_and_an_orbit_of_frames_frames(tiny
     with Image.open(orbit) as im:
         assert im.format == "GIF" and im.n_frames == 5 and im.size == ((2 + 1) * TILE + 2, 3 * TILE + 2)
     frames = gif_frames(orbit)
-    orbit_column = slice(2 * TILE + 2, 3 * TILE)                  # the orbit view, right of the 2 context views
+    # the orbit view, right of the 2 context views
+    orbit_column = slice(2 * TILE + 2, 3 * TILE)
     views = [f[:, orbit_column] for f in frames]
     assert all(not np.array_equal(views[i], views[j]) for i in range(5) for j in range(i))
     context = [f[:, :2 * TILE] for f in frames]                   # the context views stand still
@@ -47,11 +48,11 @@ def test_writes_a_grid_of_the_promised_layout_and_an_orbit_of_frames_frames(tiny
 
 
 def test_the_grid_shows_the_context_and_the_truth(tiny_checkpoint, tiny_data, tmp_path):
-    grid, _ = run(tiny_checkpoint, tiny_data[1], tmp_path, "--scenes", "4", "--context", "3", "--samples", "1",
-                  "--frames", "2", "--seed", "2")
-    # the views evaluate.py scores for (seed 2, scene 4), by the documented rule (gqn_dataset.FixedContextSampler):
-    # permutation of the 6 views from numpy's default_rng([seed, 2 (the evaluation stream), scene]), the
-    # first 3 the context, the 4th the query
+    grid, _ = run(tiny_checkpoint, tiny_data[1], tmp_path, "--scenes", "4", "--context", "3", "--samples",
+                  "1", "--frames", "2", "--seed", "2")
+    # the views evaluate.py scores for (seed 2, scene 4), by the documented rule
+    # (gqn_dataset.FixedContextSampler): permutation of the 6 views from numpy's default_rng([seed, 2 (the
+    # evaluation stream), scene]), the first 3 the context, the 4th the query
     order = np.random.default_rng([2, 2, 4]).permutation(6)
     context, query = [int(i) for i in order[:3]], int(order[3])
     frames, _ = sample.gqn_dataset.SceneViews(tiny_data[1])[(4, tuple(range(6)))]   # all 6 views, by index
@@ -77,7 +78,8 @@ def test_same_seed_same_bytes_and_another_seed_other_bytes(tiny_checkpoint, tiny
             assert first == fb.read() and first != fc.read()
 
 
-def test_a_second_run_keeps_the_first_runs_files_unless_told_to_overwrite(tiny_checkpoint, tiny_data, tmp_path):
+def test_a_second_run_keeps_the_first_runs_files_unless_told_to_overwrite(
+        tiny_checkpoint, tiny_data, tmp_path):
     """Another --scenes (or any other setting) wrote under the same name and replaced the earlier images,
     the README's own in assets/ among them."""
     flags = ["--frames", "2", "--samples", "1"]
@@ -95,7 +97,8 @@ def test_orbit_circles_in_the_datasets_camera_convention():
     position = v[:, :3]
     assert np.allclose(np.linalg.norm(position, axis=1), 3.0)
     assert np.allclose(position[:, 2], 3.0 * math.sin(math.radians(25)))      # pitch -25: 25 degrees above
-    raw = camera_from_position(position)                                      # the dataset's (x, y, z, yaw, pitch)
+    # the dataset's (x, y, z, yaw, pitch)
+    raw = camera_from_position(position)
     yaw, pitch = np.arctan2(v[:, 4], v[:, 3]) % (2 * np.pi), np.arctan2(v[:, 6], v[:, 5])
     assert np.allclose(np.cos(raw[:, 3] - yaw), 1) and np.allclose(raw[:, 4], pitch, atol=1e-6)
     assert np.allclose(yaw, 2 * np.pi * np.arange(8) / 8, atol=1e-6)          # once around, evenly
@@ -109,7 +112,8 @@ def test_the_orbit_of_ring_cameras_walks_the_ring_through_every_view():
     assert pitch == pytest.approx(ring[0, 4]) and distance == pytest.approx(rooms.RING_RADIUS)
     orbit = sample.orbit_viewpoints(10, pitch, distance, target).double().numpy()   # (10, 7)
     views = raw_to_viewpoint(ring)
-    for frame in orbit:                                                       # every orbit frame is a view's camera
+    # every orbit frame is a view's camera
+    for frame in orbit:
         assert np.abs(views - frame).max(axis=1).min() < 1e-5
 
 
@@ -131,7 +135,8 @@ def test_every_orbit_frame_uses_the_same_noise():
     same_camera = sample.orbit_viewpoints(1, -0.4, 3.0).expand(2, 3, 7)        # 3 frames, one camera
     frames = sample.render_orbit(model, x, v, same_camera, seed=0)
     assert torch.equal(frames[0], frames[1]) and torch.equal(frames[0], frames[2])
-    torch.manual_seed(sample.noise_seed(0, 1))                                 # the first sample column's noise
+    # the first sample column's noise
+    torch.manual_seed(sample.noise_seed(0, 1))
     assert torch.equal(frames[0], model.generate(x, v, same_camera[:, 0]))
 
 

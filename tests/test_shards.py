@@ -16,9 +16,11 @@ from scene_files import encode, make_scenes, noise, one_sentence, pil_decode
 def test_shard_round_trip_keeps_frames_and_cameras(tmp_path):
     scenes = make_scenes(7)
     assert write_split(tmp_path, scenes, scenes_per_shard=3) == 7
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-00000.gqn", "shard-00001.gqn", "shard-00002.gqn"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-00000.gqn", "shard-00001.gqn",
+                                                          "shard-00002.gqn"]
     header = read_shard_header(tmp_path / "shard-00002.gqn")
-    assert (header["scenes"], header["views"], header["image_size"], header["camera"]) == (1, 5, 64, "x y z yaw pitch")
+    assert (header["scenes"], header["views"], header["image_size"], header["camera"]) == \
+        (1, 5, 64, "x y z yaw pitch")
     folder = gd.open_split(tmp_path)
     assert len(folder) == 7
     for i in [6, 0, 4]:                                           # random access, last scene first
@@ -38,10 +40,12 @@ def test_write_shard_refuses_malformed_non_square_and_mixed_frames_naming_scene_
     scenes = make_scenes(3, views=4)
     frames, cameras = [list(f) for f, _ in scenes], np.stack([c for _, c in scenes])
     path = tmp_path / "shard-00000.gqn"
-    for bad, message in [(frames[2][1][:-30], "scene 2 view 1 is not a well-formed JPEG: it does not end with"),
+    for bad, message in [(frames[2][1][:-30],
+                          "scene 2 view 1 is not a well-formed JPEG: it does not end with"),
                          (b"GIF89a", "scene 2 view 1 is not a well-formed JPEG: it does not start with"),
                          ("text", "scene 2 view 1 is a str, not JPEG bytes"),
-                         (encode(Image.new("RGB", (96, 64))), "scene 2 view 1 is a 96x64 JPEG; frames must be square"),
+                         (encode(Image.new("RGB", (96, 64))),
+                          "scene 2 view 1 is a 96x64 JPEG; frames must be square"),
                          (encode(noise(48)), "scene 2 view 1 is a 48x48 JPEG; frames must be square JPEGs of "
                                              "at least 64"),
                          (encode(noise(84)), "its frames have several sizes [64, 84]")]:
@@ -49,7 +53,8 @@ def test_write_shard_refuses_malformed_non_square_and_mixed_frames_naming_scene_
             write_shard(path, frames[:2] + [frames[2][:1] + [bad] + frames[2][2:]], cameras)
         assert message in one_sentence(error, path)
         assert not list(tmp_path.iterdir())                               # nothing written
-    grey = encode(noise(64, "L"))                                         # grey frames are kept (loaded as RGB)
+    # grey frames are kept (loaded as RGB)
+    grey = encode(noise(64, "L"))
     write_shard(path, frames[:2] + [[bytearray(grey), memoryview(grey)] + frames[2][2:]], cameras)
     raw = gd.open_split(tmp_path).read(2)
     assert raw.jpegs[:2] == [grey, grey] and raw.jpegs[2:] == frames[2][2:]
@@ -128,7 +133,8 @@ def test_corrupt_jpeg_names_shard_scene_and_view(tmp_path):
     # ... as if written so (the checksum agrees): the decoder, not the checksum, finds it
     view = 1 * 5 + 2
     camera = np.asarray(scenes[1][1][2], "<f4").tobytes()
-    patch(shard, header["checksums_offset"] + 4 * view, np.array([view_checksum(camera, zeros)], "<u4").tobytes())
+    patch(shard, header["checksums_offset"] + 4 * view,
+          np.array([view_checksum(camera, zeros)], "<u4").tobytes())
     dataset = gd.GQNDataset(tmp_path)
     dataset[0]
     with pytest.raises(DatasetError) as error:

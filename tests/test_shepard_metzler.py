@@ -1,4 +1,5 @@
-"""Tests of the Shepard-Metzler renderer (dataset/shepard_metzler.py) and the TFRecord codec (dataset/tfrecord.py)."""
+"""Tests of the Shepard-Metzler renderer (dataset/shepard_metzler.py) and the TFRecord codec
+(dataset/tfrecord.py)."""
 import json
 import math
 import os
@@ -172,7 +173,8 @@ def test_frame_statistics_on_a_known_frame_and_both_dtypes_and_layouts():
     assert stats["object_max_channel_mean"] == pytest.approx(0.5)
     assert stats["span_px"] == 30.0
     as_uint8 = (np.stack([frame, empty]) * 255 + 0.5).astype(np.uint8)
-    for k, v in sm.frame_statistics(as_uint8[None]).items():   # uint8 is divided by 255; leading dims are frames
+    # uint8 is divided by 255; leading dims are frames
+    for k, v in sm.frame_statistics(as_uint8[None]).items():
         assert v == pytest.approx(stats[k], rel=0.01), k
     assert sm.frame_statistics(empty[None]) == dict(coverage=0.0, mean_pixel=0.0, object_max_channel_mean=0.0,
                                                     span_px=0.0)
@@ -220,8 +222,9 @@ def test_written_split_loads_with_gqn_dataset(tmp_path):
     v = viewpoints.numpy()
     np.testing.assert_allclose(v[:, :3], cameras[:, :3], atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(v[:, :3], axis=1), R, atol=1e-4)
-    np.testing.assert_allclose(v[:, 3:], np.stack([np.cos(cameras[:, 3]), np.sin(cameras[:, 3]),
-                                                   np.cos(cameras[:, 4]), np.sin(cameras[:, 4])], 1), atol=1e-5)
+    yaw, pitch = cameras[:, 3], cameras[:, 4]
+    expected = np.stack([np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)], 1)
+    np.testing.assert_allclose(v[:, 3:], expected, atol=1e-5)
 
 
 def test_cli_writes_both_formats_and_refuses_to_mix_runs(tmp_path):
@@ -231,7 +234,8 @@ def test_cli_writes_both_formats_and_refuses_to_mix_runs(tmp_path):
     sm.main(args)
     tf_dir = out / "tfrecord" / "shepard_metzler_7_parts"
     assert sorted(os.listdir(tf_dir / "train")) == ["1-of-2.tfrecord", "2-of-2.tfrecord"]
-    records = [r for name in ("1-of-2.tfrecord", "2-of-2.tfrecord") for r in tfr.iter_tfrecord(tf_dir / "train" / name)]
+    records = [r for name in ("1-of-2.tfrecord", "2-of-2.tfrecord")
+               for r in tfr.iter_tfrecord(tf_dir / "train" / name)]
     assert len(records) == 5
     expected = sm.render_scenes(4, "train", 0, 5, 7)
     for record, (frames, cameras) in zip(records, expected):

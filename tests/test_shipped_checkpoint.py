@@ -17,14 +17,17 @@ from conftest import ROOT
 
 HERE = os.path.join(ROOT, "tests")
 ASSETS = os.path.join(ROOT, "assets")
-# per checkpoint: its file, evaluate.py's numbers for it on the first 32 test scenes of its built-in data (seed 0,
-# 3 context views, batch 32) recorded when it shipped, and its configuration. The evaluation is deterministic on a
-# CPU, up to the rounding that another CPU's kernels (AVX-512 against AVX2) or thread count make in the model's sums.
+# per checkpoint: its file, evaluate.py's numbers for it on the first 32 test scenes of its built-in data
+# (seed 0, 3 context views, batch 32) recorded when it shipped, and its configuration. The evaluation is
+# deterministic on a CPU, up to the rounding that another CPU's kernels (AVX-512 against AVX2) or thread count
+# make in the model's sums.
 SHIPPED = {
-    "sm5": dict(path=os.path.join(ASSETS, "gqn-sm5.pt"), recorded=os.path.join(HERE, "shipped_checkpoint_eval.json"),
-                data_root="data", representation="geometric_fine", observation="render_gate"),
-    "rooms": dict(path=os.path.join(ASSETS, "gqn-rooms.pt"), recorded=os.path.join(HERE, "shipped_rooms_eval.json"),
-                  data_root="data/rooms20k", representation="tower", observation="eta_g"),
+    "sm5": dict(path=os.path.join(ASSETS, "gqn-sm5.pt"),
+                recorded=os.path.join(HERE, "shipped_checkpoint_eval.json"), data_root="data",
+                representation="geometric_fine", observation="render_gate"),
+    "rooms": dict(path=os.path.join(ASSETS, "gqn-rooms.pt"),
+                  recorded=os.path.join(HERE, "shipped_rooms_eval.json"), data_root="data/rooms20k",
+                  representation="tower", observation="eta_g"),
 }
 BASELINES = ("_black", "_mean_context", "_nearest_context")
 RECORDED_SCENES = 32
@@ -60,10 +63,12 @@ def test_the_shipped_checkpoint_is_small_safe_and_self_describing(kind):
     assert os.path.getsize(shipped["path"]) < 25 * 2 ** 20
     state = checkpoint.load(shipped["path"])             # torch.load(weights_only=True)
     assert "optimizer" not in state and state["args"]["data_root"] == shipped["data_root"]
-    assert not state["args"].get("train_data_dir")       # its test split is found (or rendered) from the flags
+    # its test split is found (or rendered) from the flags
+    assert not state["args"].get("train_data_dir")
     model = checkpoint.rebuild_model(state)
     assert model.config["representation"] == shipped["representation"]
-    assert model.config["observation"] == shipped["observation"] and model.config["L"] == state["args"]["layers"]
+    assert model.config["observation"] == shipped["observation"]
+    assert model.config["L"] == state["args"]["layers"]
 
 
 @pytest.mark.parametrize("kind", SHIPPED)
@@ -83,7 +88,8 @@ def test_the_shipped_checkpoint_renders_held_out_scenes(kind, test_scenes, tmp_p
             assert m[name] == pytest.approx(value, rel=2e-3, abs=1e-4), name
     # what those numbers say: from the context alone it renders the scene better than any 3D-blind guess
     if kind == "sm5":
-        assert m["mse_generation"] < 0.5 * m["mse_mean_context"] and m["iou_generation"] > m["iou_mean_context"] + 0.15
+        assert m["mse_generation"] < 0.5 * m["mse_mean_context"]
+        assert m["iou_generation"] > m["iou_mean_context"] + 0.15
     else:
         better = min(m["mse_mean_context"], m["mse_nearest_context"])
         assert m["mse_generation"] < better
@@ -107,8 +113,10 @@ def test_sample_renders_the_recorded_scenes_better_than_their_mean_context_and_a
                                "--scenes", *map(str, range(RECORDED_SCENES)), "--samples", "1",
                                "--frames", str(frames), "--out", str(tmp_path)])
     stem = os.path.splitext(os.path.basename(SHIPPED[kind]["path"]))[0]
-    assert (grid, orbit) == (str(tmp_path / f"{stem}-seed0-grid.png"), str(tmp_path / f"{stem}-seed0-orbit.gif"))
-    picture = decode(grid)                              # per scene: 3 context | truth | reconstruction | sample
+    assert (grid, orbit) == (str(tmp_path / f"{stem}-seed0-grid.png"),
+                             str(tmp_path / f"{stem}-seed0-orbit.gif"))
+    # per scene: 3 context | truth | reconstruction | sample
+    picture = decode(grid)
     assert picture.shape == (RECORDED_SCENES * TILE + 2, 6 * TILE + 2, 3)
 
     def tiles(column):
@@ -119,9 +127,11 @@ def test_sample_renders_the_recorded_scenes_better_than_their_mean_context_and_a
     assert mse(mean_context, truth) == pytest.approx(recorded(kind)["mse_mean_context"], rel=1e-4)
     assert better_than_mean_context(kind, mse(generation, truth), mse(mean_context, truth))
     with Image.open(orbit) as im:
-        assert im.n_frames == frames        # Pillow merges a frame into the one before where the two are equal
+        # Pillow merges a frame into the one before where the two are equal
+        assert im.n_frames == frames
         shown = [np.asarray(f.convert("RGB")).astype(np.int16) for f in ImageSequence.Iterator(im)]
-    views = [f[:, 3 * TILE + 2:4 * TILE] for f in shown]            # the orbit view, right of the context views
+    # the orbit view, right of the context views
+    views = [f[:, 3 * TILE + 2:4 * TILE] for f in shown]
     assert all(np.abs(views[i] - views[j]).mean() > 1 for i in range(frames) for j in range(i))
     assert all(np.array_equal(shown[0][:, :3 * TILE], f[:, :3 * TILE]) for f in shown)
 
@@ -135,7 +145,8 @@ def explorer_on(kind, test_scenes):
 
 
 def render(explorer, scene, context, camera):
-    """The explorer's image (a decoded PNG) of a scene from a camera (yaw, pitch, distance) given context views."""
+    """The explorer's image (a decoded PNG) of a scene from a camera (yaw, pitch, distance) given context
+    views."""
     status, kind, body, _ = explorer.handle("/api/render.png", {
         "scene": [str(scene)], "context": [",".join(map(str, context))], "yaw": [repr(camera["yaw"])],
         "pitch": [repr(camera["pitch"])], "distance": [repr(camera["distance"])]})
@@ -144,7 +155,8 @@ def render(explorer, scene, context, camera):
 
 
 @pytest.mark.parametrize("kind", SHIPPED)
-def test_the_explorer_renders_the_recorded_scenes_query_views_better_than_their_mean_context(kind, test_scenes):
+def test_the_explorer_renders_the_recorded_scenes_query_views_better_than_their_mean_context(
+        kind, test_scenes):
     """The page as it opens on each of the 32 recorded scenes (evaluate.py's context views, the camera at its
     query view): its images are nearer the true query views than the mean of the context views is."""
     explorer = explorer_on(kind, test_scenes)
@@ -163,7 +175,8 @@ def test_the_explorer_renders_the_recorded_scenes_query_views_better_than_their_
 def test_the_explorer_walks_the_rooms_checkpoints_ring(test_scenes):
     explorer = explorer_on("rooms", test_scenes)
     info = explorer.scene_info(0)
-    assert all(abs(c["pitch"]) < 1e-3 and abs(c["distance"] - 3.0) < 1e-3 for c in info["cameras"])   # the ring
+    # the ring
+    assert all(abs(c["pitch"]) < 1e-3 and abs(c["distance"] - 3.0) < 1e-3 for c in info["cameras"])
     first, second = info["cameras"][0], info["cameras"][1]
     between = dict(first, yaw=(first["yaw"] + second["yaw"]) / 2)
     images = [render(explorer, 0, info["context"], camera) for camera in (first, between, second)]

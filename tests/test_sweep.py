@@ -1,5 +1,6 @@
-"""experiments/sweep.py: the research log's table in experiments/README.md is the one the log prints, a finished
-run's row is recorded from its files, and a configuration whose option was removed names its commit."""
+"""experiments/sweep.py: the research log's table in experiments/README.md is the one the log prints, a
+finished run's row is recorded from its files, and a configuration whose option was removed names its
+commit."""
 
 import json
 import os
@@ -48,9 +49,11 @@ def test_record_adds_a_finished_runs_row_from_its_files(tmp_path):
     run = tmp_path / "fine_demo_b8_480_s240"
     run.mkdir()
     final = dict(scenes=200, mse_generation=0.006, mse_mean_context=0.012, iou_generation=0.77,
-                 colour_error_generation=0.13, kl=26.0, iou_reconstruction=0.79, colour_error_reconstruction=0.12)
+                 colour_error_generation=0.13, kl=26.0, iou_reconstruction=0.79,
+                 colour_error_reconstruction=0.12)
     (run / "final.json").write_text(json.dumps(final))
-    (run / "metrics.jsonl").write_text("".join(json.dumps(dict(step=s, seconds=s * 0.75)) + "\n" for s in range(1, 481)))
+    rows = (json.dumps(dict(step=s, seconds=s * 0.75)) + "\n" for s in range(1, 481))
+    (run / "metrics.jsonl").write_text("".join(rows))
     log = tmp_path / "results.jsonl"
     log.write_text("")
     sweep.record("fine_demo_b8_480_s240", str(tmp_path), str(log))

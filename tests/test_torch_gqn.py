@@ -1,5 +1,6 @@
-"""torch-gqn's own state dicts load: every key of its default model, with its shape (tests/torch_gqn_keys.json),
-goes into this project's GQN through torch_gqn.load_torch_gqn_state_dict, and back out under the same name.
+"""torch-gqn's own state dicts load: every key of its default model, with its shape
+(tests/torch_gqn_keys.json), goes into this project's GQN through torch_gqn.load_torch_gqn_state_dict, and
+back out under the same name.
 
 The fixture is read by hand from torch-gqn's code (iShohei220/torch-gqn, commit c0156c7):
 - model.py: GQN(representation="pool", L=12, shared_core=False) holds phi (Pool, Tower or Pyramid), the cores
@@ -40,10 +41,12 @@ with open(os.path.join(ROOT, "tests", "torch_gqn_keys.json")) as f:
 
 
 def test_the_fixture_is_torch_gqns_default_model():
-    count = {name: sum(torch.Size(shape).numel() for shape in shapes.values()) for name, shapes in TORCH_GQN.items()}
+    count = {name: sum(torch.Size(shape).numel() for shape in shapes.values()) for name,
+             shapes in TORCH_GQN.items()}
     assert count["pool"] == count["tower"] == 571_619_279
     assert sum(key.startswith("inference_core.11.core.forget.") for key in TORCH_GQN["pool"]) == 2   # L 12
-    assert TORCH_GQN["pool"]["inference_core.0.core.state.weight"] == (128, 3 + 7 + 256 + 128 + 128 + 128, 5, 5)
+    gate_inputs = 3 + 7 + 256 + 128 + 128 + 128      # x, v, r, h_g, u, and its own hidden state
+    assert TORCH_GQN["pool"]["inference_core.0.core.state.weight"] == (128, gate_inputs, 5, 5)
 
 
 @pytest.mark.parametrize("viewpoint_order", ["torch-gqn", "deepmind"])

@@ -33,7 +33,8 @@ def test_shared_core_false_means_false_and_flag_alone_means_true():
 
 def test_defaults_are_the_papers_and_presets_yield_to_given_flags():
     args = train.parse_args([])
-    assert (args.batch_size, args.layers, args.gradient_steps, args.representation) == (36, 12, 2_000_000, "pool")
+    assert (args.batch_size, args.layers, args.gradient_steps, args.representation) == \
+        (36, 12, 2_000_000, "pool")
     assert (args.mu_i, args.mu_f, args.sigma_i, args.sigma_f) == (5e-4, 5e-5, 2.0, 0.7)
     demo = train.parse_args(["--preset", "demo", "--layers", "3"])
     assert demo.layers == 3 and demo.h_dim == train.PRESETS["demo"]["h_dim"]
@@ -56,8 +57,9 @@ def test_three_steps_write_events_and_a_checkpoint_that_rebuilds_its_model(tiny_
     with open(events, "rb") as f:
         written = f.read()
     # TensorBoard's scalars of every step and the test metrics and image grids of every --log_interval steps
-    for tag in ("train/neg_elbo", "train/kl", "train/sigma", "train/lr", "test/neg_elbo", "test/mse_generation",
-                "test/iou_generation", "test/ground_truth", "test/generation", "test/reconstruction"):
+    for tag in ("train/neg_elbo", "train/kl", "train/sigma", "train/lr", "test/neg_elbo",
+                "test/mse_generation", "test/iou_generation", "test/ground_truth", "test/generation",
+                "test/reconstruction"):
         assert tag.encode() in written, tag
     path = checkpoint.latest(run_dir / "checkpoints")
     assert os.path.basename(path) == "ckpt-00000003.pt"
@@ -74,7 +76,8 @@ def test_three_steps_write_events_and_a_checkpoint_that_rebuilds_its_model(tiny_
     tower = (conv(x, r, 2) + conv(r, r, 2) + conv(r, r // 2, 3) + conv(r // 2, r, 2)
              + conv(r + v, r, 3) + conv(r + v, r // 2, 3) + conv(r // 2, r, 3) + conv(r, r, 1))
     upsample = conv(v, v, 16, bias=False) + conv(r, r, 16, bias=False)          # v_q and r to the 16x16 grid
-    inference = upsample + conv(h + (x + v + r) + (h + h), 4 * h, 5) + conv(x, x, 4, False) + conv(h, h, 4, False)
+    inference = (upsample + conv(h + (x + v + r) + (h + h), 4 * h, 5) + conv(x, x, 4, False)
+                 + conv(h, h, 4, False))
     generation = upsample + conv(h + (v + r) + z, 4 * h, 5) + conv(h, h, 4, False)
     heads = conv(h, 2 * z, 5) + conv(h, 2 * z, 5) + conv(h, x, 1)              # prior, posterior, observation
     assert sum(p.numel() for p in model.parameters()) == tower + L * (inference + generation) + heads
@@ -101,8 +104,8 @@ def test_a_new_run_in_a_folder_with_an_earlier_runs_checkpoints_is_refused(tiny_
     later --resume picked up either run."""
     run(tiny_data, tmp_path, "a", "--gradient_steps", "3")
     before = sorted(os.listdir(tmp_path / "a" / "checkpoints"))
-    with pytest.raises(train.UsageError, match="holds the checkpoints of an earlier run .newest ckpt-00000003.pt.; "
-                                               "continue it with --resume"):
+    with pytest.raises(train.UsageError, match="holds the checkpoints of an earlier run "
+                                               ".newest ckpt-00000003.pt.; continue it with --resume"):
         run(tiny_data, tmp_path, "a", "--gradient_steps", "2")
     assert sorted(os.listdir(tmp_path / "a" / "checkpoints")) == before
 
@@ -131,8 +134,10 @@ def test_resume_alone_continues_the_run_with_its_own_flags(tiny_data, tmp_path):
              "--max_context", "2", "--upsample", "broadcast"]
     run(tiny_data, tmp_path, "whole", "--gradient_steps", "3", *flags)
     run(tiny_data, tmp_path, "split", "--gradient_steps", "3", "--save_interval", "1", *flags)
-    os.remove(checkpoint.latest(tmp_path / "split" / "checkpoints"))   # as if killed after step 2's checkpoint
-    argv = ["--root_log_dir", str(tmp_path), "--log_dir", "split", "--workers", "0", "--preset", "demo", "--resume"]
+    # as if killed after step 2's checkpoint
+    os.remove(checkpoint.latest(tmp_path / "split" / "checkpoints"))
+    argv = ["--root_log_dir", str(tmp_path), "--log_dir", "split", "--workers", "0", "--preset", "demo",
+            "--resume"]
     args = train.parse_args(argv)
     given = dict(vars(args))
     assert train.train(args) == 3     # the run's own --gradient_steps, not the demo's 300
@@ -144,7 +149,8 @@ def test_resume_alone_continues_the_run_with_its_own_flags(tiny_data, tmp_path):
     whole = checkpoint.load(checkpoint.latest(tmp_path / "whole" / "checkpoints"))
     resumed = checkpoint.load(checkpoint.latest(tmp_path / "split" / "checkpoints"))
     assert resumed["beta_schedule"] == whole["beta_schedule"]
-    logged = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    logged = [json.loads(line)["step"] for line in lines]
     assert logged == [1, 2, 3]                 # step 3, redone after the resume, logged once
     for k in whole["model"]:
         assert torch.allclose(whole["model"][k], resumed["model"][k], atol=1e-6), k
@@ -167,11 +173,14 @@ def test_a_resumed_runs_seconds_go_on_from_where_it_stopped(tiny_data, tmp_path)
 
 
 def test_a_schedule_flag_given_on_resume_changes_the_rest_of_that_schedule(tiny_data, tmp_path):
-    run(tiny_data, tmp_path, "a", "--gradient_steps", "2", "--mu_i", "1e-3", "--mu_f", "1e-4", "--mu_n", "100")
+    run(tiny_data, tmp_path, "a", "--gradient_steps", "2", "--mu_i", "1e-3", "--mu_f", "1e-4", "--mu_n",
+        "100")
     run(tiny_data, tmp_path, "a", "--gradient_steps", "3", "--resume", "--mu_f", "1e-5", "--mu_n", "3")
     state = checkpoint.load(checkpoint.latest(tmp_path / "a" / "checkpoints"))
-    assert (state["lr_schedule"]["mu_i"], state["lr_schedule"]["mu_f"], state["lr_schedule"]["n"]) == (1e-3, 1e-5, 3)
-    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-5)   # the new schedule's end, at step 3
+    lr = state["lr_schedule"]
+    assert (lr["mu_i"], lr["mu_f"], lr["n"]) == (1e-3, 1e-5, 3)
+    # the new schedule's end, at step 3
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-5)
     saved = json.loads((tmp_path / "a" / "args.json").read_text())
     assert (saved["mu_i"], saved["mu_f"], saved["mu_n"]) == (1e-3, 1e-5, 3)
 
@@ -183,14 +192,16 @@ def test_resume_with_another_seed_is_one_sentence(tiny_data, tmp_path):
     assert "\n" not in str(e.value)
 
 
-def test_resume_from_a_file_goes_on_in_that_files_run_and_never_over_a_later_checkpoint(tiny_data, tmp_path, monkeypatch):
+def test_resume_from_a_file_goes_on_in_that_files_run_and_never_over_a_later_checkpoint(
+        tiny_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)                                     # where the default runs/GQN would be
     run(tiny_data, tmp_path, "A", "--gradient_steps", "3", "--save_interval", "1")
     ckpts = tmp_path / "A" / "checkpoints"
     two, three = checkpoint.checkpoints(ckpts)[1:3]
     before = open(three, "rb").read()
     # an older checkpoint of a run with later ones: continuing it there would overwrite them; refused
-    with pytest.raises(train.UsageError, match="already holds a later checkpoint .ckpt-00000003.pt. than step 2"):
+    with pytest.raises(train.UsageError,
+                       match="already holds a later checkpoint .ckpt-00000003.pt. than step 2"):
         run(tiny_data, tmp_path, "A", "--gradient_steps", "4", "--resume", two)
     assert open(three, "rb").read() == before
     # the newest, named as a file with no log folder: the run goes on in its own folder, not in runs/GQN
@@ -214,7 +225,8 @@ def test_resume_without_a_checkpoint_says_so(tiny_data, tmp_path):
 def test_resuming_an_exported_checkpoint_is_one_sentence(tiny_data, tmp_path):
     """An exported checkpoint (assets/, checkpoint.py) has no optimizer state: it cannot continue a run."""
     run(tiny_data, tmp_path, "a", "--gradient_steps", "1")
-    exported = checkpoint.export(checkpoint.latest(tmp_path / "a" / "checkpoints"), str(tmp_path / "shared.pt"))
+    exported = checkpoint.export(checkpoint.latest(tmp_path / "a" / "checkpoints"),
+                                 str(tmp_path / "shared.pt"))
     with pytest.raises(train.UsageError, match="is an exported checkpoint") as e:
         run(tiny_data, tmp_path, "b", "--gradient_steps", "2", "--resume", exported)
     assert "\n" not in str(e.value) and "checkpoints/ folder" in str(e.value)
@@ -246,8 +258,10 @@ def test_min_and_max_context_bound_the_context_views_of_every_batch(tiny_data):
 
 @pytest.mark.parametrize("flags, says", [
     (["--representation", "geometric", "--r_dim", "16"], "the geometric representation needs r_dim > 16"),
-    (["--representation", "geometric_fine", "--r_dim", "64"], "the geometric representation needs r_dim > 64"),
-    (["--representation", "tower", "--observation", "render_gate"], "render_gate observation needs a representation that renders"),
+    (["--representation", "geometric_fine", "--r_dim", "64"],
+     "the geometric representation needs r_dim > 64"),
+    (["--representation", "tower", "--observation", "render_gate"],
+     "render_gate observation needs a representation that renders"),
 ])
 def test_model_flags_that_make_no_model_are_a_usage_error(tiny_data, tmp_path, flags, says):
     with pytest.raises(train.UsageError, match=says) as e:
@@ -271,7 +285,8 @@ def test_kl_weight_changes_the_update_not_the_logged_elbo(tiny_data):
         model = GQN(representation="pyramid", L=2, h_dim=8, r_dim=16, upsample="broadcast")
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
         torch.manual_seed(1)
-        loss, kl, nll = train.train_step(model, optimizer, frames, viewpoints, 1.0, torch.device("cpu"), beta=beta)
+        loss, kl, nll = train.train_step(model, optimizer, frames, viewpoints, 1.0, torch.device("cpu"),
+                                         beta=beta)
         assert loss == pytest.approx(kl + nll, rel=1e-6) and kl > 0
         results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert not torch.allclose(results[0], results[1])
@@ -283,12 +298,14 @@ def test_test_metrics_reach_their_own_log(tiny_data, tmp_path):
     with open(tmp_path / "t" / "test_metrics.jsonl") as f:
         rows = [json.loads(line) for line in f]
     assert [r["step"] for r in rows] == [2, 4]
-    for key in ("iou_generation", "colour_error_generation", "nll_above_floor_generation", "mse_mean_context"):
+    for key in ("iou_generation", "colour_error_generation", "nll_above_floor_generation",
+                "mse_mean_context"):
         assert all(0 <= r[key] < float("inf") for r in rows)
 
 
 @pytest.mark.parametrize("env, argv, expected", [
-    ({}, ["--device_ids", "0", "3"], "--device_ids 0 3 names a GPU it does not have; pass ids between 0 and 1"),
+    ({}, ["--device_ids", "0", "3"],
+     "--device_ids 0 3 names a GPU it does not have; pass ids between 0 and 1"),
     ({"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "2"}, [], "process 2 of this machine needs GPU 2"),
 ])
 def test_a_gpu_the_machine_lacks_is_one_sentence(env, argv, expected, tmp_path, monkeypatch):
@@ -338,7 +355,8 @@ def test_train_data_without_test_data_is_one_sentence_not_a_test_on_training_sce
     assert not (tmp_path / "runs").exists()
 
 
-def test_init_from_starts_a_new_run_from_a_checkpoints_weights_and_a_flags_new_part_at_its_init(tiny_data, tmp_path):
+def test_init_from_starts_a_new_run_from_a_checkpoints_weights_and_a_flags_new_part_at_its_init(
+        tiny_data, tmp_path):
     """--init_from: a new run (step 0, its own schedules) that starts from another run's weights, here with
     the render gate added (its gate at its initial values); weights of another model are refused in one
     sentence, and so is --init_from with --resume."""
@@ -346,15 +364,16 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights_and_a_flags_new_p
     run(tiny_data, tmp_path, "a", "--gradient_steps", "2", *geometric)
     source = checkpoint.load(checkpoint.latest(tmp_path / "a" / "checkpoints"))
     tiny_lr = ["--mu_i", "1e-12", "--mu_f", "1e-12"]                  # one step that moves no weight visibly
-    assert run(tiny_data, tmp_path, "b", "--gradient_steps", "1", *geometric, *tiny_lr, "--observation", "render_gate",
-               "--init_from", checkpoint.latest(tmp_path / "a" / "checkpoints")) == 1
+    assert run(tiny_data, tmp_path, "b", "--gradient_steps", "1", *geometric, *tiny_lr, "--observation",
+               "render_gate", "--init_from", checkpoint.latest(tmp_path / "a" / "checkpoints")) == 1
     started = checkpoint.load(checkpoint.latest(tmp_path / "b" / "checkpoints"))
     assert started["step"] == 1 and started["config"]["observation"] == "render_gate"
     assert all(torch.allclose(started["model"][k], w, atol=1e-8) for k, w in source["model"].items())
-    assert torch.allclose(started["model"]["eta_g.gate.2.bias"], torch.tensor([-3.0]))   # the new part as initialised
+    # the new part as initialised
+    assert torch.allclose(started["model"]["eta_g.gate.2.bias"], torch.tensor([-3.0]))
     with pytest.raises(checkpoint.CheckpointError, match="do not fit the model these flags make") as e:
-        run(tiny_data, tmp_path, "c", "--gradient_steps", "1", "--representation", "geometric", "--r_dim", "48",
-            "--init_from", checkpoint.latest(tmp_path / "a" / "checkpoints"))
+        run(tiny_data, tmp_path, "c", "--gradient_steps", "1", "--representation", "geometric", "--r_dim",
+            "48", "--init_from", checkpoint.latest(tmp_path / "a" / "checkpoints"))
     assert "\n" not in str(e.value)
     with pytest.raises(train.UsageError, match="give one of them"):
         run(tiny_data, tmp_path, "b", "--gradient_steps", "2", *geometric, "--resume",
@@ -372,7 +391,8 @@ def test_the_paper_presets_schedules_reach_the_step_as_train_py_wires_them(tiny_
     state["lr_schedule"]["last_epoch"] = t
     state["sigma_schedule"]["t"] = t
     state["beta_schedule"]["t"] = t
-    state["optimizer"]["param_groups"][0]["lr"] = 5e-5 + 4.5e-4 * (1 - t / 1.6e6)   # as a checkpoint at step t holds it
+    # as a checkpoint at step t holds it
+    state["optimizer"]["param_groups"][0]["lr"] = 5e-5 + 4.5e-4 * (1 - t / 1.6e6)
     later = tmp_path / "later" / "checkpoints"
     later.mkdir(parents=True)
     torch.save(state, later / checkpoint.NAME.format(t))
@@ -380,7 +400,8 @@ def test_the_paper_presets_schedules_reach_the_step_as_train_py_wires_them(tiny_
     with open(tmp_path / "later" / "metrics.jsonl") as f:
         rows = [json.loads(line) for line in f]
     assert [row["step"] for row in rows] == [t + 1, t + 2]
-    for row in rows:                                                   # the values after row["step"] - 1 steps
+    # the values after row["step"] - 1 steps
+    for row in rows:
         done = row["step"] - 1
         assert row["lr"] == pytest.approx(5e-5 + 4.5e-4 * (1 - done / 1.6e6), rel=1e-9)   # 4.71875e-4 at t
         assert row["sigma"] == pytest.approx(0.7 + 1.3 * (1 - done / 2e5), rel=1e-9)      # 1.35 at t
@@ -414,7 +435,8 @@ def test_bfloat16_trains_and_evaluates_in_bfloat16_close_to_float32(tiny_data, t
             run(tiny_data, tmp_path, dtype, "--gradient_steps", "2", "--dtype", dtype, "--sigma_i", "0.5",
                 "--sigma_f", "0.5")
             evaluate.main(["--checkpoint", checkpoint.latest(tmp_path / dtype / "checkpoints"), "--data_dir",
-                           tiny_data[1], "--dtype", dtype, "--out", str(tmp_path / f"{dtype}.json"), "--no_progress"])
+                           tiny_data[1], "--dtype", dtype, "--out", str(tmp_path / f"{dtype}.json"),
+                           "--no_progress"])
         dtypes[dtype] = seen
         with open(tmp_path / dtype / "metrics.jsonl") as f:
             rows = [json.loads(line) for line in f]
@@ -423,7 +445,8 @@ def test_bfloat16_trains_and_evaluates_in_bfloat16_close_to_float32(tiny_data, t
             m = json.load(f)
         evaluated[dtype] = m["neg_elbo"] - metrics.nll_floor(m["sigma"], (3, 64, 64))
     assert dtypes["float32"] == {True: {torch.float32}, False: {torch.float32}}
-    assert dtypes["bfloat16"] == {True: {torch.bfloat16}, False: {torch.bfloat16}}    # the step, tests, evaluate.py
+    # the step, tests, evaluate.py
+    assert dtypes["bfloat16"] == {True: {torch.bfloat16}, False: {torch.bfloat16}}
     assert min(above["float32"]) > 1000                      # the part of the loss that the model decides
     assert above["bfloat16"] == pytest.approx(above["float32"], rel=5e-3)
     assert above["bfloat16"][0] != above["float32"][0]       # the same weights, rounded otherwise
