@@ -18,7 +18,8 @@ import re
 
 import torch
 
-from runtime import UsageError, write_atomically
+from atomic_file import AtomicFile
+from runtime import UsageError
 
 
 class CheckpointError(Exception):
@@ -45,38 +46,19 @@ def ensure_writable(folder):
 def write(folder, step, keep=None, **state):
     """Write folder/ckpt-<step>.pt atomically; keep only the `keep` newest. Returns the path."""
     path = os.path.join(folder, NAME.format(step))
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            torch.save(dict(state, step=step), f)
-            f.flush()
-            os.fsync(f.fileno())
     try:
         os.makedirs(folder, exist_ok=True)
-        write_atomically(path, write)   # a full disk, a kill: no half-written file left to fill the disk further
+        with AtomicFile(path) as f:   # a full disk, a kill: no half-written file left to fill the disk
+            torch.save(dict(state, step=step), f)
     except OSError as e:
         newest = latest(folder) if os.path.isdir(folder) else None
         raise CheckpointError(f"cannot write the checkpoint {path} ({e.strerror or e}); free space or fix "
                               f"the folder, then resume from the last complete one"
                               + (f", {os.path.basename(newest)}" if newest else "")) from None
-    _fsync_dir(folder)
     if keep:
         for old in checkpoints(folder)[:-keep]:
             os.remove(old)
     return path
-
-
-def _fsync_dir(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def checkpoints(folder):
@@ -199,7 +181,8 @@ def export(src, dst, data_root="data"):
     if not args.get("train_data_dir"):
         args["data_root"] = data_root
     out = dict(keep, args=args, step=state.get("step"), exported_from=os.path.basename(src))
-    write_atomically(dst, lambda tmp: torch.save(out, tmp))
+    with AtomicFile(dst) as f:
+        torch.save(out, f)
     return dst
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from runtime import write_atomically
+from atomic_file import AtomicFile
 
 
 def make_grid(images, nrow, pad=2):
@@ -40,7 +40,8 @@ def to_uint8_image(chw):
 
 def save_png(chw, path):
     """Write a (3, H, W) image in [0, 1] as PNG, atomically (so a kill never leaves half a file)."""
-    write_atomically(path, lambda tmp: Image.fromarray(to_uint8_image(chw)).save(tmp, format="PNG"))
+    with AtomicFile(path) as f:
+        Image.fromarray(to_uint8_image(chw)).save(f, format="PNG")
 
 
 def save_gif(frames, path, ms_per_frame=80):
@@ -49,9 +50,10 @@ def save_gif(frames, path, ms_per_frame=80):
     Written atomically. Pillow drops a frame identical to the one
     before it (adding its time to that one), so a GIF holds fewer frames only where the views repeat."""
     pictures = [to_uint8_image(f) for f in frames]                            # (H, W, 3) uint8 each
-    every = max(1, len(pictures) // 12)                                       # the palette from up to ~12 frames
+    every = max(1, len(pictures) // 12)                                # the palette from up to ~12 frames
     palette = Image.fromarray(np.concatenate(pictures[::every], axis=0)).quantize(
         256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     indexed = [Image.fromarray(p).quantize(palette=palette, dither=Image.Dither.NONE) for p in pictures]
-    write_atomically(path, lambda tmp: indexed[0].save(tmp, format="GIF", save_all=True, append_images=indexed[1:],
-                                                       duration=ms_per_frame, loop=0))
+    with AtomicFile(path) as f:
+        indexed[0].save(f, format="GIF", save_all=True, append_images=indexed[1:], duration=ms_per_frame,
+                        loop=0)

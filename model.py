@@ -90,15 +90,15 @@ class GQN(nn.Module):
         # Fixed inputs' share of the gates computed once per unroll where that saves work: a shared
         # core reuses it L times, and a broadcast 1x1 r costs a (5x5)-map conv instead of a 16x16 one.
         self.precompute_fixed = self.shared_core or (upsample == "broadcast" and not self.phi.on_grid)
-        self.noise_rows = None  # see _noise
 
     @property
     def unused_parameters(self):
-        """Whether some parameters take no part in a training step, which DistributedDataParallel must be
-        told: the cores' learned upsampling of r, where the representation's r is already on their grid."""
+        """Whether some parameters take no part in a training step, which a data-parallel wrapper must be
+        told (find_unused_parameters): the cores' learned upsampling of r, where the representation's r is
+        already on their grid."""
         return self.config["upsample"] == "learned" and self.phi.on_grid
 
-    # -- Algorithm S2/S3, the pieces --------------------------------------------------------------
+    # -- Algorithms S2 (the ELBO) and S3 (generation), the pieces ------------------------------------
 
     def encode(self, x, v, v_q=None):
         """Scene representation r = sum_k psi(x_k, v_k): x (B, M, 3, H, W), v (B, M, 7) -> (B, r_dim, *, *).
@@ -114,9 +114,11 @@ class GQN(nn.Module):
             return self.inference_core, self.generation_core
         return self.inference_core[l], self.generation_core[l]
 
-    def unroll(self, r, v_q, x_q=None, temperature=1.0):
-        """The L steps. With x_q: z from the posterior, returns (u_L, KL (B,)); else from the prior, (u_L, None),
-        its standard deviations scaled by `temperature` (1: the prior itself; 0: z at the prior's mean)."""
+    def unroll(self, r, v_q, x_q=None, temperature=1.0, noise=None):
+        """The L steps of Algorithms S2 and S3. With x_q: z from the posterior (S2), returns (u_L, KL (B,));
+        else from the prior (S3), (u_L, None), its standard deviations scaled by `temperature` (1: the prior
+        itself; 0: z at the prior's mean). noise: a callable noise(like) -> eps ~ N(0, 1) shaped like `like`
+        (B, z, n, n), called once per step for z's draw; None draws with torch.randn_like."""
         B = v_q.shape[0]
         h, g, n = self.h_dim, self.grid, self.image_size
         c_g = h_g = r.new_zeros(B, h, g, g)
@@ -134,47 +136,29 @@ class GQN(nn.Module):
             # prior pi_l from the generator state before this step's update
             mu_pi, logvar_pi = torch.chunk(self.eta_pi(h_g), 2, dim=1)
             if x_q is None:
-                eps = self._noise(mu_pi)
+                eps = None if noise is None else noise(mu_pi)
                 if temperature != 1.0:  # the same draw as at temperature 1, scaled
                     eps = (torch.randn_like(mu_pi) if eps is None else eps) * temperature
                 z = sample_normal(mu_pi, logvar_pi, eps)
             else:
                 c_e, h_e = inference_core(inf_fixed, c_e, h_e, h_g, u)
                 mu_q, logvar_q = torch.chunk(self.eta_e(h_e), 2, dim=1)   # posterior q_l
-                z = sample_normal(mu_q, logvar_q, self._noise(mu_q))
+                z = sample_normal(mu_q, logvar_q, None if noise is None else noise(mu_q))
                 # in float32 even under bfloat16 autocast: the ELBO is a sum over many small terms
                 kl_l = gaussian_kl(mu_q.float(), logvar_q.float(), mu_pi.float(), logvar_pi.float())
                 kl = kl + kl_l.sum(dim=(1, 2, 3))
             c_g, h_g, u = generation_core(gen_fixed, c_g, h_g, u, z)
         return u, kl
 
-    def _noise(self, like):
-        """eps ~ N(0, 1) shaped like `like` (B, z, n, n). Under data parallelism, `noise_rows` =
-        (start, stop, global_batch) draws the whole global batch's noise and keeps this process's
-        rows, so N processes sample exactly what one process would for the same global batch; under
-        DataParallel it maps each GPU's index to its replica's rows (its replicas share one seed, and
-        would otherwise draw the same noise for every GPU's part of the batch).
-        Only in training mode: evaluation on one process draws its own batch's noise."""
-        rows = self.noise_rows
-        if isinstance(rows, dict):
-            rows = rows.get(like.device.index)
-        if rows is None or not self.training:
-            return None
-        start, _, total = rows
-        n = like.shape[0]   # a part that lost bad scenes is shorter: it still takes rows of its own
-        if start + n > total:
-            return None
-        return torch.randn((total,) + like.shape[1:], device=like.device, dtype=like.dtype)[start:start + n]
-
     # -- the original's interface ---------------------------------------------------------------
 
-    def elbo_terms(self, x, v, v_q, x_q, sigma):
-        """One pass: dict of elbo, kl, nll (each (B,), nats per scene) and x_mu, the reconstruction mean.
-        sigma: a float, or a tensor of one value per scene (B,), as training passes it: a compiled model
-        then takes sigma as an input instead of a constant it recompiles for whenever sigma anneals, and
-        DataParallel splits it with the batch."""
+    def elbo_terms(self, x, v, v_q, x_q, sigma, noise=None):
+        """Algorithm S2, the ELBO, in one pass: dict of elbo, kl, nll (each (B,), nats per scene) and x_mu,
+        the reconstruction mean. sigma: a float, or a tensor of one value per scene (B,), as training passes
+        it: a compiled model then takes sigma as an input instead of a constant it recompiles for whenever
+        sigma anneals, and DataParallel splits it with the batch. noise: z's draws, as in `unroll`."""
         r = self.encode(x, v, v_q)
-        u, kl = self.unroll(r, v_q, x_q)
+        u, kl = self.unroll(r, v_q, x_q, noise=noise)
         x_mu = self.observe(u, r)                                # (B, 3, 64, 64)
         if torch.is_tensor(sigma):
             sigma = sigma.float().reshape(-1, 1, 1, 1)
@@ -185,19 +169,22 @@ class GQN(nn.Module):
         """The mean of the image's Gaussian from the canvas u_L (and, for heads that use it, r)."""
         return self.eta_g(u, r)
 
-    def forward(self, x, v, v_q, x_q, sigma, terms=False):
-        """ELBO per scene (B,); with terms=True the tuple (elbo, kl, nll), still from one pass."""
-        t = self.elbo_terms(x, v, v_q, x_q, sigma)
+    def forward(self, x, v, v_q, x_q, sigma, terms=False, noise=None):
+        """ELBO per scene (B,) (Algorithm S2); with terms=True the tuple (elbo, kl, nll), still from one
+        pass. noise: z's draws, as in `unroll`."""
+        t = self.elbo_terms(x, v, v_q, x_q, sigma, noise)
         return (t["elbo"], t["kl"], t["nll"]) if terms else t["elbo"]
 
     def generate(self, x, v, v_q, temperature=1.0):
-        """Render the query views by sampling z from the prior: (B, 3, 64, 64) in [0, 1]. A temperature
-        below 1 narrows the prior (0: its mean, one image per scene; not the paper's, which samples)."""
+        """Algorithm S3: render the query views by sampling z from the prior: (B, 3, 64, 64) in [0, 1].
+        A temperature below 1 narrows the prior (0: its mean, one image per scene; not the paper's, which
+        samples)."""
         return self.render(self.encode(x, v, v_q), v_q, temperature)
 
     def render(self, r, v_q, temperature=1.0):
-        """generate's second half, from a representation r (B, r_dim, *, *) already computed for v_q: with
-        r expanded to N rows, N samples of one scene for the price of one encoding."""
+        """generate's second half (Algorithm S3 after the encoding), from a representation r
+        (B, r_dim, *, *) already computed for v_q: with r expanded to N rows, N samples of one scene for
+        the price of one encoding."""
         u, _ = self.unroll(r, v_q, temperature=temperature)
         return torch.clamp(self.observe(u, r), 0, 1)
 

@@ -9,10 +9,9 @@ the bit; on CUDA it takes the same data and noise, but some kernels (grid_sample
 atomically; cuDNN's choice of algorithm) round differently from run to run, as in any two CUDA runs.
 
 Also: UsageError (a command-line value that cannot work, in one sentence), the device from a flag,
-bf16 autocast, and the split of a loader batch into context and query.
+glibc's handling of freed memory (process-level set-up), bf16 autocast, and the split of a loader batch
+into context and query.
 """
-
-import os
 
 import numpy as np
 import torch
@@ -26,7 +25,8 @@ NOISE_STREAM = 4     # the model's noise (torch)
 
 
 class UsageError(Exception):
-    """A command-line value that does not fit the checkpoint, the data or the machine, said in one sentence."""
+    """A command-line value that does not fit the checkpoint, the data or the machine, said in one
+    sentence."""
 
 
 def generator(seed, stream, *index):
@@ -35,7 +35,8 @@ def generator(seed, stream, *index):
 
 
 def noise_seed(seed, index):
-    """The torch seed of batch `index`'s noise under `seed` (63 bits, from the same SeedSequence as generator)."""
+    """The torch seed of batch `index`'s noise under `seed` (63 bits, from the same SeedSequence as
+    generator)."""
     words = np.random.SeedSequence([seed, NOISE_STREAM, index]).generate_state(2, np.uint32)
     return (int(words[0]) << 31) ^ int(words[1])
 
@@ -52,21 +53,26 @@ def pick_device(name):
         raise UsageError(f"--device {name}: this machine has no CUDA GPU; pass --device cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         count = torch.cuda.device_count()
-        raise UsageError(f"--device {name}: this machine has {count} CUDA GPU(s); pass cuda:0 to cuda:{count - 1}")
+        raise UsageError(f"--device {name}: this machine has {count} CUDA GPU(s); pass cuda:0 to "
+                         f"cuda:{count - 1}")
     return device
 
 
-def write_atomically(path, write):
-    """write(tmp) into a temporary file beside `path`, then rename it to `path`: a kill or a failed write
-    (a full disk) leaves `path` as it was and no temporary file behind."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+def keep_freed_memory():
+    """Ask glibc to serve every block from its heap and keep freed memory there: a process-wide setting,
+    made once at start.
+
+    By default blocks over 32 MiB (gradients, optimizer buffers, large activations) are mapped fresh
+    and handed back to the system when freed, so every training step page-faults gigabytes in again
+    (on a CPU a sizeable share of the default model's step: benchmarks/README.md). Elsewhere than glibc:
+    nothing."""
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
+        libc.mallopt(-4, 0)        # M_MMAP_MAX = 0: no block gets its own mapping
+    except (OSError, AttributeError):
+        pass
 
 
 def autocast(device, dtype):
@@ -75,7 +81,8 @@ def autocast(device, dtype):
 
 
 def split_batch(frames, viewpoints, device):
-    """(B, M+1, 3, H, W) frames (uint8, or floats in [0, 1]), (B, M+1, 7) viewpoints -> x, v, x_q, v_q on device (last view = query)."""
+    """(B, M+1, 3, H, W) frames (uint8, or floats in [0, 1]), (B, M+1, 7) viewpoints -> x, v, x_q, v_q on
+    device (last view = query)."""
     frames = frames.to(device, non_blocking=True)
     viewpoints = viewpoints.to(device, non_blocking=True).float()
     images = frames.float().div_(255) if frames.dtype == torch.uint8 else frames.float()

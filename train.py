@@ -38,11 +38,12 @@ import gqn_dataset
 import metrics
 from dataset.errors import DatasetError
 from dataset.builtin import RenderError
-from engine import (BFloat16Replica, Distributed, NonFiniteLoss, RunLog, StopFlag, TrainingError,
-                    data_parallel_rows, keep_freed_memory, make_optimizer, save_checkpoint, train_step)
+from distributed import BFloat16Replica, Distributed
+from engine import NonFiniteLoss, StopFlag, TrainingError, make_optimizer, save_checkpoint, train_step
 from model import GQN
 from options import MACHINE_FLAGS, MODEL_FLAGS, PRESETS, model_config, parse_args, resumed_args  # noqa: F401  (train.parse_args, train.PRESETS: the CLI's)
-from runtime import UsageError, noise_seed
+from runlog import RunLog
+from runtime import UsageError, keep_freed_memory, noise_seed
 from scheduler import AnnealingStepLR, KLWeightSchedule, SigmaSchedule, linear_anneal
 
 
@@ -112,7 +113,8 @@ def train(args):
             net.train()
             try:
                 values = None if batchless else train_step(
-                    net, optimizer, frames, viewpoints, sigma, dist.device, args.dtype, args.skip_nonfinite, beta)
+                    net, optimizer, frames, viewpoints, sigma, dist.device, args.dtype, args.skip_nonfinite,
+                    beta, noise=dist.batch_noise(args.batch_size))  # this process's rows of the batch's noise
             except NonFiniteLoss as e:
                 raise TrainingError(f"step {step + 1}: {e}; the last good checkpoint in {ckpt_dir} is kept "
                                     f"(resume with --resume, perhaps with a lower --mu_i, or pass "
@@ -257,9 +259,6 @@ def build_model(args, state, dist, log, init=None):
     model.to(dist.device)
     if state:
         model.load_state_dict(state["model"])
-    if dist.enabled:  # every process draws the global batch's noise and keeps its own rows
-        share = args.batch_size // dist.world_size
-        model.noise_rows = (dist.rank * share, (dist.rank + 1) * share, args.batch_size)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"GQN {model.config}: {n_params:,} parameters on {dist.device}, dtype {args.dtype}")
     if args.dtype == "bfloat16" and dist.device.type == "cpu" and model.h_dim < 64:
@@ -271,7 +270,6 @@ def build_model(args, state, dist, log, init=None):
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
             find_unused_parameters=model.unused_parameters)
     elif dist.device.type == "cuda" and len(args.device_ids) > 1:
-        model.noise_rows = data_parallel_rows(args.device_ids, args.batch_size)
         replica = BFloat16Replica(model, "cuda") if args.dtype == "bfloat16" else model
         net = nn.DataParallel(replica, device_ids=args.device_ids)
     if args.compile:

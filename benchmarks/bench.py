@@ -66,7 +66,8 @@ def sync(device):
 
 def time_steps(impl, cfg, batch_size, context, steps, warmup, device, dtype, compile_):
     """Run in a child process: median seconds per training step and peak memory in bytes."""
-    from engine import keep_freed_memory, make_optimizer, train_step
+    from engine import make_optimizer, train_step
+    from runtime import keep_freed_memory
     if impl == "this":
         keep_freed_memory()  # as train.py does
     torch.manual_seed(0)

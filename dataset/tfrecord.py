@@ -24,6 +24,8 @@ import struct
 
 import numpy as np
 
+from atomic_file import AtomicFile
+
 _CRC32C_POLY = 0x82F63B78  # Castagnoli polynomial, bit-reflected
 _MASK_DELTA = 0xA282EAD8
 _CHUNK = 64                # bytes per lane of the vectorised crc32c
@@ -59,7 +61,8 @@ def _crc_update(crc, data):
 
 @functools.lru_cache(maxsize=None)
 def _shift_tables(n_bytes):
-    """4 tables (4, 256) giving the register after n_bytes zero bytes, by byte of the register (it is linear)."""
+    """4 tables (4, 256) giving the register after n_bytes zero bytes, by byte of the register (it is
+    linear)."""
     tables = np.zeros((4, 256), dtype=np.uint32)
     zeros = bytes(n_bytes)
     for lane in range(4):
@@ -104,37 +107,35 @@ def masked_crc32c(data):
 def frame_record(data):
     """One record's bytes as they appear in a TFRecord file."""
     length = struct.pack("<Q", len(data))
-    return length + struct.pack("<I", masked_crc32c(length)) + bytes(data) + struct.pack("<I", masked_crc32c(data))
+    return (length + struct.pack("<I", masked_crc32c(length)) + bytes(data)
+            + struct.pack("<I", masked_crc32c(data)))
 
 
 class TFRecordWriter:
-    """Writes records to a TFRecord file atomically: a hidden temporary file renamed into place on close().
+    """Writes records to a TFRecord file atomically (atomic_file.AtomicFile): a hidden temporary file renamed
+    into place on close().
 
     with TFRecordWriter(path) as w: w.write(record_bytes)    (an exception inside leaves no file)"""
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        folder, name = os.path.split(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        self._tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
-        self._file = open(self._tmp, "wb")
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._file = AtomicFile(self.path)
         self.records = 0
 
     def write(self, data):
-        self._file.write(frame_record(data))
+        self._file.file.write(frame_record(data))
         self.records += 1
 
     def close(self):
         if self._file is not None:
-            self._file.close()
-            self._file = None
-            os.replace(self._tmp, self.path)
+            file, self._file = self._file, None
+            file.commit()
 
     def abort(self):
         if self._file is not None:
-            self._file.close()
-            self._file = None
-            os.remove(self._tmp)
+            file, self._file = self._file, None
+            file.discard()
 
     def __enter__(self):
         return self
@@ -171,7 +172,8 @@ def iter_tfrecord(path, check_crc=True):
                 return
             if len(head) < 12:
                 raise TFRecordError(f"{path}: record {index} is truncated (its 12-byte length header has "
-                                    f"{len(head)} bytes); the file is incomplete, download or write it again.")
+                                    f"{len(head)} bytes); the file is incomplete, download or write it "
+                                    f"again.")
             (length,) = struct.unpack("<Q", head[:8])
             (length_crc,) = struct.unpack("<I", head[8:])
             if check_crc and masked_crc32c(head[:8]) != length_crc:
@@ -326,7 +328,8 @@ def encode_gqn_example(frames, cameras):
     """DeepMind's gqn-datasets record: frames (S JPEG bytes), cameras (S, 5) -> serialised Example."""
     cameras = np.asarray(cameras, dtype=np.float32)
     if cameras.shape != (len(frames), 5):
-        raise TFRecordError(f"{len(frames)} frames need cameras of shape ({len(frames)}, 5), got {cameras.shape}.")
+        raise TFRecordError(f"{len(frames)} frames need cameras of shape ({len(frames)}, 5), got "
+                            f"{cameras.shape}.")
     return encode_example({"frames": ("bytes", list(frames)), "cameras": ("float", cameras.ravel())})
 
 
@@ -346,6 +349,7 @@ def decode_gqn_example(data, where="record"):
 
 
 def tfrecord_name(index, count):
-    """File name of shard index (from 1) of count: '<i>-of-<n>.tfrecord', both zero-padded to the width of n."""
+    """File name of shard index (from 1) of count: '<i>-of-<n>.tfrecord', both zero-padded to the width of
+    n."""
     width = len(str(count))
     return f"{index:0{width}d}-of-{count:0{width}d}.tfrecord"

@@ -21,11 +21,14 @@ ADAM_ATOL = 5e-5
 
 
 def torchrun(nproc, argv, tmp_path):
+    """Run train.py under torchrun; every rank must exit cleanly. A rank that aborts at exit (a thread still
+    working while the interpreter shuts down: SIGABRT, "terminate called ...") fails the run after it
+    trained, as it would under Slurm."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            os.path.join(ROOT, "train.py"), *argv]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0 and "terminate called" not in result.stderr, result.stderr[-3000:]
     return result
 
 
@@ -92,27 +95,30 @@ def test_dataparallel_replicas_draw_the_noise_of_their_own_rows():
     """--device_ids 0 1 ...: nn.DataParallel splits a batch as tensor.chunk does, and every GPU's replica
     starts from the same seed; each must draw its own rows of the whole batch's noise (not all the same
     noise), as one process would. On a CPU the replica is faked with the rows of device index None."""
-    from model import GQN
-    from engine import data_parallel_rows
+    from distributed import GlobalBatchNoise, data_parallel_rows
     for gpus, batch in (([0, 1], 36), ([0, 1, 2, 3], 10), ([2, 3, 5], 4)):
         parts = torch.arange(batch).chunk(len(gpus))
         rows = data_parallel_rows(gpus, batch)
         assert [(int(p[0]), int(p[-1]) + 1, batch) for p in parts] == [rows[g] for g in gpus[:len(parts)]]
-    model = GQN(L=2, r_dim=16, h_dim=8).train()
     like = torch.zeros(2, 3, 16, 16)
     torch.manual_seed(7)
     whole = torch.randn(6, 3, 16, 16)
     for start in (0, 2, 4):
-        model.noise_rows = {None: (start, start + 2, 6)}
+        noise = GlobalBatchNoise({None: (start, start + 2, 6), 0: (0, 2, 6)})
         torch.manual_seed(7)
-        assert torch.equal(model._noise(like), whole[start:start + 2])
+        assert torch.equal(noise(like), whole[start:start + 2])
+    torch.manual_seed(7)   # a device without rows, or rows past the batch: its own draw, as without noise
+    own = torch.randn_like(like)
+    for rows in ({0: (0, 2, 6)}, (5, 6, 6)):
+        torch.manual_seed(7)
+        assert torch.equal(GlobalBatchNoise(rows)(like), own)
 
 
 def test_a_dataparallel_replica_keeps_bfloat16_in_its_own_thread():
     """DataParallel runs each replica in a thread that enters autocast without a dtype: CUDA's default,
     float16. Faked on a CPU with float16 there, the wrapped model still computes in bfloat16."""
     import threading
-    from engine import BFloat16Replica
+    from distributed import BFloat16Replica
     replica = BFloat16Replica(torch.nn.Linear(4, 4), "cpu")
     out = {}
 
@@ -146,7 +152,8 @@ def test_a_signal_to_one_process_stops_every_process_and_saves(tiny_data, tmp_pa
         while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
             time.sleep(0.1)
 
-        def rank_of(pid):  # the RANK torchrun gave a process of this run (its log folder is in its command line)
+        # the RANK torchrun gave a process of this run (its log folder is in its command line)
+        def rank_of(pid):
             try:
                 if str(tmp_path) not in open(f"/proc/{pid}/cmdline").read():
                     return None
@@ -193,7 +200,7 @@ class _SceneLoss(torch.nn.Module):
         super().__init__()
         self.w = torch.nn.Parameter(torch.tensor(1.0))
 
-    def forward(self, x, v, v_q, x_q, sigma, terms=False):
+    def forward(self, x, v, v_q, x_q, sigma, terms=False, noise=None):
         nll = (self.w * x_q.mean(dim=(1, 2, 3)) - 1) ** 2
         kl = torch.zeros_like(nll)
         return -nll, kl, nll
@@ -207,7 +214,8 @@ def _step_on_uneven_parts(rank, parts, rendezvous, out):
         model = torch.nn.parallel.DistributedDataParallel(_SceneLoss())
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
         frames = torch.tensor(parts[rank])[:, None, None, None, None].expand(-1, 2, 3, 2, 2).contiguous()
-        values = train_step(model, optimizer, frames, torch.zeros(len(parts[rank]), 2, 7), 1.0, torch.device("cpu"))
+        values = train_step(model, optimizer, frames, torch.zeros(len(parts[rank]), 2, 7), 1.0,
+                            torch.device("cpu"))
         if rank == 0:
             torch.save({"w": model.module.w.detach(), "loss": values[0]}, out)
     finally:
@@ -223,7 +231,7 @@ def test_a_process_that_lost_scenes_weighs_each_remaining_scene_like_the_others(
     torch.multiprocessing.spawn(_step_on_uneven_parts, args=(parts, str(tmp_path / "rendezvous"), str(out)),
                                 nprocs=2)
     scenes = torch.tensor([m for part in parts for m in part])
-    grad = (2 * (scenes - 1) * scenes).mean()                   # d/dw of (w m - 1)^2 at w = 1, over all 4 scenes
+    grad = (2 * (scenes - 1) * scenes).mean()      # d/dw of (w m - 1)^2 at w = 1, over all 4 scenes
     result = torch.load(out, weights_only=True)
     assert torch.allclose(result["w"], 1 - grad, atol=1e-6)
     assert result["loss"] == pytest.approx(((scenes - 1) ** 2).mean().item(), rel=1e-6)
@@ -240,11 +248,56 @@ def test_a_process_whose_part_of_the_batch_is_all_bad_scenes_makes_every_process
     for scene in (1, 2):
         corrupt_one_frame(train_dir, scene=scene, view=0)
     steps = 12
-    result = torchrun(2, ["--train_data_dir", train_dir, "--test_data_dir", test_dir, "--root_log_dir", str(tmp_path),
+    result = torchrun(2, ["--train_data_dir", train_dir, "--test_data_dir", test_dir,
+                          "--root_log_dir", str(tmp_path),
                           "--log_dir", "bad", *TINY, "--batch_size", "2", "--gradient_steps", str(steps),
                           "--save_interval", "100", "--dataset", "Room", "--skip_bad_scenes"], tmp_path)
     left_out = [line for line in result.stdout.splitlines() if "scenes that failed their checks" in line]
     assert left_out and int(left_out[-1].split()[2]) > 0
-    trained = [json.loads(line)["step"] for line in (tmp_path / "bad" / "metrics.jsonl").read_text().splitlines()]
-    assert 0 < len(trained) < steps                      # some steps trained, the all-bad ones skipped by both
+    lines = (tmp_path / "bad" / "metrics.jsonl").read_text().splitlines()
+    trained = [json.loads(line)["step"] for line in lines]
+    assert 0 < len(trained) < steps                 # some steps trained, the all-bad ones skipped by both
     assert checkpoint.load(checkpoint.latest(tmp_path / "bad" / "checkpoints"))["step"] == steps
+
+
+def _threads():
+    names = []
+    for path in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{path}/comm") as f:
+            names.append(f.read().strip())
+    return sorted(names)
+
+
+def _train_then_list_threads(rank, port, argv, out):
+    """Process `rank` of two: train.train as under torchrun, then the names of its threads still alive,
+    and those alive once the exit's clean-up (distributed.release_collectives) has run."""
+    import distributed
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    train.train(train.parse_args(argv))
+    after_train = _threads()
+    distributed.release_collectives()
+    torch.save({"after train": after_train, "at exit": _threads()}, f"{out}-{rank}")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="lists threads through /proc")
+def test_a_rank_ends_its_process_group_and_its_threads_before_the_interpreter_shuts_down(tiny_data, tmp_path):
+    """Under DDP a rank whose process group outlived train() aborted at exit, now and then, on a busy
+    machine: gloo's worker threads were still alive at the interpreter's shutdown, and one that freed a
+    collective's tensors then needed the interpreter (SIGABRT, "terminate called without an active
+    exception"). When train() returns the group's worker threads have ended, and at exit (before the
+    interpreter's shutdown) its transport's thread too."""
+    import socket
+    train_dir, test_dir = tiny_data
+    argv = ["--train_data_dir", train_dir, "--test_data_dir", test_dir, "--root_log_dir", str(tmp_path),
+            "--log_dir", "threads", *TINY, "--gradient_steps", "2"]
+    with socket.socket() as s:  # a free port for the two processes' rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "threads")
+    torch.multiprocessing.spawn(_train_then_list_threads, args=(port, argv, out), nprocs=2)
+    for rank in (0, 1):
+        names = torch.load(f"{out}-{rank}", weights_only=True)
+        assert "pt_gloo_runloop" not in names["after train"], (rank, names)
+        assert not [n for n in names["at exit"] if "gloo" in n], (rank, names)
