@@ -111,7 +111,8 @@ def _upgrade(state, path):
     if used:
         raise CheckpointError(f"{path} was trained with --{used[0]}, an option measured and removed "
                               f"(experiments/README.md); use it with this project at commit "
-                              f"{LAST_COMMIT_WITH_REMOVED_OPTIONS} (git checkout {LAST_COMMIT_WITH_REMOVED_OPTIONS})")
+                              f"{LAST_COMMIT_WITH_REMOVED_OPTIONS} "
+                              f"(git checkout {LAST_COMMIT_WITH_REMOVED_OPTIONS})")
     if config.pop("render_gate", False):
         config["observation"] = "render_gate"
         old = "render_gate."
@@ -135,13 +136,15 @@ def rebuild_model(state):
     from model import GQN
     size = state["config"].get("image_size", 64)
     if size != 64:  # every loader brings frames to 64x64 (dataset/jpeg.py)
-        raise CheckpointError(f"the checkpoint's model renders {size}x{size} images; this project's data and scripts are 64x64")
+        raise CheckpointError(f"the checkpoint's model renders {size}x{size} images; this project's data and "
+                              f"scripts are 64x64")
     try:
         model = GQN(**state["config"])
         model.load_state_dict(_weights(state))
     except (TypeError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"the checkpoint's model does not rebuild from its configuration and weights ({first[:160]}); "
+        raise CheckpointError(f"the checkpoint's model does not rebuild from its configuration and weights "
+                              f"({first[:160]}); "
                               f"use a checkpoint written by this project's train.py") from None
     return model
 
@@ -156,8 +159,9 @@ def load_weights(model, state, path):
         first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e).strip())
         unexpected, missing = [first[:160]], []
     if unexpected:
-        raise CheckpointError(f"{path} holds weights that do not fit the model these flags make ({unexpected[0]}); "
-                              f"give the model flags it was trained with (its configuration: {state['config']})")
+        raise CheckpointError(f"{path} holds weights that do not fit the model these flags make "
+                              f"({unexpected[0]}); give the model flags it was trained with (its "
+                              f"configuration: {state['config']})")
     return missing
 
 
@@ -165,7 +169,8 @@ def run_sigma(state, path="the checkpoint"):
     """The pixel sigma the checkpoint's run had reached."""
     from scheduler import SigmaSchedule
     if "sigma_schedule" not in state:
-        raise UsageError(f"{path} records no sigma schedule; pass --sigma (e.g. 0.7, the paper's final value)")
+        raise UsageError(f"{path} records no sigma schedule; pass --sigma (e.g. 0.7, the paper's final "
+                         f"value)")
     s = SigmaSchedule()
     s.load_state_dict(state["sigma_schedule"])
     return s.sigma
@@ -193,7 +198,8 @@ if __name__ == "__main__":
                                             "flags, without the optimizer state.")
     p.add_argument("src", help="a checkpoint written by train.py")
     p.add_argument("dst", help="the file to write")
-    p.add_argument("--data_root", default="data", help="folder of built-in scenes recorded in it (default: data)")
+    p.add_argument("--data_root", default="data",
+                   help="folder of built-in scenes recorded in it (default: data)")
     a = p.parse_args()
     try:
         print(f"wrote {export(a.src, a.dst, a.data_root)}")

@@ -26,10 +26,6 @@ def python_files():
         return sorted(found)
 
 
-# Known to fail until the modules being reorganised under issue 35 (train.py, checkpoint.py and the others
-# whose lines their authors are wrapping) are done; strict, so that this mark goes once they are.
-@pytest.mark.xfail(strict=True,
-                   reason="issue 35: lines over 110 characters remain in modules being reorganised")
 def test_no_line_runs_past_110_characters():
     files = python_files()
     assert len(files) > 30                        # the project's files, not an empty listing
