@@ -38,9 +38,9 @@ def configure(args, shared=lambda value: value, log=print, gpus=0):
     values = dict(vars(args))
     values.update(run_folder(args))
     ckpt_dir = os.path.join(values["root_log_dir"], values["log_dir"], "checkpoints")
-    state = checkpoint_to_continue(args, ckpt_dir)
+    path, state = checkpoint_to_continue(args, ckpt_dir)
     if state is not None:
-        values.update(resumed_flags(args, state, ckpt_dir, log))
+        values.update(resumed_flags(args, state, path, log))
     if values["dataset"] is None:  # the kind of data, which sets K: the built-in scenes', else the paper's
         values["dataset"] = BUILTIN_DATASETS[values["builtin"]] if values["train_data_dir"] is None \
             else "Shepard-Metzler"
@@ -65,16 +65,17 @@ def run_folder(args):
 
 
 def checkpoint_to_continue(args, ckpt_dir):
-    """The checkpoint --resume names (None without --resume). Either way, a checkpoint in the folder later
-    than the step the run starts from (0 for a new run) is refused before anything is written: saving
-    among them, --keep would delete one run's files and --resume would later pick either."""
+    """(path, state) of the checkpoint --resume names ((None, None) without --resume). Either way, a
+    checkpoint in the folder later than the step the run starts from (0 for a new run) is refused before
+    anything is written: saving among them, --keep would delete one run's files and --resume would later
+    pick either."""
     newest = checkpoint.latest(ckpt_dir)
     if not args.resume:
         if newest:
             raise UsageError(f"{ckpt_dir} holds the checkpoints of an earlier run (newest "
                              f"{os.path.basename(newest)}); continue it with --resume, or start this run in "
                              f"another --log_dir (or delete that folder)")
-        return None
+        return None, None
     path = newest if args.resume == "latest" else args.resume
     if path is None:
         raise UsageError(f"--resume: no checkpoint in {ckpt_dir}; start without --resume or point "
@@ -88,14 +89,14 @@ def checkpoint_to_continue(args, ckpt_dir):
     if "optimizer" not in state:
         raise UsageError(f"--resume: {path} is an exported checkpoint (weights, no optimizer state), which "
                          f"cannot be continued exactly; resume from a file in a run's checkpoints/ folder")
-    return dict(state, path=path)
+    return path, state
 
 
-def resumed_flags(args, state, ckpt_dir, log):
+def resumed_flags(args, state, path, log):
     """The flags a continued run takes from its checkpoint: every flag not given now is its run's
     (DEFAULTS where that run predates the flag), except the machine's; the model's are its config, and a
     schedule's are the schedule's as saved. Refuses a model flag or a seed given now that differs."""
-    path, config, saved = state["path"], state["config"], state.get("args", {})
+    config, saved = state["config"], state.get("args", {})
     check_model_flags(config, model_config(args), args.given, path)
     if "seed" in args.given and args.seed != saved.get("seed"):
         raise UsageError(f"--resume: --seed {args.seed} differs from the checkpoint's run's seed "

@@ -50,6 +50,7 @@ import checkpoint as ckpt_io
 import gqn_dataset
 import metrics
 import resume
+from atomic_file import AtomicFile
 from dataset.errors import DatasetError
 from dataset.builtin import RenderError
 from distributed import BFloat16Replica, Distributed
@@ -192,25 +193,25 @@ def resolve_data(run, log):
     return train_dir, test_dir, max_context
 
 
-def build_model(args, state, dist, log, init=None):
+def build_model(run, state, dist, log, init=None):
     """The GQN (the checkpoint's configuration when resuming; with --init_from, the weights of the checkpoint
     `init`) on this process's device, and what the loop calls: the model itself, or its
     DistributedDataParallel / DataParallel / compiled wrapper."""
     try:
-        model = GQN(**(state["config"] if state else model_config(args)))
+        model = GQN(**(state["config"] if state else model_config(run)))
     except ValueError as e:  # a combination of model flags that does not make a model
         *flags, last = (f"--{flag}" for flag in ("representation", "r_dim", "observation"))
         raise UsageError(f"{e}; change {', '.join(flags)} or {last}") from None
     if init is not None:
-        new = ckpt_io.load_weights(model, init, args.init_from)
-        log(f"weights from {args.init_from}"
+        new = ckpt_io.load_weights(model, init, run.init_from)
+        log(f"weights from {run.init_from}"
             + (f"; at their initial values: {', '.join(new)}" if new else ""))
     model.to(dist.device)
     if state:
         model.load_state_dict(state["model"])
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"GQN {model.config}: {n_params:,} parameters on {dist.device}, dtype {args.dtype}")
-    if args.dtype == "bfloat16" and dist.device.type == "cpu" and model.h_dim < 64:
+    log(f"GQN {model.config}: {n_params:,} parameters on {dist.device}, dtype {run.dtype}")
+    if run.dtype == "bfloat16" and dist.device.type == "cpu" and model.h_dim < 64:
         log(f"note: on a CPU, bfloat16 pays only for wide convs (64 hidden channels or more, on a CPU with "
             f"avx512_bf16); with --h_dim {model.h_dim} it can be many times slower than float32 "
             f"(benchmarks/README.md)")
@@ -219,18 +220,18 @@ def build_model(args, state, dist, log, init=None):
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
             find_unused_parameters=model.unused_parameters)
-    elif dist.device.type == "cuda" and len(args.device_ids) > 1:
-        replica = BFloat16Replica(model, "cuda") if args.dtype == "bfloat16" else model
-        net = nn.DataParallel(replica, device_ids=args.device_ids)
-    if args.compile:
+    elif dist.data_parallel:
+        replica = BFloat16Replica(model, "cuda") if run.dtype == "bfloat16" else model
+        net = nn.DataParallel(replica, device_ids=run.device_ids)
+    if run.compile:
         net = torch.compile(net)
     return model, net
 
 
 def write_args(run_dir, run):
     """The run's flags, as it goes on, to <run>/args.json."""
-    with open(os.path.join(run_dir, "args.json"), "w") as f:
-        json.dump(vars(run), f, indent=2, default=str)
+    with AtomicFile(os.path.join(run_dir, "args.json")) as f:
+        f.write(json.dumps(vars(run), indent=2, default=str).encode())
 
 
 def main(argv=None):
