@@ -159,8 +159,8 @@ def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=Tru
              first=None, labels=None):
     """Mean of every metric over all the loader's scenes (a make_eval_loader); with the split's labels
     (gqn_dataset.open_labels), the region metrics too, each a mean over the scenes whose query view shows that
-    region. Deterministic for a given model and seed. A dict `first` receives the first batch's x, x_q and
-    images, the ones scored (final_report draws them)."""
+    region (NaN where none does). Deterministic for a given model and seed. A dict `first` receives the first
+    batch's x, x_q and images, the ones scored (final_report draws them)."""
     from tqdm import tqdm
     model.eval()
     sums, counts, scenes = {}, {}, 0
@@ -179,7 +179,8 @@ def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=Tru
             sums[k] = sums.get(k, 0.0) + value[shown].sum().item()
             counts[k] = counts.get(k, 0) + int(shown.sum())
         scenes += x.shape[0]
-    return {k: s / max(counts[k], 1) for k, s in sums.items()} | dict(scenes=scenes)
+    # a region no query view shows (objects, in mazes) has no mean: NaN
+    return {k: s / counts[k] if counts[k] else math.nan for k, s in sums.items()} | dict(scenes=scenes)
 
 
 def query_view_labels(labels, keys, device):
@@ -252,12 +253,14 @@ def final_report(model, test_dir, run_dir, scenes, context, seed, device, sigma,
     log(image_table(metrics, indent="  "))
     log(f"  KL {metrics['kl']:.1f} nats; generation MSE / mean-context MSE = "
         f"{metrics['mse_generation'] / metrics['mse_mean_context']:.2f}")
-    if "object_iou_generation" in metrics:
-        better = min(metrics["mse_mean_context"], metrics["mse_nearest_context"])
-        log(f"  generation MSE / the better 3D-blind baseline's (mean or nearest context view) = "
-            f"{metrics['mse_generation'] / better:.2f}; object IoU {metrics['object_iou_generation']:.3f} "
-            f"(mean context {metrics['object_iou_mean_context']:.3f}, "
-            f"nearest {metrics['object_iou_nearest_context']:.3f})")
+    better = min(metrics["mse_mean_context"], metrics["mse_nearest_context"])
+    line = (f"  generation MSE / the better 3D-blind baseline's (mean or nearest context view) = "
+            f"{metrics['mse_generation'] / better:.2f}")
+    if math.isfinite(metrics.get("object_error_generation", math.nan)):  # labels, and objects in some query
+        line += (f"; object IoU {metrics['object_iou_generation']:.3f} "
+                 f"(mean context {metrics['object_iou_mean_context']:.3f}, "
+                 f"nearest {metrics['object_iou_nearest_context']:.3f})")
+    log(line)
     beaten = all(metrics["mse_generation"] < metrics[f"mse_{b}"]
                  for b in ("black", "mean_context", "nearest_context"))
     log("generations beat all three baselines" if beaten

@@ -36,6 +36,9 @@ PRESETS = {
         builtin_train_scenes=4000, builtin_test_scenes=200, seed=0,
     ),
 }
+# the rooms preset's networks on the built-in mazes, on fewer scenes (each holds 300 views and takes 30 times
+# a room's rendering)
+PRESETS["mazes"] = dict(PRESETS["rooms"], builtin="mazes", builtin_train_scenes=1000)
 
 DEFAULTS = dict(
     gradient_steps=2_000_000, batch_size=36, dataset=None, train_data_dir=None,
@@ -43,8 +46,8 @@ DEFAULTS = dict(
     workers=None, device_ids=[0], representation="pool", layers=12, shared_core=False,
     upsample="learned", h_dim=128, r_dim=256, z_dim=3, seed=None, mu_i=5e-4, mu_f=5e-5, mu_n=1.6e6,
     sigma_i=2.0, sigma_f=0.7, sigma_n=2e5, dtype="float32", compile=False, keep=5,
-    data_root="data", builtin="shepard_metzler", builtin_parts=7, builtin_train_scenes=20_000,
-    builtin_test_scenes=1_000,
+    data_root="data", builtin="shepard_metzler", builtin_parts=7, builtin_train_scenes=None,
+    builtin_test_scenes=None,
     test_context=3, eval_scenes=200, skip_nonfinite=False, skip_bad_scenes=False, min_context=1,
     max_context=None, beta_i=1.0, beta_f=1.0, beta_n=1, observation="eta_g",
 )
@@ -157,12 +160,14 @@ def build_parser():
     a = p.add_argument_group("data").add_argument
     a("--builtin", choices=list(BUILTIN_DATASETS), default=S,
       help="the built-in scenes used without --train_data_dir, which also set K unless --dataset or "
-           "--max_context is given: Shepard-Metzler objects (dataset/shepard_metzler.py) or rooms like "
-           "rooms_ring_camera (dataset/rooms.py)")
+           "--max_context is given: Shepard-Metzler objects (dataset/shepard_metzler.py), rooms like "
+           "rooms_ring_camera or rooms_free_camera_* (dataset/rooms.py), or mazes (dataset/mazes.py)")
     a("--builtin_parts", type=int, choices=[5, 7], default=S,
       help="cubes per built-in Shepard-Metzler object")
-    a("--builtin_train_scenes", type=positive_int, default=S, help="built-in training scenes")
-    a("--builtin_test_scenes", type=positive_int, default=S, help="built-in test scenes")
+    a("--builtin_train_scenes", type=positive_int, default=S,
+      help="built-in training scenes (default: 20000, mazes 2000)")
+    a("--builtin_test_scenes", type=positive_int, default=S,
+      help="built-in test scenes (default: 1000, mazes 200)")
     a("--data_root", default=S, help="where the built-in scenes are rendered and cached")
     a("--min_context", type=positive_int, default=S,
       help="least context views M per training batch; the paper draws M ~ Uniform{1..K} (departs from it "

@@ -17,7 +17,7 @@ import argparse
 import os
 
 import checkpoint
-from gqn_dataset import BUILTIN_DATASETS
+from gqn_dataset import BUILTIN_DATASETS, BUILTIN_SCENES
 from options import DEFAULTS, MACHINE_FLAGS, MODEL_FLAGS, model_config
 from runtime import UsageError
 from scheduler import linear_anneal
@@ -44,6 +44,9 @@ def configure(args, shared=lambda value: value, log=print, gpus=0):
     if values["dataset"] is None:  # the kind of data, which sets K: the built-in scenes', else the paper's
         values["dataset"] = BUILTIN_DATASETS[values["builtin"]] if values["train_data_dir"] is None \
             else "Shepard-Metzler"
+    for k, split in enumerate(("train", "test")):  # the built-in kind's scene counts unless given
+        if values.get(f"builtin_{split}_scenes") is None:
+            values[f"builtin_{split}_scenes"] = BUILTIN_SCENES[values["builtin"]][k]
     if values["seed"] is None:  # drawn once, by process 0: every process's data order and noise follow it
         values["seed"] = shared(int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF)
     if values["workers"] is None:  # enough that a GPU never waits; on a CPU the workers would take its cores

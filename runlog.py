@@ -125,7 +125,8 @@ def log_test(writer, model, batch, step, sigma, device, dtype):
         for name in per_image]
     scalars = {name: values[name][~torch.isnan(values[name])].mean().item() for name in names}
     for name, value in scalars.items():
-        writer.add_scalar(f"test/{name}", value, step)
+        if value == value:  # a region no query view of the batch shows has no value (NaN): nothing to draw
+            writer.add_scalar(f"test/{name}", value, step)
     nrow = min(8, x_q.shape[0])
     writer.add_image("test/ground_truth", make_grid(x_q[:nrow], nrow), step)
     writer.add_image("test/reconstruction", make_grid(images["reconstruction"][:nrow], nrow), step)

@@ -172,8 +172,7 @@ def resolve_data(run, log):
         train_dir, test_dir = run.train_data_dir, run.test_data_dir
     else:
         root = gqn_dataset.builtin_root(run.builtin, run.data_root, run.builtin_parts)
-        what = "rooms" if run.builtin == "rooms" else "Shepard-Metzler scenes"
-        log(f"no --train_data_dir: using built-in {what} in {root} (rendered once)")
+        log(f"no --train_data_dir: using the built-in {run.builtin} scenes in {root} (rendered once)")
         train_dir, test_dir = gqn_dataset.ensure_builtin(run.builtin, root, run.builtin_train_scenes,
                                                          run.builtin_test_scenes, run.builtin_parts)
         test_dir = run.test_data_dir or test_dir

@@ -13,6 +13,7 @@ cache folder and marks it complete with DONE.json; run_command is the renderers'
 """
 import io
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -47,6 +48,20 @@ def camera_basis(yaw, pitch):
     right = np.stack([-np.sin(yaw), -np.cos(yaw), np.zeros_like(yaw)], axis=-1)
     up = np.cross(right, forward)
     return forward, right, up
+
+
+def camera_rays(cameras, image_size, fov):
+    """Unit ray directions through the pixel centres of each camera -> (dx, dy, dz), each float32 (V, H*W),
+    pixels row-major from the top-left."""
+    cameras = np.asarray(cameras, dtype=np.float64).reshape(-1, 5)
+    forward, right, up = (b.astype(np.float32) for b in camera_basis(cameras[:, 3], cameras[:, 4]))
+    tan_half = math.tan(math.radians(fov) / 2)
+    s = (((np.arange(image_size) + 0.5) * (2.0 / image_size) - 1.0) * tan_half).astype(np.float32)
+    su = np.tile(s, image_size)[None]                 # (1, H*W) across, left to right
+    sv = -np.repeat(s, image_size)[None]              # (1, H*W) up, top row first
+    d = [forward[:, k:k + 1] + su * right[:, k:k + 1] + sv * up[:, k:k + 1] for k in range(3)]
+    norm = np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+    return tuple(c / norm for c in d)
 
 
 # ----------------------------------------------------------------------------- scenes and frames
@@ -328,7 +343,7 @@ def write_json_atomic(path, obj):
 
 # ----------------------------------------------------------------------------- command line
 
-def add_output_arguments(parser, tfrecord_folder):
+def add_output_arguments(parser, tfrecord_folder, scenes_per_shard=1000):
     """The renderers' shared options; tfrecord_folder names OUT/tfrecord/<dataset> in --tfrecord's help."""
     parser.add_argument("--out", required=True,
                         help="output folder: OUT/train and OUT/test (and OUT/tfrecord)")
@@ -337,7 +352,7 @@ def add_output_arguments(parser, tfrecord_folder):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="rendering processes")
-    parser.add_argument("--scenes_per_shard", type=int, default=1000)
+    parser.add_argument("--scenes_per_shard", type=int, default=scenes_per_shard)
     parser.add_argument("--tfrecord", action="store_true",
                         help=f"also write DeepMind-format TFRecords to "
                              f"OUT/tfrecord/{tfrecord_folder}/{{train,test}}")

@@ -2,7 +2,7 @@
 
 A split folder written with labels (the built-in rooms' test split, dataset/rooms.py) holds, beside
 each shard `shard-NNNNN.gqn`, a label file `shard-NNNNN.labels` with one uint8 label image per view
-of each of the shard's scenes, the same size as the frames:
+of each of the shard's scenes, at the model's 64x64 (labels_at samples larger frames' labels):
 
     0 sky, 1 wall, 2 floor, 3 + k the scene's object k (k = 0, 1, ...)
 
@@ -166,3 +166,10 @@ def open_labels(split_dir):
             raise DatasetError(f"{path} labels {file.scenes} scenes of {file.views} views but {name} holds "
                                f"{header['scenes']} of {header['views']}; render the split again.")
     return result
+
+
+def labels_at(label, size=64):
+    """Labels (V, H, W) of frames of any side -> (V, size, size), each the label at the centre of a pixel of
+    the size x size grid (nearest)."""
+    index = ((np.arange(size) + 0.5) * label.shape[1] / size).astype(np.int64)
+    return label[:, index][:, :, ((np.arange(size) + 0.5) * label.shape[2] / size).astype(np.int64)]

@@ -1,4 +1,5 @@
-"""Rooms like DeepMind's rooms_ring_camera: random objects in a square room, a numpy ray caster, the writer.
+"""Rooms like DeepMind's rooms_ring_camera and rooms_free_camera_*: random objects in a square room, a numpy
+ray caster, the writer.
 
 Scene (DeepMind's description of rooms_ring_camera, gqn-datasets): a square room of 7x7 units
 (walls at x, y = +-ROOM_HALF, floor at z = 0, walls WALL_HEIGHT high, a pale sky above them); the
@@ -25,6 +26,14 @@ view FOV_DEG = 45 degrees (MuJoCo's default, the engine DeepMind names). The rin
 height are set so that the wall band sits where the real frames have it: a wall seen face on spans
 rows 19 to 38 of 64, with the horizon near row 32.
 
+The free-camera kinds (KINDS) are the same rooms (for a seed, scene i has the ring kind's walls, floor,
+light and objects) seen from anywhere inside: each camera stands at a random place on the floor at least
+FREE_WALL_MARGIN from the walls and FREE_OBJECT_MARGIN from every object, at a height drawn from
+FREE_HEIGHT, facing any yaw, pitched within FREE_PITCH (walls close up, corners, the sky band, as the real
+frames show them). rooms_free_camera_no_object_rotations stands every object square to the room (no turn)
+and is stored at 64x64; rooms_free_camera_with_object_rotations turns each object about the vertical and is
+stored at 128x128, as DeepMind's are (the loader brings frames to 64x64; labels are stored at 64x64).
+
 Camera convention (the raw 5 numbers (x, y, z, yaw, pitch), radians), the same as the project's
 Shepard-Metzler one (dataset/builtin.py): forward = (cos p cos y, -cos p sin y, sin p), so a camera
 at azimuth a on the ring facing the centre has yaw = (pi - a) mod 2 pi and pitch =
@@ -37,12 +46,14 @@ states that rooms_ring_camera cameras sit at a fixed distance from the room's ce
 face it. The real data's positions (ring radius and height, the origin's height) are not published;
 here the origin is the floor's centre.
 
-Labels (test split): per pixel 0 sky, 1 wall, 2 floor, 3 + k object k, stored beside the shards
-(dataset/labels.py; read with gqn_dataset.open_labels).
+Labels (test split): per pixel 0 sky, 1 wall, 2 floor, 3 + k object k, at 64x64 (larger frames' labels
+are sampled at the 64x64 pixels' centres), stored beside the shards (dataset/labels.py; read with
+gqn_dataset.open_labels).
 
 Look: rooms_statistics(frames) measures band brightness (rows 0-20, 21-42, 43-63), the fraction of
-saturated pixels and of black pixels; REAL_ROOMS_STATISTICS holds the real frames' values and the
-renderer is tuned to them (experiments/rooms_look.py prints both and draws a side-by-side figure).
+saturated pixels and of black pixels; REAL_ROOMS_STATISTICS and REAL_FREE_ROOMS_STATISTICS hold the real
+frames' values and the renderer is tuned to them (experiments/rooms_look.py prints both and draws a
+side-by-side figure).
 
 Determinism: scene i of split `split` with seed `seed` is drawn from
 numpy.random.default_rng([seed, crc32(split), i]) only (dataset/builtin.py scene_rng), so the bytes
@@ -50,10 +61,10 @@ of a scene do not depend on the number of workers or on which other scenes are r
 
 Command line:
     python dataset/rooms.py --out data/rooms --train_scenes 2000 --test_scenes 200 --seed 0
-        [--workers 2] [--scenes_per_shard 1000] [--tfrecord --files_per_split 10] [--overwrite]
-        [--no_progress]
+        [--kind rooms_ring_camera] [--workers 2] [--scenes_per_shard 1000] [--tfrecord --files_per_split 10]
+        [--overwrite] [--no_progress]
 writes data/rooms/train and data/rooms/test (test with labels) in the project's format, and with
---tfrecord also DeepMind-format files data/rooms/tfrecord/rooms_ring_camera/{train,test}/<i>-of-<n>.tfrecord.
+--tfrecord also DeepMind-format files data/rooms/tfrecord/<kind>/{train,test}/<i>-of-<n>.tfrecord.
 """
 import os
 import sys
@@ -63,17 +74,24 @@ if __name__ == "__main__":
 
 import argparse
 import math
+from collections import namedtuple
 
 import numpy as np
 
 from dataset.builtin import (JPEG_QUALITY, SPLITS, RenderError, add_output_arguments,  # noqa: F401
-                             camera_basis, check_arguments, encode_jpeg, ensure_rendered,
+                             camera_basis, camera_rays, check_arguments, encode_jpeg, ensure_rendered,
                              exit_on_render_error, hsv_to_rgb, iter_tasks, run_command, scene_rng,
                              tune_malloc, write_rendered_split)
-from dataset.labels import FIRST_OBJECT, FLOOR, SKY, WALL
+from dataset.labels import FIRST_OBJECT, FLOOR, SKY, WALL, labels_at
 
 DATASET = "rooms_ring_camera"
-IMAGE_SIZE = 64
+IMAGE_SIZE = 64            # the ring kind's frame side, and the side of every kind's labels
+# a kind of rooms: its DeepMind name, the stored frame side, cameras anywhere inside (else the ring), and
+# whether objects are turned about the vertical
+Kind = namedtuple("Kind", "dataset image_size free_camera object_turns")
+KINDS = {k.dataset: k for k in (Kind("rooms_ring_camera", 64, False, True),
+                                Kind("rooms_free_camera_no_object_rotations", 64, True, False),
+                                Kind("rooms_free_camera_with_object_rotations", 128, True, True))}
 VIEWS = 10
 FOV_DEG = 45.0
 ROOM_HALF = 3.5            # the room is 7 x 7 units
@@ -82,6 +100,10 @@ RING_RADIUS = 3.0          # the cameras' ring, centred on the room
 CAMERA_HEIGHT = 0.55
 TARGET_HEIGHT = 0.55       # the point the cameras face: (0, 0, TARGET_HEIGHT)
 MAX_OBJECTS = 3
+FREE_WALL_MARGIN = 0.3     # a free camera's least distance from a wall
+FREE_OBJECT_MARGIN = 0.3   # ... and from an object's reach
+FREE_HEIGHT = (0.4, 0.8)   # a free camera's height above the floor
+FREE_PITCH = (-0.2, 0.25)  # a free camera's pitch, radians (negative: looking down)
 SHAPES = ("box", "sphere", "cylinder", "capsule", "cone", "icosahedron", "triangle")
 SIZE_RANGE = (0.3, 0.55)   # an object's scale s: its bounding radius is about s
 RENDERER_VERSION = 2       # bump when a change alters the rendered bytes (invalidates cached datasets)
@@ -131,6 +153,20 @@ def ring_cameras(azimuths):
     return np.concatenate([pos, yaw[..., None], pitch[..., None]], axis=-1)
 
 
+def free_cameras(rng, objects, views):
+    """`views` cameras (views, 5) anywhere inside the room: on the floor at least FREE_WALL_MARGIN from the
+    walls and FREE_OBJECT_MARGIN from every object's reach, a height in FREE_HEIGHT, any yaw, a pitch in
+    FREE_PITCH."""
+    limit = ROOM_HALF - FREE_WALL_MARGIN
+    cameras = []
+    while len(cameras) < views:
+        x, y = rng.uniform(-limit, limit, 2)
+        if any(math.hypot(x - o.x, y - o.y) < o.dims["reach"] + FREE_OBJECT_MARGIN for o in objects):
+            continue
+        cameras.append((x, y, rng.uniform(*FREE_HEIGHT), rng.uniform(0, 2 * np.pi), rng.uniform(*FREE_PITCH)))
+    return np.array(cameras, dtype=np.float64)
+
+
 def project(points, cameras, image_size=IMAGE_SIZE, fov=FOV_DEG):
     """Pinhole projection of world points (N, 3) into cameras (V, 5) -> (cols, rows, depth), each (V, N).
 
@@ -143,20 +179,6 @@ def project(points, cameras, image_size=IMAGE_SIZE, fov=FOV_DEG):
     u = np.einsum("vnk,vk->vn", rel, right) / (depth * tan_half)
     v = np.einsum("vnk,vk->vn", rel, up) / (depth * tan_half)
     return (u + 1) * image_size / 2, (1 - v) * image_size / 2, depth
-
-
-def camera_rays(cameras, image_size=IMAGE_SIZE, fov=FOV_DEG):
-    """Unit ray directions through the pixel centres of each camera -> (dx, dy, dz), each float32 (V, H*W),
-    pixels row-major from the top-left."""
-    cameras = np.asarray(cameras, dtype=np.float64).reshape(-1, 5)
-    forward, right, up = (b.astype(np.float32) for b in camera_basis(cameras[:, 3], cameras[:, 4]))
-    tan_half = math.tan(math.radians(fov) / 2)
-    s = (((np.arange(image_size) + 0.5) * (2.0 / image_size) - 1.0) * tan_half).astype(np.float32)
-    su = np.tile(s, image_size)[None]                 # (1, H*W) across, left to right
-    sv = -np.repeat(s, image_size)[None]              # (1, H*W) up, top row first
-    d = [forward[:, k:k + 1] + su * right[:, k:k + 1] + sv * up[:, k:k + 1] for k in range(3)]
-    norm = np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
-    return tuple(c / norm for c in d)
 
 
 # ----------------------------------------------------------------------------- scenes
@@ -264,15 +286,23 @@ class Room:
         self.objects, self.cameras = objects, cameras
 
 
-def random_room(seed, split, index, views=VIEWS):
-    """Scene `index` of a split, from scene_rng(seed, split, index) only."""
+def random_room(seed, split, index, views=VIEWS, kind=DATASET):
+    """Scene `index` of a split of the kind `kind` (a name in KINDS), from scene_rng(seed, split, index) only.
+    The kinds draw the same room; they differ in the cameras and the objects' turns."""
+    kind = KINDS[kind]
     rng = scene_rng(seed, split, index)
     wall = list(WALL_TEXTURES)[rng.integers(len(WALL_TEXTURES))]
     floor = list(FLOOR_TEXTURES)[rng.integers(len(FLOOR_TEXTURES))]
     texture_seed = rng.integers(1 << 30)
     light = rng.integers(len(LIGHTS))
     objects = random_objects(rng, int(rng.integers(1, MAX_OBJECTS + 1)))
-    cameras = ring_cameras(rng.uniform(0, 2 * np.pi, views))
+    if not kind.object_turns:
+        for obj in objects:
+            obj.turn = 0.0
+    if kind.free_camera:
+        cameras = free_cameras(rng, objects, views)
+    else:
+        cameras = ring_cameras(rng.uniform(0, 2 * np.pi, views))
     return Room(wall, floor, texture_seed, light, objects, cameras)
 
 
@@ -605,15 +635,15 @@ def _blur(x):
     return (p[:, :, :-2] + 2 * p[:, :, 1:-1] + p[:, :, 2:]) / 16
 
 
-def render_scenes(seed, split, start, stop, views=VIEWS, labels=False):
-    """Scenes start..stop-1 of a split -> list of (frames: `views` JPEG bytes, cameras float32 (views, 5))
-    or, with labels, (frames, cameras, labels uint8 (views, 64, 64))."""
+def render_scenes(seed, split, start, stop, views=VIEWS, labels=False, kind=DATASET):
+    """Scenes start..stop-1 of a split of the kind `kind` -> list of (frames: `views` JPEG bytes, cameras
+    float32 (views, 5)) or, with labels, (frames, cameras, labels uint8 (views, 64, 64))."""
     out = []
     for i in range(start, stop):
-        room = random_room(seed, split, i, views)
-        images, label = render_room(room)
+        room = random_room(seed, split, i, views, kind)
+        images, label = render_room(room, KINDS[kind].image_size)
         scene = ([encode_jpeg(im) for im in images], room.cameras.astype(np.float32))
-        out.append(scene + (label,) if labels else scene)
+        out.append(scene + (labels_at(label),) if labels else scene)
     return out
 
 
@@ -621,9 +651,9 @@ def _render_task(args):
     return render_scenes(*args)
 
 
-def iter_scenes(seed, split, n_scenes, views=VIEWS, workers=1, labels=False):
+def iter_scenes(seed, split, n_scenes, views=VIEWS, workers=1, labels=False, kind=DATASET):
     """Yield the n_scenes scenes of a split in order, rendered by `workers` processes."""
-    tasks = [(seed, split, s, min(s + SCENES_PER_TASK, n_scenes), views, labels)
+    tasks = [(seed, split, s, min(s + SCENES_PER_TASK, n_scenes), views, labels, kind)
              for s in range(0, n_scenes, SCENES_PER_TASK)]
     return iter_tasks(_render_task, tasks, workers)
 
@@ -637,6 +667,11 @@ BLACK = 0.1                               # a pixel is black when its largest ch
 # Statistics of real rooms_ring_camera frames: rooms_statistics of the 25 real frames in
 # ../shared/reference/rooms_ring_camera/ (decoded PNG, RGB). The built-in rooms are tuned to them.
 REAL_ROOMS_STATISTICS = dict(band_sky=0.799, band_wall=0.510, band_floor=0.467, saturated=0.296, black=0.0)
+# ... and of the 12 real rooms_free_camera frames in ../shared/reference/rooms_free_camera/ (three scenes, so
+# a noisy reference: their saturated share depends on which walls those scenes drew); FREE_PITCH and
+# FREE_HEIGHT are set so that the bands match it.
+REAL_FREE_ROOMS_STATISTICS = dict(band_sky=0.652, band_wall=0.464, band_floor=0.493, saturated=0.713,
+                                  black=0.0)
 
 
 def rooms_statistics(images):
@@ -660,48 +695,55 @@ def rooms_statistics(images):
 
 # ----------------------------------------------------------------------------- writing datasets
 
-def builtin_root(data_root):
-    """The folder of the built-in rooms under data_root (train/ and test/ inside)."""
-    return os.path.join(data_root, DATASET)
+def builtin_root(data_root, kind=DATASET):
+    """The folder of the built-in rooms of a kind under data_root (train/ and test/ inside)."""
+    return os.path.join(data_root, kind)
 
 
-def render_parameters(train_scenes, test_scenes, seed, views=VIEWS):
+def render_parameters(train_scenes, test_scenes, seed, views=VIEWS, kind=DATASET):
     """Everything that decides the rendered bytes (what DONE.json records and compares)."""
-    return {"generator": "dataset/rooms.py", "renderer_version": RENDERER_VERSION, "dataset": DATASET,
+    return {"generator": "dataset/rooms.py", "renderer_version": RENDERER_VERSION, "dataset": kind,
             "train_scenes": int(train_scenes), "test_scenes": int(test_scenes), "seed": int(seed),
-            "views": int(views), "image_size": IMAGE_SIZE, "fov_deg": FOV_DEG, "jpeg_quality": JPEG_QUALITY}
+            "views": int(views), "image_size": KINDS[kind].image_size, "fov_deg": FOV_DEG,
+            "jpeg_quality": JPEG_QUALITY}
 
 
 def render_split(split_dir, split, n_scenes, seed, views=VIEWS, workers=1, scenes_per_shard=1000,
-                 tfrecord_dir=None, files_per_split=10, progress=None):
+                 tfrecord_dir=None, files_per_split=10, progress=None, kind=DATASET):
     """Render one split into split_dir (write_split; the test split with label files beside its shards)
     and, when tfrecord_dir is given, also as DeepMind TFRecord files tfrecord_dir/<i>-of-<n>.tfrecord.
 
     progress: a tqdm bar to advance by one per scene, or None. Returns the number of scenes written."""
-    scenes = iter_scenes(seed, split, n_scenes, views, workers, labels=split == "test")
+    scenes = iter_scenes(seed, split, n_scenes, views, workers, labels=split == "test", kind=kind)
     return write_rendered_split(split_dir, scenes, n_scenes,
-                                {"dataset": DATASET, "seed": int(seed), "split": split},
+                                {"dataset": kind, "seed": int(seed), "split": split},
                                 scenes_per_shard, tfrecord_dir, files_per_split, progress)
 
 
-def ensure_builtin_rooms(root, train_scenes, test_scenes, seed=0, workers=None, progress=True, splits=SPLITS):
-    """Render the built-in rooms' `splits` into root/train and root/test (labels) once, and reuse them
-    afterwards (dataset/builtin.py ensure_rendered: markers, a lock, safe against a killed render).
+def ensure_builtin_rooms(root, train_scenes, test_scenes, seed=0, workers=None, progress=True, splits=SPLITS,
+                         kind=DATASET):
+    """Render the built-in rooms' `splits` of a kind into root/train and root/test (labels) once, and reuse
+    them afterwards (dataset/builtin.py ensure_rendered: markers, a lock, safe against a killed render).
     Returns (train_dir, test_dir)."""
     workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
     check_arguments(workers, 1, {"train_scenes": train_scenes, "test_scenes": test_scenes}, seed)
-    return ensure_rendered(root, render_parameters(train_scenes, test_scenes, seed),
+    return ensure_rendered(root, render_parameters(train_scenes, test_scenes, seed, kind=kind),
                            train_scenes, test_scenes,
                            lambda split_dir, split, n, tfrecord_dir, bar: render_split(
-                               split_dir, split, n, seed, VIEWS, workers, progress=bar),
+                               split_dir, split, n, seed, VIEWS, workers, progress=bar, kind=kind),
                            progress, "room", splits)
 
 
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Render rooms like DeepMind's rooms_ring_camera (gqn-datasets).")
-    add_output_arguments(p, DATASET)
+    p = argparse.ArgumentParser(description="Render rooms like DeepMind's rooms_ring_camera and "
+                                            "rooms_free_camera_* (gqn-datasets).")
+    p.add_argument("--kind", choices=list(KINDS), default=DATASET,
+                   help="the ring camera (64x64), or a camera anywhere inside with objects square to the "
+                        "room "
+                        "(64x64) or turned (128x128)")
+    add_output_arguments(p, "KIND")
     return p.parse_args(argv)
 
 
@@ -709,10 +751,10 @@ def main(argv=None):
     args = parse_args(argv)
     tune_malloc()       # this process is ours: with --workers 1 it renders
     total, seconds = exit_on_render_error(lambda: run_command(
-        args, DATASET, lambda split_dir, split, n, tfrecord_dir, bar: render_split(
+        args, args.kind, lambda split_dir, split, n, tfrecord_dir, bar: render_split(
             split_dir, split, n, args.seed, VIEWS, args.workers, args.scenes_per_shard, tfrecord_dir,
-            args.files_per_split, bar)))
-    print(f"wrote {total} rooms x {VIEWS} views to {args.out} in {seconds:.1f} s: "
+            args.files_per_split, bar, args.kind)))
+    print(f"wrote {total} {args.kind} scenes x {VIEWS} views to {args.out} in {seconds:.1f} s: "
           f"{total / max(seconds, 1e-9):.0f} scenes/s with {args.workers} worker(s)")
 
 

@@ -157,17 +157,75 @@ def test_built_in_rooms_look_like_the_real_ones():
         assert abs(stats[name] - real) <= 0.05, (name, stats[name], real)
 
 
+FREE_KINDS = ("rooms_free_camera_no_object_rotations", "rooms_free_camera_with_object_rotations")
+
+
+@pytest.mark.parametrize("kind", FREE_KINDS)
+def test_free_cameras_see_the_ring_kinds_room_from_anywhere_inside_it(kind):
+    heights, pitches = [], []
+    for index in range(20):
+        ring, free = rooms.random_room(0, "train", index), rooms.random_room(0, "train", index, kind=kind)
+        assert (free.wall, free.floor, free.light) == (ring.wall, ring.floor, ring.light)
+        assert [(o.shape, o.x, o.y) for o in free.objects] == [(o.shape, o.x, o.y) for o in ring.objects]
+        turned = [o.turn if rooms.KINDS[kind].object_turns else 0.0 for o in ring.objects]
+        assert [o.turn for o in free.objects] == turned
+        cams = free.cameras
+        assert cams.shape == (rooms.VIEWS, 5)
+        assert (np.abs(cams[:, :2]) <= rooms.ROOM_HALF - rooms.FREE_WALL_MARGIN).all()
+        for o in free.objects:
+            gap = np.hypot(cams[:, 0] - o.x, cams[:, 1] - o.y)
+            assert (gap >= o.dims["reach"] + rooms.FREE_OBJECT_MARGIN).all()
+        heights += list(cams[:, 2])
+        pitches += list(cams[:, 4])
+    # anywhere: not on a ring, any yaw, heights and pitches over their ranges
+    assert np.ptp(np.hypot(*np.concatenate([rooms.random_room(0, "train", i, kind=kind).cameras[:, :2]
+                                            for i in range(5)]).T)) > 2.5
+    assert min(heights) >= rooms.FREE_HEIGHT[0] and max(heights) <= rooms.FREE_HEIGHT[1]
+    assert min(pitches) < -0.1 and max(pitches) > 0.15 and max(pitches) <= rooms.FREE_PITCH[1]
+
+
+@pytest.mark.parametrize("kind", FREE_KINDS)
+def test_free_camera_frames_look_like_the_real_ones(kind):
+    # the bands' brightness of the real rooms_free_camera frames (REAL_FREE_ROOMS_STATISTICS), within 0.15
+    frames = np.stack([decode_jpeg(f) for scene, _ in rooms.render_scenes(11, "train", 0, 30, kind=kind)
+                       for f in scene])
+    assert frames.shape[1:] == (rooms.KINDS[kind].image_size,) * 2 + (3,)
+    stats = rooms.rooms_statistics(frames)
+    for name in ("band_sky", "band_wall", "band_floor"):
+        assert abs(stats[name] - rooms.REAL_FREE_ROOMS_STATISTICS[name]) <= 0.15, (name, stats[name])
+    assert stats["black"] == 0
+
+
+def test_128_pixel_frames_and_their_64_pixel_labels_agree():
+    from dataset.jpeg import resize_frames
+    kind = "rooms_free_camera_with_object_rotations"
+    for index in range(3):
+        frames, _, labels = rooms.render_scenes(0, "test", index, index + 1, labels=True, kind=kind)[0]
+        assert labels.shape == (rooms.VIEWS, 64, 64)
+        x = resize_frames(np.stack([decode_jpeg(f) for f in frames])).astype(np.float64) / 255   # as loaded
+        assert x.shape == (rooms.VIEWS, 64, 64, 3)
+        for v in range(rooms.VIEWS):
+            sky = interior(labels[v] == SKY)
+            if sky.any():
+                assert np.abs(x[v][sky] - rooms.SKY_COLOUR).mean() < 0.03     # JPEG's and the resize's error
+            for k in range(len(rooms.random_room(0, "test", index, kind=kind).objects)):
+                region = interior(labels[v] == FIRST_OBJECT + k)
+                if region.sum() >= 12:   # an object's pixels are not the sky's colour
+                    assert np.abs(x[v][region].mean(0) - rooms.SKY_COLOUR).sum() > 0.1
+
+
 # ----------------------------------------------------------------------------- determinism and writing
 
-def test_a_scene_has_the_same_bytes_alone_or_with_others_and_with_1_or_2_workers():
-    alone = rooms.render_scenes(0, "train", 5, 6)[0]
-    batch = rooms.render_scenes(0, "train", 3, 7)
+@pytest.mark.parametrize("kind", ["rooms_ring_camera", "rooms_free_camera_with_object_rotations"])
+def test_a_scene_has_the_same_bytes_alone_or_with_others_and_with_1_or_2_workers(kind):
+    alone = rooms.render_scenes(0, "train", 5, 6, kind=kind)[0]
+    batch = rooms.render_scenes(0, "train", 3, 7, kind=kind)
     assert alone[0] == batch[2][0] and np.array_equal(alone[1], batch[2][1])
-    assert rooms.render_scenes(1, "train", 5, 6)[0][0] != alone[0]
-    assert rooms.render_scenes(0, "test", 5, 6)[0][0] != alone[0]
+    assert rooms.render_scenes(1, "train", 5, 6, kind=kind)[0][0] != alone[0]
+    assert rooms.render_scenes(0, "test", 5, 6, kind=kind)[0][0] != alone[0]
     n = rooms.SCENES_PER_TASK + 2
-    one = list(rooms.iter_scenes(0, "train", n, workers=1))
-    two = list(rooms.iter_scenes(0, "train", n, workers=2))
+    one = list(rooms.iter_scenes(0, "train", n, workers=1, kind=kind))
+    two = list(rooms.iter_scenes(0, "train", n, workers=2, kind=kind))
     assert [s[0] for s in one] == [s[0] for s in two]
     assert one[5][0] == alone[0]
 
@@ -243,15 +301,16 @@ def test_ensure_builtin_rooms_renders_once(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- real data still reads
 
-def test_rooms_ring_camera_tfrecords_convert_and_train_one_step(tmp_path):
-    """rooms_ring_camera-shaped TFRecords (10 views, 64x64) -> dataset/convert2torch.py -> one training
+@pytest.mark.parametrize("kind", ["rooms_ring_camera", "rooms_free_camera_with_object_rotations"])
+def test_rooms_tfrecords_convert_and_train_one_step(tmp_path, kind):
+    """Rooms-shaped TFRecords (10 views, 64x64 or 128x128) -> dataset/convert2torch.py -> one training
     step."""
     require_tensorflow()                         # convert2torch.py reads TFRecords with TensorFlow
     out = tmp_path / "rooms"
     rooms.main(["--out", str(out), "--train_scenes", "4", "--test_scenes", "4", "--workers", "1",
-                "--tfrecord", "--files_per_split", "2", "--no_progress"])
+                "--tfrecord", "--files_per_split", "2", "--no_progress", "--kind", kind])
     converted = tmp_path / "converted"
-    subprocess.run([sys.executable, "dataset/convert2torch.py", "rooms_ring_camera", "--root",
+    subprocess.run([sys.executable, "dataset/convert2torch.py", kind, "--root",
                     str(out / "tfrecord"), "--out", str(converted), "--workers", "1",
                     "--no_progress"], cwd=ROOT, check=True,
                    capture_output=True, timeout=600)
@@ -267,3 +326,10 @@ def test_rooms_ring_camera_tfrecords_convert_and_train_one_step(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert list((tmp_path / "runs" / "rooms").rglob("*.pt")), "no checkpoint written"
+    if kind != "rooms_ring_camera":  # 128-pixel frames converted as the ring's 64-pixel ones: one sentence
+        (out / "tfrecord" / kind).rename(out / "tfrecord" / "rooms_ring_camera")
+        wrong = subprocess.run([sys.executable, "dataset/convert2torch.py", "rooms_ring_camera", "--root",
+                                str(out / "tfrecord"), "--out", str(tmp_path / "wrong"), "--workers", "1",
+                                "--no_progress"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert wrong.returncode != 0 and "Traceback" not in wrong.stderr and wrong.stderr.count("\n") == 1
+        assert "128x128" in wrong.stderr and "64x64" in wrong.stderr

@@ -3,6 +3,7 @@ trains on them, and takes K (the most context views) from them."""
 
 import inspect
 import json
+import math
 import os
 
 import pytest
@@ -16,6 +17,9 @@ from conftest import TINY_MODEL
 @pytest.mark.parametrize("builtin, folder, views, most_context", [
     ("shepard_metzler", "shepard_metzler_7_parts", 15, 14),   # the paper's K 15, less one of its 15 views
     ("rooms", "rooms_ring_camera", 10, 5),                     # the paper's K for rooms_ring_camera
+    ("rooms_free_camera_no_object_rotations", "rooms_free_camera_no_object_rotations", 10, 5),
+    ("rooms_free_camera_with_object_rotations", "rooms_free_camera_with_object_rotations", 10, 5),
+    ("mazes", "mazes", 300, 20),                               # the paper's K for mazes (Labyrinth)
 ])
 def test_without_train_data_dir_it_renders_the_builtin_scenes_and_trains_on_them(
         builtin, folder, views, most_context, tmp_path, monkeypatch):
@@ -47,8 +51,11 @@ def test_without_train_data_dir_it_renders_the_builtin_scenes_and_trains_on_them
     assert state["step"] == 2 and not state["args"]["train_data_dir"] and state["args"]["builtin"] == builtin
     with open(run_dir / "metrics.jsonl") as f:
         assert [json.loads(line)["step"] for line in f] == [1, 2]
-    # and scored the rendered test split at the end (the rooms' with its labels: walls and floors)
+    # and scored the rendered test split at the end (rooms' and mazes' with their labels: walls and floors;
+    # objects only in rooms)
     with open(run_dir / "final.json") as f:
         final = json.load(f)
     assert final["mse_generation"] > 0
-    assert ("wall_error_generation" in final) == (builtin == "rooms")
+    assert ("wall_error_generation" in final) == (builtin != "shepard_metzler")    # labels
+    if builtin != "shepard_metzler":
+        assert math.isnan(final["object_error_generation"]) == (builtin == "mazes")
