@@ -209,6 +209,9 @@ class _SceneLoss(torch.nn.Module):
 def _step_on_uneven_parts(rank, parts, rendezvous, out):
     """One train_step under DDP, process `rank` holding parts[rank] (its query images' values)."""
     from engine import train_step
+    # Imported before the group exists, as distributed.Distributed does: imported by DDP's constructor
+    # after it, it would hold the group and its gloo threads into the interpreter's shutdown (an abort).
+    from torch.distributed.nn import functional  # noqa: F401
     torch.distributed.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
     try:
         model = torch.nn.parallel.DistributedDataParallel(_SceneLoss())
@@ -218,6 +221,7 @@ def _step_on_uneven_parts(rank, parts, rendezvous, out):
                             torch.device("cpu"))
         if rank == 0:
             torch.save({"w": model.module.w.detach(), "loss": values[0]}, out)
+        del model, optimizer          # the wrapper holds the group: freed here, its threads end in this call
     finally:
         torch.distributed.destroy_process_group()
 
