@@ -5,9 +5,13 @@
 
 It prints the address (http://127.0.0.1:8000/); open it in a browser. For the chosen scene the page shows
 its views (the context views marked; click a view to add or remove it), the model's rendering from the
-current camera, large, and the ground-truth view whose camera is nearest. Drag on the rendering to orbit
-(yaw, pitch), scroll or use the slider for the distance, or the arrow keys (+/- for the distance);
-double-click a view to move the camera to it: the rendering from a view's own camera is the model's
+current camera, large, and the ground-truth view whose camera is nearest. Where the scene's cameras look
+at one point (Shepard-Metzler, rooms_ring_camera), drag on the rendering to orbit (yaw, pitch), scroll or
+use the slider for the distance, or the arrow keys (+/- for the distance). Where they look anywhere
+(rooms_free_camera, mazes: dataset/viewpoints.py looks_at_one_point, told from the cameras alone), walk:
+W/S or the up and down arrows move forward and back at the camera's height, A/D step sideways, the left
+and right arrows (or Q/E) turn, R/F look up and down; drag to turn and look, scroll to move.
+Double-click a view to move the camera to it: the rendering from a view's own camera is the model's
 guess at that view. "Sample again" draws a new z from the prior: a rendering is one sample (the noise is
 seeded, so dragging keeps the same hypothesis of the scene); "mean of N" shows the mean of N samples.
 
@@ -16,9 +20,8 @@ the camera looks down. The camera moves on a sphere about the point the scene's 
 (dataset/viewpoints.py look_target: the origin for Shepard-Metzler, the room's centre at eye height for
 rooms_ring_camera), looking at it: (yaw, pitch, distance) place it there, and each view's own
 (yaw, pitch, distance) about that point put it exactly at that view's camera. On rooms_ring_camera, dragging
-sideways at the views' pitch (0) and distance walks the ring the data was taken on. The page and the API
-speak degrees. For data whose cameras do not look at one point (rooms_free_camera, jaco, mazes) the
-point is the least-squares nearest one, and a view's camera is reached only up to where it looks.
+sideways at the views' pitch (0) and distance walks the ring the data was taken on. A walking camera is
+the raw camera itself (x, y, z, yaw, pitch). The page and the API speak degrees.
 
 The server (Python's http.server, no other dependency) binds 127.0.0.1 unless --host says otherwise and
 answers only requests whose Host header names it: 127.0.0.1, localhost or [::1], the --host name or the
@@ -26,9 +29,11 @@ address it is bound to, with or without its port. Any other Host gets a 403 and 
 page elsewhere cannot drive it through DNS rebinding (its name made to point at 127.0.0.1). It answers only
 these paths; nothing in a request names a file:
     GET /                          the page
-    GET /api/scene?scene=I         JSON: number of scenes and views, each view's camera, the view order
+    GET /api/scene?scene=I         JSON: number of scenes and views, each view's camera, the view order,
+                                   "mode" ("orbit" or "walk") and a walking step
     GET /api/view.png?scene=I&view=J                         a ground-truth view, as stored
     GET /api/render.png?scene=I&context=J,K,..&yaw=&pitch=&distance=[&seed=][&samples=N][&client=ID]
+    GET /api/render.png?scene=I&context=J,K,..&x=&y=&z=&yaw=&pitch=[...]   (a walking camera)
         the model's rendering (PNG, the model's image size); headers X-Nearest-View (the view whose
         camera is nearest), X-Render-Ms (the time the model took)
 A bad value gets a 400 with a one-sentence message. Renders run one at a time; when newer requests of
@@ -56,7 +61,9 @@ from PIL import Image
 import checkpoint
 import gqn_dataset
 import held_out
-from dataset.viewpoints import look_target, viewpoint_around, viewpoint_to_raw
+from dataset.builtin import forward_from_yaw_pitch
+from dataset.viewpoints import (look_target, looks_at_one_point, raw_to_viewpoint, viewpoint_around,
+                                viewpoint_to_raw)
 from images import to_uint8_image
 from options import add_checkpoint_arguments
 from runtime import UsageError, noise_seed, pick_device
@@ -85,6 +92,12 @@ def viewpoint(yaw_deg, pitch_deg, distance, target=(0.0, 0.0, 0.0)):
     """The dataset's camera at (yaw, pitch, distance) from `target`, looking at it -> viewpoint (7,)
     float32."""
     return viewpoint_around(target, math.radians(yaw_deg % 360.0), math.radians(pitch_deg), distance)
+
+
+def walking_viewpoint(x, y, z, yaw_deg, pitch_deg):
+    """The dataset's camera at (x, y, z) facing (yaw, pitch) in degrees -> viewpoint (7,) float32."""
+    raw = np.array([x, y, z, math.radians(yaw_deg % 360.0), math.radians(pitch_deg)])
+    return torch.from_numpy(raw_to_viewpoint(raw).astype(np.float32))
 
 
 class Coalescer:
@@ -120,39 +133,54 @@ class Explorer:
         self.context, self.seed = context, seed
         self.coalescer = Coalescer()
         self._cache_lock = threading.Lock()
-        # scene -> (frames (S, 3, H, W) uint8, viewpoints (S, 7), target (3,))
+        # scene -> (frames (S, 3, H, W) uint8, viewpoints (S, 7), target (3,), walks)
         self._cache = {}
 
     # -- reading ----------------------------------------------------------------------------------
 
     def scene(self, index):
-        """(frames (S, 3, H, W) uint8, viewpoints (S, 7), the point its cameras look at (3,)) of one scene,
-        cached."""
+        """(frames (S, 3, H, W) uint8, viewpoints (S, 7), the point its cameras look at (3,), whether the
+        camera walks (its cameras do not look at one point)) of one scene, cached."""
         with self._cache_lock:
             if index not in self._cache:
                 frames, viewpoints = self.dataset[(index, tuple(range(self.num_views)))]
                 if len(self._cache) >= 8:
                     self._cache.pop(next(iter(self._cache)))
-                self._cache[index] = (frames, viewpoints, look_target(viewpoint_to_raw(viewpoints)))
+                raw = viewpoint_to_raw(viewpoints)
+                self._cache[index] = (frames, viewpoints, look_target(raw), not looks_at_one_point(raw))
             return self._cache[index]
 
     def scene_info(self, index):
-        _, viewpoints, target = self.scene(index)
+        _, viewpoints, target, walks = self.scene(index)
         order = [int(j) for j in self.order_sampler.views(index)]   # evaluate.py's views: context = order[:M]
-        cameras = [dict(yaw=math.degrees(r[3]), pitch=math.degrees(r[4]),
-                        distance=float(np.linalg.norm(r[:3] - target)))
-                   for r in viewpoint_to_raw(viewpoints)]
+        raw = viewpoint_to_raw(viewpoints)
+        cameras = [dict(x=float(r[0]), y=float(r[1]), z=float(r[2]), yaw=math.degrees(r[3]),
+                        pitch=math.degrees(r[4]), distance=float(np.linalg.norm(r[:3] - target)))
+                   for r in raw]
+        # a walking step: a fortieth of the cameras' extent across the floor
+        step = max(float(np.ptp(raw[:, :2], axis=0).max()) / 40, 1e-3)
         return dict(scene=index, scenes=self.num_scenes, views=self.num_views, cameras=cameras, order=order,
-                    context=order[:self.context], query=order[self.context])
+                    context=order[:self.context], query=order[self.context],
+                    mode="walk" if walks else "orbit",
+                    step=step)
 
     def view_png(self, index, view):
-        frames, _, _ = self.scene(index)
+        frames = self.scene(index)[0]
         return png_bytes(frames[view].permute(1, 2, 0).numpy())
 
     def nearest_view(self, index, v_q):
-        """The view whose camera position is nearest the query camera's."""
-        _, viewpoints, _ = self.scene(index)
-        return int((viewpoints[:, :3] - v_q[:3]).norm(dim=1).argmin())
+        """The view whose camera position is nearest the query camera's; for a walking camera, whose
+        position and direction are (a half turn away counts as much as the cameras' mean spread)."""
+        _, viewpoints, _, walks = self.scene(index)
+        gap = (viewpoints[:, :3] - v_q[:3]).norm(dim=1)
+        if walks:
+            raw = viewpoint_to_raw(viewpoints)
+            forward = torch.from_numpy(forward_from_yaw_pitch(raw[:, 3], raw[:, 4])).float()
+            query = viewpoint_to_raw(v_q)
+            facing = forward @ torch.from_numpy(forward_from_yaw_pitch(query[3], query[4])).float()
+            spread = (viewpoints[:, :3] - viewpoints[:, :3].mean(0)).norm(dim=1).mean()
+            gap = gap + spread * (1 - facing) / 2
+        return int(gap.argmin())
 
     # -- rendering --------------------------------------------------------------------------------
 
@@ -162,7 +190,7 @@ class Explorer:
         (3, H, W) floats, one prior sample (samples=1) or the mean of `samples` samples. torch's generator
         is seeded with runtime.noise_seed(--seed, seed) first, so this is model.generate's image for that
         noise (seed counts the page's "Sample again")."""
-        frames, viewpoints, _ = self.scene(index)
+        frames, viewpoints, _, _ = self.scene(index)
         x = (frames[context].float() / 255)[None].to(self.device)             # (1, M, 3, H, W)
         v = viewpoints[context][None].to(self.device)                         # (1, M, 7)
         v_q = v_q[None].to(self.device)                                       # (1, 7)
@@ -235,7 +263,10 @@ class Explorer:
                 index, context = self._scene(query), self._context(query)
                 yaw = self._float(query, "yaw")
                 pitch = self._float(query, "pitch", -90, 90, strict=True)
-                distance = self._float(query, "distance", 0, MAX_DISTANCE, strict=True)
+                if "x" in query:                                            # a walking camera
+                    position = [self._float(query, k, -MAX_DISTANCE, MAX_DISTANCE) for k in "xyz"]
+                else:
+                    distance = self._float(query, "distance", 0, MAX_DISTANCE, strict=True)
                 seed = self._int(query, "seed", 0, 2 ** 31 - 1, default=0)
                 samples = self._int(query, "samples", 1, MAX_SAMPLES, default=1)
                 client = query.get("client", [""])[-1]
@@ -243,7 +274,10 @@ class Explorer:
                     raise BadRequest("client= may hold up to 32 letters, digits, '-' and '_'")
 
                 def work():
-                    camera = viewpoint(yaw, pitch, distance, self.scene(index)[2])
+                    if "x" in query:
+                        camera = walking_viewpoint(*position, yaw, pitch)
+                    else:
+                        camera = viewpoint(yaw, pitch, distance, self.scene(index)[2])
                     start = time.perf_counter()
                     image = self.render(index, context, camera, seed, samples)
                     ms = (time.perf_counter() - start) * 1e3

@@ -1,4 +1,4 @@
-r"""Show what a trained GQN renders: a PNG grid of its views of held-out scenes, and an orbit GIF.
+r"""Show what a trained GQN renders: a PNG grid of its views of held-out scenes, and an orbit or walk GIF.
 
     python sample.py --checkpoint runs/GQN/checkpoints/ckpt-00000750.pt  # scenes 0-3, built-in test split
     python sample.py --checkpoint CKPT --scenes 0 5 7 --context 5 --samples 6
@@ -20,7 +20,14 @@ default the mean of the scene's cameras) and a fixed elevation. The elevation: -
 above the target) or --pitch; by default the pitch that all of the scene's cameras share where they
 do (a ring of cameras, as in rooms_ring_camera: the orbit walks that ring), else 25 degrees above.
 In the dataset's convention (raw cameras (x, y, z, yaw, pitch)) a camera looking down has a negative
-pitch: --elevation 25 is --pitch -25. These are views that no frame of the dataset has, rendered by
+pitch: --elevation 25 is --pitch -25.
+
+Where a scene's cameras look anywhere rather than at one point (rooms_free_camera, mazes; told from the
+cameras alone by dataset/viewpoints.py looks_at_one_point, so converted DeepMind data too), there is no
+centre to circle: the GIF (<checkpoint>-seed<seed>-walk.gif) walks through the scene instead, a loop from
+the query view's camera through WALK_STOPS of the scene's own cameras, each the nearest one not yet
+visited a step away, and back (dataset/viewpoints.py walk_path). --path orbit or walk chooses for every
+scene. These are views that no frame of the dataset has, rendered by
 model.generate from the same context views as the grid. Each frame of the GIF holds one row per scene:
 its context views, then the orbit view.
 
@@ -45,7 +52,8 @@ import torch
 import checkpoint
 import gqn_dataset
 import held_out
-from dataset.viewpoints import look_target, viewpoint_around, viewpoint_to_raw
+from dataset.viewpoints import (look_target, looks_at_one_point, raw_to_viewpoint, viewpoint_around,
+                                viewpoint_to_raw, walk_path)
 from images import comparison_grid, save_gif, save_png
 from options import (add_checkpoint_arguments, nonnegative_float, nonnegative_int, positive_float,
                      positive_int)
@@ -54,6 +62,7 @@ from runtime import SCENE_STREAM, UsageError, generator, noise_seed, pick_device
 DEFAULT_SCENES = 4              # scenes 0..3 when neither --scenes nor --random is given
 DEFAULT_ELEVATION = 25.0        # degrees above the target where the scene's cameras do not share one pitch
 RING_PITCH_TOLERANCE = 1e-3     # radians: cameras whose pitches differ by less share one (a ring)
+WALK_STOPS = 8                  # the scene's cameras a walk passes through
 
 
 def parse_args(argv=None):
@@ -67,7 +76,10 @@ def parse_args(argv=None):
                        help="N distinct scenes drawn from --seed")
     p.add_argument("--samples", type=nonnegative_int, default=4,
                    help="samples from the prior per scene (default 4)")
-    p.add_argument("--frames", type=positive_int, default=36, help="frames of the orbit GIF (default 36)")
+    p.add_argument("--frames", type=positive_int, default=36, help="frames of the GIF (default 36)")
+    p.add_argument("--path", choices=["auto", "orbit", "walk"], default="auto",
+                   help="the GIF's camera path: circle the point the cameras look at, or walk through the "
+                        "scene's cameras (default auto: walk where the cameras do not look at one point)")
     angle = p.add_mutually_exclusive_group()
     angle.add_argument("--elevation", type=float, default=None,
                        help="orbit camera's angle above the target in degrees (default: the pitch the "
@@ -94,16 +106,16 @@ def parse_args(argv=None):
     return args
 
 
-def free_paths(stem, overwrite=False):
-    """The grid's and the orbit's paths, STEM-grid.png and STEM-orbit.gif; where either exists already (an
+def free_paths(stem, overwrite=False, movie="orbit"):
+    """The grid's and the GIF's paths, STEM-grid.png and STEM-<movie>.gif; where either exists already (an
     earlier run, perhaps with other scenes or settings, or the README's images in assets/), unless
     overwrite: STEM-2-..., STEM-3-..., the first pair that is free."""
     n, suffix = 1, ""
     while not overwrite and any(os.path.exists(f"{stem}{suffix}-{kind}")
-                                for kind in ("grid.png", "orbit.gif")):
+                                for kind in ("grid.png", f"{movie}.gif")):
         n += 1
         suffix = f"-{n}"
-    return f"{stem}{suffix}-grid.png", f"{stem}{suffix}-orbit.gif"
+    return f"{stem}{suffix}-grid.png", f"{stem}{suffix}-{movie}.gif"
 
 
 def choose_scenes(args, num_scenes, data_dir):
@@ -125,10 +137,10 @@ def choose_scenes(args, num_scenes, data_dir):
 
 def load_scenes(dataset, scenes, context, seed):
     """Context, query and cameras of each scene, with the views evaluate.py would use:
-    x (B, M, 3, 64, 64) and x_q (B, 3, 64, 64) floats in [0, 1], v (B, M, 7), v_q (B, 7), and the raw
-    cameras of all of each scene's views, a list of B arrays (S, 5)."""
+    x (B, M, 3, 64, 64) and x_q (B, 3, 64, 64) floats in [0, 1], v (B, M, 7), v_q (B, 7), the raw
+    cameras of all of each scene's views, a list of B arrays (S, 5), and each scene's query view (B ints)."""
     views = gqn_dataset.FixedContextSampler(len(dataset), dataset.num_views, 1, context, seed)
-    x, v, x_q, v_q, cameras = [], [], [], [], []
+    x, v, x_q, v_q, cameras, queries = [], [], [], [], [], []
     for i in scenes:
         # all S views: (S, 3, 64, 64), (S, 7)
         frames, viewpoints = dataset[(i, tuple(range(dataset.num_views)))]
@@ -137,7 +149,8 @@ def load_scenes(dataset, scenes, context, seed):
         x.append(images[:-1]), x_q.append(images[-1])
         v.append(viewpoints[chosen[:-1]]), v_q.append(viewpoints[chosen[-1]])
         cameras.append(viewpoint_to_raw(viewpoints))
-    return torch.stack(x), torch.stack(v), torch.stack(x_q), torch.stack(v_q), cameras
+        queries.append(int(chosen[-1]))
+    return torch.stack(x), torch.stack(v), torch.stack(x_q), torch.stack(v_q), cameras, queries
 
 
 def orbit_viewpoints(frames, pitch, distance, target=(0.0, 0.0, 0.0)):
@@ -163,6 +176,20 @@ def scene_orbit(cameras, pitch_deg=None, distance=None):
     return target, pitch, distance
 
 
+def scene_path(cameras, query, frames, path="auto", pitch_deg=None, distance=None):
+    """A scene's GIF cameras from its raw cameras (S, 5): (viewpoints (frames, 7), "orbit" or "walk", a
+    description). path "auto" walks where the cameras do not look at one point; a walk starts at the query
+    view's camera; an orbit is scene_orbit's."""
+    if path == "walk" or (path == "auto" and not looks_at_one_point(cameras)):
+        raw = walk_path(cameras, frames, stops=WALK_STOPS, start=query)
+        return (torch.from_numpy(raw_to_viewpoint(raw).astype(np.float32)), "walk",
+                f"a walk through {min(WALK_STOPS, len(cameras))} of the scene's cameras")
+    target, pitch, d = scene_orbit(cameras, pitch_deg, distance)
+    return (orbit_viewpoints(frames, pitch, d, target), "orbit",
+            f"pitch {math.degrees(pitch):.3g} deg, distance {d:.3g} from "
+            f"({', '.join(f'{c:.3g}' for c in target + 0.0)})")
+
+
 @torch.no_grad()
 def render_grid_columns(model, x, v, x_q, v_q, samples, seed, temperature=1.0):
     """reconstruction (B, 3, 64, 64) and a list of `samples` prior samples, each (B, 3, 64, 64)."""
@@ -177,7 +204,8 @@ def render_grid_columns(model, x, v, x_q, v_q, samples, seed, temperature=1.0):
 
 @torch.no_grad()
 def render_orbit(model, x, v, orbit, seed, temperature=1.0):
-    """orbit (B, T, 7) query cameras -> frames (T, B, 3, 64, 64), every frame with the same noise."""
+    """orbit (B, T, 7) query cameras (an orbit or a walk) -> frames (T, B, 3, 64, 64), every frame with the
+    same noise."""
     frames = []
     for t in range(orbit.shape[1]):
         torch.manual_seed(noise_seed(seed, 1))                # the first sample column's noise, each frame
@@ -204,29 +232,29 @@ def sample(args):
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
     checkpoint.ensure_writable(out)
 
-    x, v, x_q, v_q, cameras = load_scenes(dataset, scenes, args.context, args.seed)
+    x, v, x_q, v_q, cameras, queries = load_scenes(dataset, scenes, args.context, args.seed)
     x, v, x_q, v_q = x.to(device), v.to(device), x_q.to(device), v_q.to(device)
     reconstruction, generated = render_grid_columns(model, x, v, x_q, v_q, args.samples, args.seed,
                                                     args.temperature)
 
-    orbits = [scene_orbit(c, args.pitch_deg, args.distance) for c in cameras]      # (target, pitch, distance)
-    orbit = torch.stack([orbit_viewpoints(args.frames, pitch, d, target)
-                         for target, pitch, d in orbits]).to(device)
+    paths = [scene_path(c, q, args.frames, args.path, args.pitch_deg, args.distance)
+             for c, q in zip(cameras, queries)]                                     # (cameras, kind, words)
+    orbit = torch.stack([p[0] for p in paths]).to(device)
     frames = render_orbit(model, x, v, orbit, args.seed, args.temperature)               # (T, B, 3, 64, 64)
+    movie = "walk" if any(p[1] == "walk" for p in paths) else "orbit"
 
     stem = os.path.join(out, f"{os.path.splitext(os.path.basename(args.checkpoint))[0]}-seed{args.seed}"
                              + (f"-t{args.temperature:g}" if args.temperature != 1 else ""))
-    grid_path, orbit_path = free_paths(stem, args.overwrite)
+    grid_path, orbit_path = free_paths(stem, args.overwrite, movie)
     save_png(grid_image(x, x_q, reconstruction, generated), grid_path)
     save_gif(orbit_images(x, frames), orbit_path)
     m, k = args.context, args.samples
     print(f"scenes {' '.join(map(str, scenes))} of {data_dir}, {m} context views, seed {args.seed}"
           + (f", prior temperature {args.temperature:g}" if args.temperature != 1 else ""))
     print(f"wrote {grid_path}: one row per scene: {m} context | truth | reconstruction | {k} samples")
-    described = sorted({f"pitch {math.degrees(pitch):.3g} deg, distance {d:.3g} from "
-                        f"({', '.join(f'{c:.3g}' for c in target + 0.0)})" for target, pitch, d in orbits})
+    described = sorted({p[2] for p in paths})
     print(f"wrote {orbit_path}: {args.frames} frames, {'; '.join(described[:4])}"
-          f"{'; ...' if len(described) > 4 else ''}; one row per scene: {m} context | orbit view")
+          f"{'; ...' if len(described) > 4 else ''}; one row per scene: {m} context | {movie} view")
     return grid_path, orbit_path
 
 

@@ -4,6 +4,7 @@ the page orbits the camera in a real browser."""
 
 import http.client
 import io
+import math
 import os
 import socket
 import sys
@@ -127,7 +128,7 @@ class RingScenes:
 def test_on_rooms_the_camera_walks_the_ring_and_reaches_every_view():
     explorer = explore.Explorer(model=None, dataset=RingScenes(), device=torch.device("cpu"))
     info = explorer.scene_info(1)
-    _, viewpoints, target = explorer.scene(1)
+    _, viewpoints, target, _ = explorer.scene(1)
     np.testing.assert_allclose(target, [0, 0, rooms.TARGET_HEIGHT], atol=1e-6)
     for j, c in enumerate(info["cameras"]):                 # each view: pitch 0, on the ring, exactly reached
         assert c["pitch"] == pytest.approx(0, abs=1e-4) and c["distance"] == pytest.approx(rooms.RING_RADIUS)
@@ -144,7 +145,7 @@ def test_on_rooms_the_camera_walks_the_ring_and_reaches_every_view():
 def test_a_camera_at_a_views_pose_is_that_views_camera_and_the_nearest_view_is_that_view(server):
     explorer, base = server
     info = explorer.scene_info(1)
-    _, viewpoints, target = explorer.scene(1)
+    _, viewpoints, target, _ = explorer.scene(1)
     for j, c in enumerate(info["cameras"]):
         v = explore.viewpoint(c["yaw"], c["pitch"], c["distance"], target)
         np.testing.assert_allclose(v.numpy(), viewpoints[j].numpy(), atol=1e-4)
@@ -350,6 +351,90 @@ def test_in_a_real_browser_dragging_the_rendering_changes_the_image(tiny_checkpo
             browser.close()
     finally:
         srv.terminate()                                          # explore.py, as the user starts it
+        srv.wait()
+
+
+@pytest.fixture(scope="module")
+def maze_split(tmp_path_factory):
+    """A split folder of two built-in mazes with 12 views each (free cameras: the explorer walks)."""
+    from dataset import mazes
+    from dataset.shards import write_split
+    folder = tmp_path_factory.mktemp("mazes") / "test"
+    write_split(folder, mazes.render_scenes(0, "test", 0, 2, views=12))
+    return str(folder)
+
+
+def test_on_free_cameras_the_camera_walks_and_reaches_every_view_by_its_position(tiny_checkpoint, maze_split):
+    import gqn_dataset
+    explorer = explore.Explorer(model=None, dataset=gqn_dataset.SceneViews(maze_split),
+                                device=torch.device("cpu"))
+    info = explorer.scene_info(1)
+    assert info["mode"] == "walk" and 0 < info["step"] < 0.5
+    _, viewpoints, _, walks = explorer.scene(1)
+    assert walks
+    for j, c in enumerate(info["cameras"]):
+        v = explore.walking_viewpoint(c["x"], c["y"], c["z"], c["yaw"], c["pitch"])
+        np.testing.assert_allclose(v.numpy(), viewpoints[j].numpy(), atol=1e-5)
+        assert explorer.nearest_view(1, v) == j
+    ring = explore.Explorer(model=None, dataset=RingScenes(), device=torch.device("cpu"))
+    assert ring.scene_info(0)["mode"] == "orbit"
+
+
+def test_a_walking_camera_renders_over_http_and_bad_positions_get_a_400(tiny_checkpoint, maze_split):
+    args = explore.parse_args(["--checkpoint", str(tiny_checkpoint), "--data_dir", maze_split, "--port", "0",
+                               "--device", "cpu"])
+    srv, explorer = explore.build(args)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        c = explorer.scene_info(0)["cameras"][5]
+        walk = dict(x=c["x"], y=c["y"], z=c["z"])
+        status, headers, body = get(render_url(base, yaw=c["yaw"], pitch=c["pitch"], **walk))
+        assert status == 200 and png(body).shape == (64, 64, 3) and headers["X-Nearest-View"] == "5"
+        ahead = dict(walk, x=c["x"] + 0.3)
+        moved = get(render_url(base, yaw=c["yaw"], pitch=c["pitch"], **ahead))[2]
+        assert not np.array_equal(png(body), png(moved))
+        status, _, body = get(render_url(base, yaw=0, pitch=0, **dict(walk, y="far")))
+        assert status == 400 and b"y='far' is not a number" in body
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_in_a_real_browser_the_camera_walks_through_a_maze(tiny_checkpoint, maze_split):
+    missing = browser_missing()
+    if missing and os.environ.get("GQN_REQUIRE_BROWSER"):
+        pytest.fail(f"GQN_REQUIRE_BROWSER is set but {missing}")
+    if missing:
+        pytest.skip(missing)
+    from playwright.sync_api import sync_playwright
+    srv, url = explore_latency.start_server(str(tiny_checkpoint), maze_split, device="cpu")
+    try:
+        with sync_playwright() as playwright:
+            browser, page = explore_latency.open_page(playwright, url)
+            assert page.evaluate("window.gqn.state.mode") == "walk"
+            assert page.locator("#controls-walk").is_visible() and not page.locator("#distance").is_visible()
+            render = page.locator("#render")
+            start = page.evaluate("[window.gqn.state.x, window.gqn.state.y, window.gqn.state.yaw]")
+            before = render.screenshot()
+            for key in ("w", "w", "w", "d", "ArrowLeft"):             # three steps forward, one aside, a turn
+                n = page.evaluate("window.gqn.renders")
+                page.keyboard.press(key)
+                page.wait_for_function(f"window.gqn.renders > {n}", timeout=30_000)
+            x, y, yaw = page.evaluate("[window.gqn.state.x, window.gqn.state.y, window.gqn.state.yaw]")
+            step = page.evaluate("window.gqn.state.step")
+            assert math.hypot(x - start[0], y - start[1]) == pytest.approx(math.sqrt(10) * step, rel=1e-6)
+            assert (yaw - start[2]) % 360 == pytest.approx(355)
+            assert page.evaluate("window.gqn.state.z") == pytest.approx(
+                page.evaluate("window.gqn.state.info.cameras[window.gqn.state.info.query].z"))
+            assert render.screenshot() != before
+            pitch = page.evaluate("window.gqn.state.pitch")
+            page.keyboard.press("r")                                    # look up
+            page.wait_for_function(f"window.gqn.state.pitch > {pitch}", timeout=30_000)
+            assert page.locator("#error").inner_text() == ""
+            browser.close()
+    finally:
+        srv.terminate()
         srv.wait()
 
 

@@ -1,6 +1,6 @@
-"""sample.py: on a tiny checkpoint it writes a grid PNG of the promised layout and an orbit GIF of --frames
-different frames, in the dataset's camera convention, byte for byte the same for the same seed; user
-mistakes end in one sentence."""
+"""sample.py: on a tiny checkpoint it writes a grid PNG of the promised layout and an orbit (or, on free
+cameras, a walk) GIF of --frames different frames, in the dataset's camera convention, byte for byte the
+same for the same seed; user mistakes end in one sentence."""
 
 import math
 
@@ -176,3 +176,28 @@ def test_missing_checkpoint_is_one_sentence(tmp_path):
     with pytest.raises(SystemExit) as e:
         sample.main(["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path)])
     assert str(e.value.code) == f"error: no checkpoint file at {tmp_path / 'nope.pt'}; check the path"
+
+
+def test_on_free_cameras_the_gif_walks_through_the_scene_and_ring_data_keeps_its_orbit(
+        tiny_checkpoint, tiny_data, tmp_path, capsys):
+    from dataset import mazes
+    from dataset.shards import write_split
+    from dataset.viewpoints import viewpoint_to_raw
+    split = tmp_path / "mazes" / "test"
+    write_split(split, mazes.render_scenes(0, "test", 0, 2, views=12))
+    grid, walk = run(tiny_checkpoint, str(split), tmp_path / "out", "--scenes", "1", "--frames", "6",
+                     "--samples", "1")
+    assert walk.endswith("-walk.gif") and "a walk through 8 of the scene's cameras" in capsys.readouterr().out
+    assert len(gif_frames(walk)) == 6
+    # the path: from the query view's camera, at eye height, through the maze rather than around a centre
+    _, _, _, _, cameras, queries = sample.load_scenes(sample.gqn_dataset.SceneViews(str(split)), [1], 3, 0)
+    path, kind, _ = sample.scene_path(cameras[0], queries[0], 24)
+    raw = viewpoint_to_raw(path.double().numpy())
+    assert kind == "walk"
+    np.testing.assert_allclose(raw[0], cameras[0][queries[0]], atol=1e-5)
+    np.testing.assert_allclose(raw[:, 2], mazes.EYE_HEIGHT, atol=1e-6)
+    assert sample.scene_path(cameras[0], queries[0], 24, path="orbit")[1] == "orbit"
+    # Shepard-Metzler-like cameras (tiny_data) still orbit
+    _, orbit = run(tiny_checkpoint, tiny_data[1], tmp_path / "sm", "--scenes", "0", "--frames", "2",
+                   "--samples", "1")
+    assert orbit.endswith("-orbit.gif")
