@@ -356,11 +356,13 @@ def make_eval_loader(root_dir, num_scenes, batch_size, num_context, seed, worker
 # The built-in scenes (--builtin) and the kind of DeepMind data each is like (torch-gqn's --dataset names).
 BUILTIN_DATASETS = {"shepard_metzler": "Shepard-Metzler", "rooms": "Room",
                     "rooms_free_camera_no_object_rotations": "Room",
-                    "rooms_free_camera_with_object_rotations": "Room", "mazes": "Labyrinth"}
-# the scenes (train, test) a kind renders unless told: mazes hold 300 views a scene and cost the most
+                    "rooms_free_camera_with_object_rotations": "Room", "mazes": "Labyrinth", "jaco": "Jaco"}
+# the scenes (train, test) a kind renders unless told: mazes hold 300 views a scene and cost the most; jaco's
+# MuJoCo frames cost about 20 times a room's
 BUILTIN_SCENES = {"shepard_metzler": (20_000, 1_000), "rooms": (20_000, 1_000),
                   "rooms_free_camera_no_object_rotations": (20_000, 1_000),
-                  "rooms_free_camera_with_object_rotations": (20_000, 1_000), "mazes": (2_000, 200)}
+                  "rooms_free_camera_with_object_rotations": (20_000, 1_000), "mazes": (2_000, 200),
+                  "jaco": (2_000, 200)}
 # the kinds dataset/rooms.py renders, by their --builtin name
 _ROOMS_KINDS = {"rooms": "rooms_ring_camera", "rooms_free_camera_no_object_rotations":
                 "rooms_free_camera_no_object_rotations", "rooms_free_camera_with_object_rotations":
@@ -376,14 +378,17 @@ def builtin_root(kind, data_root, parts=7):
     if kind == "mazes":
         from dataset import mazes
         return mazes.builtin_root(data_root)
+    if kind == "jaco":
+        from dataset import jaco
+        return jaco.builtin_root(data_root)
     from dataset import shepard_metzler
     return shepard_metzler.builtin_root(data_root, parts)
 
 
 def ensure_builtin(kind, root, train_scenes, test_scenes, parts=7, splits=("train", "test")):
     """Render the `splits` of the built-in scenes `kind` into root/train and root/test once (seed 0; numpy
-    renderers, in up to two processes) and return the two folders (train, test); a split not asked for
-    is neither rendered nor checked. dataset.builtin.RenderError says why it could not."""
+    renderers, MuJoCo for jaco, in up to two processes) and return the two folders (train, test); a split
+    not asked for is neither rendered nor checked. dataset.builtin.RenderError says why it could not."""
     workers = max(1, min(2, os.cpu_count() or 1))
     if kind in _ROOMS_KINDS:
         from dataset.rooms import ensure_builtin_rooms
@@ -392,6 +397,9 @@ def ensure_builtin(kind, root, train_scenes, test_scenes, parts=7, splits=("trai
     if kind == "mazes":
         from dataset.mazes import ensure_builtin_mazes
         return ensure_builtin_mazes(root, train_scenes, test_scenes, seed=0, workers=workers, splits=splits)
+    if kind == "jaco":
+        from dataset.jaco import ensure_builtin_jaco
+        return ensure_builtin_jaco(root, train_scenes, test_scenes, seed=0, workers=workers, splits=splits)
     from dataset.shepard_metzler import ensure_builtin_dataset
     return ensure_builtin_dataset(root, parts=parts, train_scenes=train_scenes, test_scenes=test_scenes,
                                   seed=0, workers=workers, splits=splits)

@@ -10,11 +10,12 @@ The baselines answer "does the model render the scene, or something cheaper?":
 Their ceiling on the built-in scenes (the exact rendering scored against the JPEG frames):
 experiments/oracle_bound.py.
 
-On scenes with per-pixel labels (the built-in rooms' test split: 0 sky, 1 wall, 2 floor, 3 + k object k)
-each method also gets region metrics: the colour error over the true wall, floor and object pixels, and
-the object IoU, where a rendered pixel counts as an object's when its colour is nearest the mean colour of
-a true object's pixels rather than of the sky's, the walls' or the floor's. On data without labels they
-are absent, never guessed.
+On scenes with per-pixel labels (the built-in scenes' test splits; dataset/labels.py's schemes) each
+method also gets region metrics: the colour error over the true pixels of each region the scheme scores
+(rooms and mazes: wall, floor, object; jaco: arm, target, floor), and an IoU per region it names (rooms:
+object; jaco: arm, target), where a rendered pixel counts as a region's when its colour is nearest the mean
+colour of that region's true pixels rather than of any other label's. On data without labels they are
+absent, never guessed.
 """
 
 import json
@@ -26,7 +27,9 @@ import torch
 from torch.nn import functional as F
 
 import gqn_dataset
-from dataset.labels import FIRST_OBJECT, FLOOR, WALL
+from typing import NamedTuple
+
+from dataset.labels import ROOMS_SCHEME, LabelScheme
 from images import comparison_grid
 from model import bits_per_dim
 from runtime import autocast, noise_seed, split_batch
@@ -37,7 +40,12 @@ IMAGE_METHODS = ("generation", "reconstruction", "black", "mean_context", "neare
 IMAGE_METRICS = ("mse", "psnr", "iou", "colour_error", "nll_above_floor")
 # a pixel is the object's when its largest channel exceeds this (the background is black)
 OBJECT_THRESHOLD = 0.1
-REGION_METRICS = ("wall_error", "floor_error", "object_error", "object_iou")   # with labels only
+
+
+class QueryLabels(NamedTuple):
+    """The labels of a batch's query views, (B, H, W), and the scheme that names their values."""
+    values: torch.Tensor
+    scheme: LabelScheme
 
 
 def baselines(x, v, v_q):
@@ -108,32 +116,32 @@ def region_error(image, truth, mask):
     return torch.where(count > 0, error, torch.full_like(error, float("nan")))
 
 
-def object_iou_by_colour(image, truth, labels):
-    """Per image (B,): IoU of the true object pixels (label >= FIRST_OBJECT) and the rendered ones, a rendered
-    pixel being an object's when its colour is nearest the mean true colour of an object's pixels rather than
-    of the sky's, the walls' or the floor's (1 where neither has an object pixel); the metrics'
-    "object_iou_*", for scenes with labels and no black background."""
+def region_iou_by_colour(image, truth, labels, scheme=ROOMS_SCHEME, region="object"):
+    """Per image (B,): IoU of a region's true pixels (scheme.mask) and its rendered ones, a rendered pixel
+    being the region's when its colour is nearest the mean true colour of a label of that region rather than
+    of any other label in view (1 where neither has a pixel of it); the metrics' "<region>_iou_*", for scenes
+    with labels and no black background."""
     classes = int(labels.max().item()) + 1
     onehot = F.one_hot(labels.long(), classes).permute(0, 3, 1, 2).float()          # (B, C, H, W)
     count = onehot.flatten(2).sum(-1)                                                # (B, C)
     means = torch.einsum("bchw,bkhw->bck", onehot, truth) / count.clamp_min(1)[..., None]   # (B, C, 3)
     distance = ((image[:, None] - means[..., None, None]) ** 2).sum(2)              # (B, C, H, W)
     distance = distance.masked_fill(count[..., None, None] == 0, float("inf"))       # classes not in view
-    return mask_iou(distance.argmin(dim=1) >= FIRST_OBJECT, labels >= FIRST_OBJECT)
+    return mask_iou(scheme.mask(distance.argmin(dim=1), region), scheme.mask(labels, region))
 
 
-def region_metrics(image, truth, labels):
-    """REGION_METRICS of one image method against the truth with its labels (B, H, W), each (B,)."""
-    return dict(wall_error=region_error(image, truth, labels == WALL),
-                floor_error=region_error(image, truth, labels == FLOOR),
-                object_error=region_error(image, truth, labels >= FIRST_OBJECT),
-                object_iou=object_iou_by_colour(image, truth, labels))
+def region_metrics(image, truth, labels, scheme=ROOMS_SCHEME):
+    """The region metrics (scheme.metric_names) of one image method against the truth with its labels
+    (B, H, W), each (B,)."""
+    out = {f"{r}_error": region_error(image, truth, scheme.mask(labels, r)) for r in scheme.errors}
+    out.update({f"{r}_iou": region_iou_by_colour(image, truth, labels, scheme, r) for r in scheme.ious})
+    return out
 
 
 @torch.no_grad()
 def evaluate_batch(model, x, v, x_q, v_q, sigma, dtype="float32", temperature=1.0, labels=None):
     """Per-scene metrics of one batch, each (B,), plus the images: one ELBO pass and one generation. With the
-    query views' labels (B, H, W), the region metrics too (NaN for an image without that region)."""
+    query views' labels (a QueryLabels), the region metrics too (NaN for an image without that region)."""
     with autocast(x.device, dtype):
         t = model.elbo_terms(x, v, v_q, x_q, sigma)
         generation = model.generate(x, v, v_q, temperature).float()
@@ -148,7 +156,7 @@ def evaluate_batch(model, x, v, x_q, v_q, sigma, dtype="float32", temperature=1.
         out[f"nll_above_floor_{name}"] = nll_above_floor(image, x_q, sigma)
         if labels is not None:
             out.update({f"{metric}_{name}": value
-                        for metric, value in region_metrics(image, x_q, labels).items()})
+                        for metric, value in region_metrics(image, x_q, *labels).items()})
     # the model's own term: its NLL (of the unclamped posterior mean) above the floor
     out["nll_above_floor_reconstruction"] = out["nll"] - nll_floor(sigma, x_q.shape[1:])
     return out, images
@@ -184,16 +192,17 @@ def evaluate(model, loader, sigma, device, seed=0, dtype="float32", progress=Tru
 
 
 def query_view_labels(labels, keys, device):
-    """The labels (B, H, W) of the query views of a batch's keys [(scene, views)], the query last; None
-    without labels."""
+    """The QueryLabels of the query views of a batch's keys [(scene, views)], the query last, from a split's
+    SceneLabels; None without labels."""
     if labels is None:
         return None
-    return torch.from_numpy(np.stack([labels.view(scene, views[-1]) for scene, views in keys])).to(device)
+    values = np.stack([labels.view(scene, views[-1]) for scene, views in keys])
+    return QueryLabels(torch.from_numpy(values).to(device), labels.scheme)
 
 
 def fixed_batch(test_dir, batch_size, context, seed):
     """One deterministic batch of test scenes (the first `batch_size`), for the training logs: frames,
-    viewpoints and the query views' labels (None where the split has none)."""
+    viewpoints and the query views' QueryLabels (None where the split has none)."""
     dataset = gqn_dataset.SceneViews(test_dir)
     batch_size = min(batch_size, len(dataset))
     context = min(context, dataset.num_views - 1)
@@ -212,21 +221,31 @@ def format_table(metrics):
     return "\n".join(lines)
 
 
+def region_names(metrics):
+    """The region metrics (names without the method) that `metrics` holds, in table order."""
+    from dataset.labels import SCHEMES
+    for scheme in SCHEMES.values():
+        names = scheme.metric_names()
+        if all(f"{n}_generation" in metrics for n in names):
+            return names
+    return []
+
+
 def image_table(metrics, methods=IMAGE_METHODS, indent=""):
     """One row per image method; with region metrics (labelled scenes) their columns too."""
-    regions = "wall_error_generation" in metrics
+    regions = region_names(metrics)
     head = (f"{indent}{'query view':16s}{'MSE':>10s}{'PSNR (dB)':>11s}{'IoU':>8s}"
             f"{'colour err':>12s}{'NLL-floor':>11s}")
-    if regions:
-        head += f"{'wall err':>10s}{'floor err':>11s}{'object err':>12s}{'object IoU':>12s}"
+    titles = {n: n.replace("_error", " err").replace("_iou", " IoU") for n in regions}
+    head += "".join(f"{titles[n]:>{max(10, len(titles[n]) + 2)}s}" for n in regions)
     lines = [head]
     for m in methods:
         line = (f"{indent}{m:16s}{metrics['mse_' + m]:10.5f}{metrics['psnr_' + m]:11.2f}"
                 f"{metrics['iou_' + m]:8.3f}"
                 f"{metrics['colour_error_' + m]:12.4f}{metrics['nll_above_floor_' + m]:11.1f}")
-        if regions:
-            line += (f"{metrics['wall_error_' + m]:10.4f}{metrics['floor_error_' + m]:11.4f}"
-                     f"{metrics['object_error_' + m]:12.4f}{metrics['object_iou_' + m]:12.3f}")
+        for n in regions:
+            width, digits = max(10, len(titles[n]) + 2), 3 if n.endswith("_iou") else 4
+            line += f"{metrics[f'{n}_{m}']:{width}.{digits}f}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -256,10 +275,12 @@ def final_report(model, test_dir, run_dir, scenes, context, seed, device, sigma,
     better = min(metrics["mse_mean_context"], metrics["mse_nearest_context"])
     line = (f"  generation MSE / the better 3D-blind baseline's (mean or nearest context view) = "
             f"{metrics['mse_generation'] / better:.2f}")
-    if math.isfinite(metrics.get("object_error_generation", math.nan)):  # labels, and objects in some query
-        line += (f"; object IoU {metrics['object_iou_generation']:.3f} "
-                 f"(mean context {metrics['object_iou_mean_context']:.3f}, "
-                 f"nearest {metrics['object_iou_nearest_context']:.3f})")
+    for name in region_names(metrics):        # labels: each IoU of a region some query view shows
+        region = name[:-len("_iou")]
+        if name.endswith("_iou") and math.isfinite(metrics.get(f"{region}_error_generation", math.nan)):
+            line += (f"; {region} IoU {metrics[name + '_generation']:.3f} "
+                     f"(mean context {metrics[name + '_mean_context']:.3f}, "
+                     f"nearest {metrics[name + '_nearest_context']:.3f})")
     log(line)
     beaten = all(metrics["mse_generation"] < metrics[f"mse_{b}"]
                  for b in ("black", "mean_context", "nearest_context"))

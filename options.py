@@ -41,6 +41,9 @@ PRESETS = {
 # pattern and corridors past guessing, z learns to carry them at weight 1, and a sample of it from the
 # prior then draws detail in the wrong place; at 3 the generation is the blur that predicts the view best
 PRESETS["mazes"] = dict(PRESETS["rooms"], builtin="mazes", builtin_train_scenes=1000, beta_i=3.0, beta_f=3.0)
+# the rooms preset's networks on the built-in Jaco arm, on the 2,000 scenes it renders by default (MuJoCo's
+# frames cost about 20 times a room's)
+PRESETS["jaco"] = dict(PRESETS["rooms"], builtin="jaco", builtin_train_scenes=2000)
 
 DEFAULTS = dict(
     gradient_steps=2_000_000, batch_size=36, dataset=None, train_data_dir=None,
@@ -163,13 +166,14 @@ def build_parser():
     a("--builtin", choices=list(BUILTIN_DATASETS), default=S,
       help="the built-in scenes used without --train_data_dir, which also set K unless --dataset or "
            "--max_context is given: Shepard-Metzler objects (dataset/shepard_metzler.py), rooms like "
-           "rooms_ring_camera or rooms_free_camera_* (dataset/rooms.py), or mazes (dataset/mazes.py)")
+           "rooms_ring_camera or rooms_free_camera_* (dataset/rooms.py), mazes (dataset/mazes.py), or the "
+           "Jaco arm (dataset/jaco.py, MuJoCo: pip install -r requirements-jaco.txt)")
     a("--builtin_parts", type=int, choices=[5, 7], default=S,
       help="cubes per built-in Shepard-Metzler object")
     a("--builtin_train_scenes", type=positive_int, default=S,
-      help="built-in training scenes (default: 20000, mazes 2000)")
+      help="built-in training scenes (default: 20000, mazes and jaco 2000)")
     a("--builtin_test_scenes", type=positive_int, default=S,
-      help="built-in test scenes (default: 1000, mazes 200)")
+      help="built-in test scenes (default: 1000, mazes and jaco 200)")
     a("--data_root", default=S, help="where the built-in scenes are rendered and cached")
     a("--min_context", type=positive_int, default=S,
       help="least context views M per training batch; the paper draws M ~ Uniform{1..K} (departs from it "

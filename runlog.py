@@ -115,11 +115,12 @@ def log_test(writer, model, batch, step, sigma, device, dtype):
     model.eval()
     frames, viewpoints, labels = batch
     x, v, x_q, v_q = split_batch(frames, viewpoints, device)
-    values, images = metrics.evaluate_batch(model, x, v, x_q, v_q, sigma, dtype,
-                                            labels=None if labels is None else labels.to(device))
+    if labels is not None:
+        labels = metrics.QueryLabels(labels.values.to(device), labels.scheme)
+    values, images = metrics.evaluate_batch(model, x, v, x_q, v_q, sigma, dtype, labels=labels)
     per_image = ["mse", "iou", "colour_error", "nll_above_floor"]
     if labels is not None:
-        per_image += list(metrics.REGION_METRICS)
+        per_image += labels.scheme.metric_names()
     names = ["neg_elbo", "kl", "nll", "bits_per_dim"] + [
         f"{name}_{method}" for method in ("generation", "reconstruction", "mean_context")
         for name in per_image]

@@ -105,16 +105,17 @@ def tune_malloc():
         pass  # not glibc: nothing to tune
 
 
-def iter_tasks(render_task, tasks, workers=1):
-    """Yield the items of render_task(task) for each task in order, computed by `workers` processes.
+def iter_tasks(render_task, tasks, workers=1, always_spawn=False):
+    """Yield the items of render_task(task) for each task in order, computed by `workers` processes (with
+    always_spawn, in spawned processes even for one worker: never in this one).
 
     render_task must be a module-level function (it is sent to spawned processes by name)."""
-    if workers <= 1 or len(tasks) <= 1:
+    if (workers <= 1 or len(tasks) <= 1) and not always_spawn:
         for t in tasks:
             yield from render_task(t)
         return
     # spawn, not fork: the caller (the training script) may already run torch's threads
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=tune_malloc) as pool:
+    with multiprocessing.get_context("spawn").Pool(max(1, workers), initializer=tune_malloc) as pool:
         for chunk in pool.imap(render_task, tasks):
             yield from chunk
 
@@ -135,14 +136,15 @@ def check_arguments(workers, scenes_per_shard, counts, seed=0):
 
 
 def write_rendered_split(split_dir, scenes, n_scenes, extra_header, scenes_per_shard=1000, tfrecord_dir=None,
-                         files_per_split=10, progress=None):
+                         files_per_split=10, progress=None, label_scheme=None):
     """Write rendered scenes into split_dir (write_split) and, when tfrecord_dir is given, also as
     DeepMind TFRecord files tfrecord_dir/<i>-of-<n>.tfrecord (n = files_per_split, at most n_scenes).
 
     scenes: iterable of (frames, cameras) or (frames, cameras, labels), labels uint8 (S, H, W); scenes
-    with labels also get a label file beside each shard (dataset/labels.py). progress: a tqdm bar to
-    advance by one per scene, or None. Returns the number of scenes written."""
-    from dataset.labels import write_labels, labels_name
+    with labels also get a label file beside each shard (dataset/labels.py), in label_scheme (None: the
+    rooms' scheme). progress: a tqdm bar to advance by one per scene, or None. Returns the number of scenes
+    written."""
+    from dataset.labels import ROOMS_SCHEME, labels_name, write_labels
     from dataset.shards import write_split
     from dataset.tfrecord import TFRecordWriter, encode_gqn_example, tfrecord_name
 
@@ -151,7 +153,7 @@ def write_rendered_split(split_dir, scenes, n_scenes, extra_header, scenes_per_s
     pending = []                              # the labels of the shard being filled
 
     def flush_labels(shard):
-        write_labels(os.path.join(split_dir, labels_name(shard)), pending)
+        write_labels(os.path.join(split_dir, labels_name(shard)), pending, label_scheme or ROOMS_SCHEME)
         pending.clear()
 
     def shard_scenes():

@@ -2,15 +2,21 @@
 
 A split folder written with labels (the built-in rooms' test split, dataset/rooms.py) holds, beside
 each shard `shard-NNNNN.gqn`, a label file `shard-NNNNN.labels` with one uint8 label image per view
-of each of the shard's scenes, at the model's 64x64 (labels_at samples larger frames' labels):
+of each of the shard's scenes, at the model's 64x64 (labels_at samples larger frames' labels), in one of
+two schemes (`SCHEMES`, named in the header):
 
-    0 sky, 1 wall, 2 floor, 3 + k the scene's object k (k = 0, 1, ...)
+    rooms (rooms and mazes): 0 sky, 1 wall, 2 floor, 3 + k the scene's object k (k = 0, 1, ...)
+    jaco:                    0 background, 1 floor, 2 arm, 3 target
+
+A scheme also names the regions evaluation scores (metrics.region_metrics): a colour error over each of
+`errors`, an IoU for each of `ious`.
 
 Label file format (this docstring is its documentation), read without pickle, little-endian:
 
     bytes 0..7  magic b"GQNLABL1"
     uint64      H, the length of the header in bytes
-    H bytes     UTF-8 JSON header {"scenes": n, "views": S, "image_size": P, "classes": "..."}
+    H bytes     UTF-8 JSON header {"scenes": n, "views": S, "image_size": P, "classes": "...",
+                "scheme": "rooms" or "jaco" (absent: rooms)}
     int64       offsets, n + 1 entries, offsets[0] = 0, never decreasing
     uint32      checksums, n entries: scene i's is the CRC32 (zlib's) of its uncompressed labels
     bytes       blob: scene i's labels, uint8 (S, P, P) in C order, zlib-compressed, at
@@ -25,6 +31,7 @@ import os
 import re
 import struct
 import zlib
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,7 +42,39 @@ MAGIC = b"GQNLABL1"
 LABELS_NAME = "shard-{:05d}.labels"
 LABELS_PATTERN = re.compile(r"shard-(\d+)\.labels")
 SKY, WALL, FLOOR, FIRST_OBJECT = 0, 1, 2, 3
-CLASSES = "0 sky, 1 wall, 2 floor, 3+k object k"
+JACO_BACKGROUND, JACO_FLOOR, JACO_ARM, JACO_TARGET = 0, 1, 2, 3
+
+
+class LabelScheme(NamedTuple):
+    """What a split's label values mean: regions maps a region's name to its label values (lowest, highest;
+    highest None: every value from lowest up); evaluation scores the colour error over each region of
+    `errors` and the IoU (by colour) of each of `ious`, in that order."""
+    name: str
+    classes: str
+    regions: dict
+    errors: tuple
+    ious: tuple
+
+    def mask(self, labels, region):
+        """labels (any shape, integer) -> bool mask of the region's pixels."""
+        low, high = self.regions[region]
+        return labels >= low if high is None else (labels >= low) & (labels <= high)
+
+    def metric_names(self):
+        """The region metrics' names, in table order: '<region>_error', then '<region>_iou'."""
+        return [f"{r}_error" for r in self.errors] + [f"{r}_iou" for r in self.ious]
+
+
+ROOMS_SCHEME = LabelScheme("rooms", "0 sky, 1 wall, 2 floor, 3+k object k",
+                           dict(sky=(SKY, SKY), wall=(WALL, WALL), floor=(FLOOR, FLOOR),
+                                object=(FIRST_OBJECT, None)),
+                           errors=("wall", "floor", "object"), ious=("object",))
+JACO_SCHEME = LabelScheme("jaco", "0 background, 1 floor, 2 arm, 3 target",
+                          dict(background=(JACO_BACKGROUND, JACO_BACKGROUND), floor=(JACO_FLOOR, JACO_FLOOR),
+                               arm=(JACO_ARM, JACO_ARM), target=(JACO_TARGET, JACO_TARGET)),
+                          errors=("arm", "target", "floor"), ious=("arm", "target"))
+SCHEMES = {s.name: s for s in (ROOMS_SCHEME, JACO_SCHEME)}
+CLASSES = ROOMS_SCHEME.classes
 
 
 def labels_name(shard):
@@ -43,8 +82,8 @@ def labels_name(shard):
     return LABELS_NAME.format(shard)
 
 
-def write_labels(path, scenes):
-    """Write the labels of a shard's scenes, each uint8 (S, P, P), atomically to path."""
+def write_labels(path, scenes, scheme=ROOMS_SCHEME):
+    """Write the labels of a shard's scenes, each uint8 (S, P, P), in `scheme`, atomically to path."""
     path = os.fspath(path)
     scenes = [np.ascontiguousarray(s, dtype=np.uint8) for s in scenes]
     shapes = {s.shape for s in scenes}
@@ -53,7 +92,7 @@ def write_labels(path, scenes):
                            f"(S, P, P), got shapes {sorted(shapes)}; pass one label image per view.")
     views, size, _ = scenes[0].shape
     header = json.dumps({"scenes": len(scenes), "views": views, "image_size": size,
-                         "classes": CLASSES}).encode()
+                         "classes": scheme.classes, "scheme": scheme.name}).encode()
     raw = [s.tobytes() for s in scenes]
     blobs = [zlib.compress(r, 6) for r in raw]
     offsets = np.zeros(len(blobs) + 1, dtype="<i8")
@@ -87,6 +126,9 @@ class LabelFile:
                     if type(header.get(key)) is not int or header[key] < 1:
                         raise _corrupt(self.path, f"its header's {key!r} is {header.get(key)!r}, "
                                                   f"not a positive integer")
+                if header.get("scheme", "rooms") not in SCHEMES:
+                    raise _corrupt(self.path, f"its header's scheme {header.get('scheme')!r} is none of "
+                                              f"{sorted(SCHEMES)}")
                 n = header["scenes"]
                 table = f.read(8 * (n + 1) + 4 * n)
                 if len(table) < 8 * (n + 1) + 4 * n:
@@ -95,6 +137,7 @@ class LabelFile:
             raise DatasetError(f"cannot read {self.path} ({error.strerror}); check that it exists and is "
                                f"readable.") from None
         self.scenes, self.views, self.image_size = n, header["views"], header["image_size"]
+        self.scheme = SCHEMES[header.get("scheme", "rooms")]
         self.offsets = np.frombuffer(table[:8 * (n + 1)], dtype="<i8")
         self.checksums = np.frombuffer(table[8 * (n + 1):], dtype="<u4")
         self.blob_start = 16 + length + len(table)
@@ -120,12 +163,18 @@ class LabelFile:
 
 class SceneLabels:
     """The labels of a split folder's scenes, in the split's scene order (shard by shard):
-    labels.view(scene, view) -> uint8 (P, P); labels.scene(scene) -> uint8 (S, P, P).
-    Build it with open_labels(split_dir), which gives None for a split without label files."""
+    labels.view(scene, view) -> uint8 (P, P); labels.scene(scene) -> uint8 (S, P, P); labels.scheme: what
+    the values mean (a LabelScheme). Build it with open_labels(split_dir), which gives None for a split
+    without label files."""
 
     def __init__(self, files):
         self.files = [LabelFile(p) for p in files]
         self.starts = np.cumsum([0] + [f.scenes for f in self.files]).tolist()
+        schemes = {f.scheme.name for f in self.files}
+        if len(schemes) > 1:
+            raise DatasetError(f"the label files of {os.path.dirname(self.files[0].path)} mix the schemes "
+                               f"{sorted(schemes)}; render the split again.")
+        self.scheme = self.files[0].scheme if self.files else ROOMS_SCHEME
 
     def __len__(self):
         return self.starts[-1]

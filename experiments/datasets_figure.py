@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from dataset import mazes, rooms, shepard_metzler  # noqa: E402
+from dataset import jaco, mazes, rooms, shepard_metzler  # noqa: E402
 from dataset.jpeg import decode_jpeg, resize_frames  # noqa: E402
 
 FRAMES, REAL, SCALE, GAP, LABEL = 6, 4, 2, 4, 18
@@ -43,6 +43,8 @@ ROWS = [
      "rooms_free_camera", False),
     ("mazes (84x84 stored; no real frame to be had)",
      lambda i: mazes.render_scenes(0, "test", i, i + 1, views=8)[0][0], None, False),
+    ("jaco (MuJoCo, the Jaco arm of dm-control; no real frame to be had)",
+     lambda i: jaco.render_scenes(0, "test", i, i + 1)[0][0], None, False),
 ]
 
 

@@ -312,3 +312,26 @@ def test_region_metrics_see_the_walls_the_floor_and_where_the_objects_stand():
     assert missing["floor_error"][0] == 0
     moved = torch.roll(truth, shifts=1, dims=3)                           # the object drawn a pixel off
     assert 0 < metrics.region_metrics(moved, truth, labels)["object_iou"][0] < 0.5
+
+
+def test_jaco_labels_score_the_arm_the_target_and_the_floor_under_their_own_names():
+    """Labels in jaco's scheme (0 background, 1 floor, 2 arm, 3 target) give arm, target and floor metrics,
+    not walls and objects, and the run's table names them."""
+    from dataset.labels import JACO_SCHEME
+    labels = torch.zeros(1, 8, 8, dtype=torch.uint8)
+    labels[:, 4:] = 1                                                      # the floor below the background
+    labels[:, 1:7, 3] = 2                                                  # the arm, a dark column
+    labels[:, 5:7, 5:7] = 3                                                # the target
+    colours = torch.tensor([[0.6, 0.7, 0.9], [0.7, 0.7, 0.65], [0.1, 0.1, 0.1], [0.9, 0.1, 0.2]])
+    truth = colours[labels.long()].permute(0, 3, 1, 2)
+    exact = metrics.region_metrics(truth, truth, labels, JACO_SCHEME)
+    assert set(exact) == {"arm_error", "target_error", "floor_error", "arm_iou", "target_iou"}
+    assert exact["arm_iou"].item() == 1 and exact["target_iou"].item() == 1 and exact["arm_error"].item() == 0
+    no_target = truth.clone()
+    no_target[:, :, 5:7, 5:7] = colours[1, :, None, None]                  # the target painted as floor
+    missed = metrics.region_metrics(no_target, truth, labels, JACO_SCHEME)
+    assert missed["target_iou"].item() == 0 and missed["arm_iou"].item() == 1
+    table = metrics.image_table({f"{k}_{m}": 0.5 for m in metrics.IMAGE_METHODS
+                                 for k in ("mse", "psnr", "iou", "colour_error", "nll_above_floor",
+                                           *JACO_SCHEME.metric_names())})
+    assert "arm err" in table and "target IoU" in table and "wall err" not in table

@@ -1,6 +1,7 @@
 """train.py's own path, without --train_data_dir: it renders the built-in scenes into --data_root once,
 trains on them, and takes K (the most context views) from them."""
 
+import importlib.util
 import inspect
 import json
 import math
@@ -20,9 +21,13 @@ from conftest import TINY_MODEL
     ("rooms_free_camera_no_object_rotations", "rooms_free_camera_no_object_rotations", 10, 5),
     ("rooms_free_camera_with_object_rotations", "rooms_free_camera_with_object_rotations", 10, 5),
     ("mazes", "mazes", 300, 20),                               # the paper's K for mazes (Labyrinth)
+    ("jaco", "jaco", 11, 7),                                   # the paper's K for jaco (MuJoCo)
 ])
 def test_without_train_data_dir_it_renders_the_builtin_scenes_and_trains_on_them(
         builtin, folder, views, most_context, tmp_path, monkeypatch):
+    if (builtin == "jaco" and importlib.util.find_spec("mujoco") is None
+            and not os.environ.get("GQN_REQUIRE_MUJOCO")):
+        pytest.skip("MuJoCo is not installed (pip install -r requirements-jaco.txt)")
     loaders = []
     real = gqn_dataset.make_loader
 
@@ -56,6 +61,8 @@ def test_without_train_data_dir_it_renders_the_builtin_scenes_and_trains_on_them
     with open(run_dir / "final.json") as f:
         final = json.load(f)
     assert final["mse_generation"] > 0
-    assert ("wall_error_generation" in final) == (builtin != "shepard_metzler")    # labels
-    if builtin != "shepard_metzler":
+    assert ("wall_error_generation" in final) == (builtin not in ("shepard_metzler", "jaco"))   # labels
+    if builtin == "jaco":                                 # jaco's own regions
+        assert {"arm_error_generation", "target_iou_generation", "floor_error_generation"} <= set(final)
+    elif builtin != "shepard_metzler":
         assert math.isnan(final["object_error_generation"]) == (builtin == "mazes")
