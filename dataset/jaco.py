@@ -26,8 +26,9 @@ from MuJoCo's segmentation rendering of the same view.
 Rendering: MuJoCo through EGL (headless; MUJOCO_GL is set to egl here unless the user set it), one GL
 context per process, made on its first scene. The writer renders in spawned worker processes only, even
 with one worker: none inherits a context, and the calling process never loads Mesa's software rasteriser,
-which crashes a process that also loads TensorFlow (in either order: both carry their own LLVM). `mujoco` and `dm-control` are imported only to render (requirements-jaco.txt); training on
-rendered jaco scenes never imports them.
+which crashes a process that also loads TensorFlow (in either order: both carry their own LLVM). `mujoco`
+and `dm-control` are imported only to render (requirements-jaco.txt); training on rendered jaco scenes
+never imports them.
 
 Determinism: scene i of split `split` with seed `seed` is drawn from scene_rng(seed, split, i) only, and
 MuJoCo's software rasteriser draws the same pixels for it in any process.
