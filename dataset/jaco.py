@@ -106,10 +106,9 @@ PARKED = (0.0, 0.0, 5.0)             # the target's place while a pose is checke
 
 
 def _mujoco():
-    """The mujoco module, headless through EGL unless MUJOCO_GL says otherwise; RenderError when it is not
-    installed or its GL back end cannot load (mujoco loads it on import)."""
+    """The mujoco module (check_installed has found it), headless through EGL unless MUJOCO_GL says
+    otherwise; RenderError when its GL back end cannot load (mujoco loads it on import)."""
     os.environ.setdefault("MUJOCO_GL", "egl")
-    check_installed()
     try:
         import mujoco
     except Exception as error:  # PyOpenGL fails in several ways when the back end's library is missing
@@ -143,8 +142,8 @@ class World:
     renderer."""
 
     def __init__(self):
+        folder = check_installed()
         mujoco = self.mujoco = _mujoco()
-        folder = kinova_folder()
         world = mujoco.MjSpec.from_string(WORLD_XML)
         arm = mujoco.MjSpec.from_file(os.path.join(folder, "jaco_arm.xml"))
         hand = mujoco.MjSpec.from_file(os.path.join(folder, "jaco_hand.xml"))
@@ -301,12 +300,13 @@ def render_split(split_dir, split, n_scenes, seed, views=VIEWS, workers=1, scene
 
 
 def check_installed():
-    """Raise RenderError (one sentence) unless MuJoCo and the arm's model are installed, before any worker
-    starts (found without importing either; the workers report a GL back end that fails)."""
+    """The arm model's folder (kinova_folder); RenderError (one sentence) unless MuJoCo and the arm's model
+    are installed, found without importing either, before any worker starts (the workers report a GL back
+    end that fails)."""
     if importlib.util.find_spec("mujoco") is None:
         raise RenderError(f"the jaco scenes are rendered by MuJoCo, which is not installed; run "
                           f"`{INSTALL}`.")
-    kinova_folder()
+    return kinova_folder()
 
 
 def ensure_builtin_jaco(root, train_scenes, test_scenes, seed=0, workers=None, progress=True, splits=SPLITS):
