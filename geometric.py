@@ -7,10 +7,12 @@ steps (spec, and README "What the demo shows"). `Geometric` does the projective 
 cameras instead, in the manner of multi-view stereo and of the epipolar GQN (Tobin et al., NeurIPS
 2019). `GeometricFine` adds a second pass that renders the query view at the image's full
 resolution, and `RenderGate` is an observation head that shows that rendering where a learned gate
-judges it right. They reach GQN through model.py's registries (model.REPRESENTATIONS and
-model.OBSERVATION_HEADS, which take this module's REPRESENTATIONS and OBSERVATION_HEADS): the cores,
-z and the ELBO stay the paper's. Made for scenes seen from outside, around the origin
-(Shepard-Metzler); a camera inside a room would need other depths.
+judges it right. These two are made for scenes seen from outside, around the origin, on black
+(Shepard-Metzler). `GeometricRooms` is made for cameras inside a room (the built-in rooms and
+DeepMind's rooms_*): its rays end at the room's walls, floor or sky, and what stands in front of
+them is found by agreement across the views. They reach GQN through model.py's registries
+(model.REPRESENTATIONS and model.OBSERVATION_HEADS, which take this module's REPRESENTATIONS and
+OBSERVATION_HEADS): the cores, z and the ELBO stay the paper's.
 """
 
 import math
@@ -19,6 +21,8 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from dataset.rooms import ROOM_HALF, WALL_HEIGHT
 
 # the cameras' field of view: DeepMind's Shepard-Metzler data and the built-in scenes
 FOV_DEG = 45.0
@@ -55,6 +59,20 @@ def _to_image(x, y, depth):
     return grid
 
 
+def pixel_rays(v, n):
+    """Cameras v (N, 7) -> their positions (N, 3) and the directions (N, n * n, 3) of the rays
+    through the centres of an n x n image's pixels, in row, column order (the top row first), each
+    of unit length along the camera's forward axis: depth along the view is t in pos + t * dir."""
+    pos, forward, right, up = camera_frame(v)
+    tan_half = math.tan(math.radians(FOV_DEG) / 2)
+    c = (torch.arange(n, device=v.device, dtype=v.dtype) + 0.5) * 2 / n - 1     # in [-1, 1]
+    cols, rows = c[None, :], -c[:, None]                                        # top row = +1
+    dirs = (forward[:, None, None]                                              # (N, n, n, 3)
+            + tan_half * (cols[None, ..., None] * right[:, None, None]
+                          + rows[None, ..., None] * up[:, None, None]))
+    return pos, dirs.reshape(pos.shape[0], -1, 3)
+
+
 def project(points, v):
     """World points (N, P, 3) seen by cameras v (N, 7) -> (image coordinates (N, P, 2),
     depth (N, P)).
@@ -68,14 +86,15 @@ def project(points, v):
 
 def project_rays(origin, dirs, t, v):
     """The points origin + t * dir along rays, seen by cameras v (N, 7): origin (N, 3),
-    dirs (N, R, 3), t (N, D) -> (image coordinates (N, R, D, 2), depth (N, R, D)), as `project`
+    dirs (N, R, 3), t (N, D) or per ray (N, R, D) -> (image coordinates (N, R, D, 2), depth
+    (N, R, D)), as `project`
     gives them for the points (N, R * D, 3) in ray, depth order. A camera's coordinates are affine
     along a ray, so the rays are brought to the camera's axes once and not each of their D points:
     D times less matrix work."""
     pos, frame = _view_frame(v)
     start = torch.bmm((origin - pos)[:, None], frame.transpose(1, 2))   # (N, 1, 3) in camera axes
     step = torch.bmm(dirs, frame.transpose(1, 2))                          # (N, R, 3)
-    t = t[:, None, :]                                                      # (N, 1, D)
+    t = t[:, None, :] if t.dim() == 2 else t                               # (N, 1 or R, D)
     x, y, depth = (torch.addcmul(start[..., i, None], step[..., i, None], t)   # each (N, R, D)
                    for i in range(3))
     return _to_image(x, y, depth), depth
@@ -142,19 +161,10 @@ class Geometric(nn.Module):
         """The query view's pixel rays, `rays` per side (default self.rays): the cameras' positions
         (B, 3), the rays' directions (B, rays * rays, 3) in row, column order, and the depths
         t (B, D) of the `depths` points on each ray, across the scene's sphere."""
-        pos, forward, right, up = camera_frame(v_q)
-        n, d = rays or self.rays, self.depths
-        tan_half = math.tan(math.radians(FOV_DEG) / 2)
-        # pixel centres in [-1, 1]
-        c = (torch.arange(n, device=v_q.device, dtype=v_q.dtype) + 0.5) * 2 / n - 1
-        cols, rows = c[None, :], -c[:, None]                                  # top row = +1
-        dirs = (forward[:, None, None]                                        # (B, n, n, 3)
-                + tan_half * (cols[None, ..., None] * right[:, None, None]
-                              + rows[None, ..., None] * up[:, None, None]))
+        pos, dirs = pixel_rays(v_q, rays or self.rays)
         dist = pos.norm(dim=-1, keepdim=True)                                 # (B, 1)
-        span = torch.linspace(-1, 1, d, device=v_q.device, dtype=v_q.dtype)
-        t = span * SCENE_RADIUS + dist                                        # (B, D)
-        return pos, dirs.reshape(pos.shape[0], -1, 3), t
+        span = torch.linspace(-1, 1, self.depths, device=v_q.device, dtype=v_q.dtype)
+        return pos, dirs, span * SCENE_RADIUS + dist                          # t (B, D)
 
     def query_points(self, v_q, rays=None):
         """The points along the query pixels' rays: (B, rays * rays * depths, 3) in row, column,
@@ -324,6 +334,183 @@ class GeometricFine(Geometric):
         return colours, alpha
 
 
+# The room is the built-in rooms' (dataset/rooms.py, made like DeepMind's rooms_*): a square reaching
+# ROOM_HALF from its centre along x and y, walls WALL_HEIGHT high on a floor at z = 0, the sky over
+# them (world units)
+SKY_DEPTH = 100.0       # the depth of a ray that leaves over the walls: far enough to be a direction only
+NEAR, FAR = 0.3, 12.0   # the depths sampled along a query ray: from NEAR to where it leaves (FAR for the sky)
+WALLS, FLOOR, SKY = 4, 4, 5     # room_exit's surfaces: 0-3 the walls at -x, +x, -y, +y, then floor and sky
+
+
+def room_exit(origin, dirs):
+    """Where rays from cameras inside the room leave it: origin (N, 3), dirs (N, R, 3) -> depth
+    t (N, R) (SKY_DEPTH where a ray passes over the walls) and the surface it meets (N, R), one of
+    0-3 (the walls at -x, +x, -y, +y), FLOOR or SKY."""
+    o, inf = origin[:, None], torch.full_like(dirs[..., 0], math.inf)
+    hits = []
+    for axis, side in ((0, -1), (0, 1), (1, -1), (1, 1)):
+        t = (side * ROOM_HALF - o[..., axis]) / dirs[..., axis]
+        hits.append(torch.where(t > 0, t, inf))
+    t = -o[..., 2] / dirs[..., 2]
+    hits.append(torch.where(t > 0, t, inf))
+    t, surface = torch.stack(hits, dim=-1).min(dim=-1)
+    sky = o[..., 2] + t * dirs[..., 2] > WALL_HEIGHT
+    return t.masked_fill(sky, SKY_DEPTH), surface.masked_fill(sky, SKY)
+
+
+def surface_colours(images, surface):
+    """The median colour of each of the room's surfaces in a scene's views: images (B, M, 3, P),
+    surface (B, M, P) (room_exit's, of each pixel) -> (B, SKY + 1, 3). A wall that no view shows
+    takes the median of the walls shown; a surface that none shows, 0."""
+    pixels = images.transpose(1, 2).flatten(2)                              # (B, 3, M * P)
+    surface = surface.flatten(1)[:, None]
+    medians = [pixels.masked_fill(chosen, math.nan).nanmedian(dim=-1).values   # (B, 3) each
+               for chosen in [surface != k for k in range(SKY + 1)] + [surface >= WALLS]]
+    walls = medians.pop()
+    medians = [torch.where(m.isnan() & (k < WALLS), walls, m) for k, m in enumerate(medians)]
+    return torch.stack(medians, dim=1).nan_to_num(0.0)
+
+
+class GeometricRooms(nn.Module):
+    """A query-conditioned representation for cameras inside a room (the built-in rooms and
+    DeepMind's rooms_*); not the paper's.
+
+    The room's box is known (ROOM_HALF, WALL_HEIGHT): every pixel's ray leaves it at a wall, the
+    floor or the sky, at a depth found by geometry. What stands in front of that is an object. So:
+    1. Each context view's pixels get a logit of showing an object (foreground) rather than the
+       room: at first, how far the pixel's colour lies from the median colour of the surface its ray
+       meets (the scene's walls, floor and sky each have one colour and its shading), corrected by a
+       small CNN that also sees whether the other views, looking at the same point of the room,
+       agree with the pixel (they do where it shows the room).
+    2. Along each of the query view's 64x64 rays, `depths` points from NEAR to where the ray leaves
+       the room are projected into every context view. A point is solid where every view that sees
+       it shows foreground there (space carving, with foreground in place of Shepard-Metzler's
+       bright-on-black) and the views' colours there agree (photo-consistency: it keeps an object
+       seen by two views from being made of two other objects); it takes the colour of the views
+       that show foreground there. Front-to-back compositing keeps the first solid point.
+    3. Behind it, the room where the ray leaves it: the colour of the views that see that point of
+       the wall or floor as room, or, where none does, that surface's median colour.
+    The 64x64 rendering and its confidence reach the cores' 16x16 grid 4x4 pixels per cell (64
+    channels of r), and a small CNN on it makes the rest of r; the generator, z and the ELBO are the
+    paper's, and the render_gate head (RenderGate) shows the rendering where it judges it right.
+    """
+
+    query_conditioned = True
+    on_grid = True
+    scale = 4   # the rendering's pixels per grid cell along each side: 64x64 on the 16x16 grid
+
+    def __init__(self, x_dim=3, v_dim=7, r_dim=256, hidden=16, depths=32):
+        super().__init__()
+        direct = self.scale ** 2 * (x_dim + 1)        # rendered colour and confidence, per grid cell
+        if r_dim <= direct:
+            raise ValueError(f"the geometric_rooms representation needs r_dim > {direct}, not {r_dim}")
+        self.depths = depths
+        # foreground logit: gain * (distance from the surface's median - level) + the CNN's correction
+        self.fg_gain = nn.Parameter(torch.tensor(40.0))
+        self.fg_level = nn.Parameter(torch.tensor(0.16))
+        self.fg_net = nn.Sequential(        # in: colour, its distance from the median, the views' check
+            nn.Conv2d(x_dim + 3, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, 1, 3, padding=1))
+        nn.init.zeros_(self.fg_net[-1].weight)
+        nn.init.zeros_(self.fg_net[-1].bias)
+        # photo-consistency: a point is kept where its views' colours differ by less than agree_level
+        self.agree_gain = nn.Parameter(torch.tensor(40.0))
+        self.agree_level = nn.Parameter(torch.tensor(0.1))
+        self.out = nn.Sequential(                           # the 64x64 rendering -> the 16x16 grid
+            nn.Conv2d(x_dim + 1, 32, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(64, r_dim - direct, 3, padding=1))
+
+    def foreground(self, x, v):
+        """Each context view's per-pixel foreground probability: x (B, M, 3, S, S), v (B, M, 7) ->
+        (B, M, 1, S, S), and the median colour of each of the room's surfaces (B, SKY + 1, 3)."""
+        B, M, x_dim, S = x.shape[0], x.shape[1], x.shape[2], x.shape[-1]
+        with torch.no_grad():
+            pos, dirs = pixel_rays(v.flatten(0, 1).float(), S)
+            t, surface = room_exit(pos, dirs)                       # (B*M, S*S)
+            pixels = x.flatten(3)                                   # (B, M, 3, S*S)
+            medians = surface_colours(pixels, surface.view(B, M, -1))
+            expected = medians[torch.arange(B)[:, None, None], surface.view(B, M, -1)]  # (B, M, P, 3)
+            distance = (pixels - expected.transpose(2, 3)).abs().mean(dim=2)            # (B, M, P)
+            # the other views at the point of the room each pixel's ray meets: their least difference
+            # from the pixel's colour, and whether any sees it
+            points = (pos[:, None] + dirs * t.clamp(max=FAR)[..., None]).view(B, M, -1, 3)
+            check = torch.full_like(distance, math.inf)
+            for k in range(M):
+                colours, seen = _look(x[:, k], v[:, k], points.flatten(1, 2))          # (B, 3, M*P)
+                differ = (colours.view(B, x_dim, M, -1).transpose(1, 2) - pixels).abs().mean(dim=2)
+                seen = seen.view(B, M, -1)
+                seen[:, k] = False
+                check = torch.where(seen, torch.minimum(check, differ), check)
+            seen = check.isfinite()
+            maps = torch.stack((distance, check.nan_to_num(0.0, posinf=0.0), seen.float()), dim=2)
+        maps = maps.view(B * M, 3, S, S)
+        logit = (self.fg_gain * (maps[:, :1] - self.fg_level)
+                 + self.fg_net(torch.cat((x.flatten(0, 1), maps.to(x.dtype)), dim=1)))
+        return torch.sigmoid(logit).view(B, M, 1, S, S), medians
+
+    def forward(self, x, v, v_q):
+        """x (B, M, 3, 64, 64), v (B, M, 7), v_q (B, 7) -> r (B, r_dim, 16, 16)."""
+        B, M, x_dim, S = x.shape[0], x.shape[1], x.shape[2], x.shape[-1]
+        if S != 16 * self.scale:
+            raise ValueError(f"geometric_rooms renders {16 * self.scale}x{16 * self.scale} images, "
+                             f"not {S}x{S}")
+        fg, medians = self.foreground(x, v)
+        with torch.no_grad():
+            pos, dirs = pixel_rays(v_q.float(), S)                             # (B, R, 3), R = S*S
+            exit_t, surface = room_exit(pos, dirs)
+            steps = torch.arange(self.depths, device=x.device, dtype=pos.dtype) / self.depths
+            t = NEAR + (exit_t.clamp(max=FAR) - NEAR)[..., None] * steps       # (B, R, D)
+            grid = Geometric._grid((pos, dirs, t), v.flatten(0, 1), M)     # (B*M, R*D, 1, 2)
+            seen = (grid.abs() <= 1).all(dim=-1).view(B, M, -1).to(x.dtype)   # (B, M, P)
+            exit_grid = Geometric._grid((pos, dirs, exit_t[..., None]), v.flatten(0, 1), M)
+            exit_seen = (exit_grid.abs() <= 1).all(dim=-1).view(B, M, -1).to(x.dtype)
+            # the context views' colours at the points (no parameters: no gradient), and how far
+            # the views that see a point disagree on its colour (the largest difference of a pair)
+            images = x.flatten(0, 1)
+            colours = F.grid_sample(images, grid.to(x.dtype), align_corners=False).view(B, M, x_dim, -1)
+            worst = torch.zeros_like(colours[:, 0, 0])
+            for i in range(M):
+                for j in range(i + 1, M):
+                    differ = (colours[:, i] - colours[:, j]).abs().mean(dim=1)
+                    worst = torch.maximum(worst, seen[:, i] * seen[:, j] * differ)
+            at_exit = F.grid_sample(images, exit_grid.to(x.dtype), align_corners=False).view(B, M, x_dim, -1)
+        fg_maps = fg.flatten(0, 1)
+        shows = F.grid_sample(fg_maps, grid.to(fg.dtype), align_corners=False).view(B, M, -1) * seen
+        # carving: every view that sees the point shows foreground there; two views at least
+        carved = torch.where(seen > 0, shows, torch.ones_like(shows)).amin(dim=1)
+        carved = carved * (seen.sum(dim=1) >= 2)
+        alpha = carved * torch.sigmoid(self.agree_gain * (self.agree_level - worst))      # (B, P)
+        weight = shows[:, :, None]
+        colour = (colours * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1e-6)       # (B, 3, P)
+        R, D = S * S, self.depths
+        values = torch.cat((colour, torch.ones_like(colour[:, :1])), dim=1).view(B, x_dim + 1, R, D)
+        drawn = Geometric._composite(alpha.view(B, R, D), values)            # (B, 4, R): colour, cover
+        # the room behind: seen as room by some view, else its surface's median colour
+        exit_fg = F.grid_sample(fg_maps, exit_grid.to(fg.dtype), align_corners=False).view(B, M, R)
+        room = exit_seen * (1 - exit_fg)                                               # (B, M, R)
+        median = medians[torch.arange(B)[:, None], surface].transpose(1, 2)            # (B, 3, R)
+        known = room.sum(dim=1)[:, None]
+        behind = ((at_exit * room[:, :, None]).sum(dim=1) + 0.1 * median) / (known + 0.1)
+        cover = drawn[:, x_dim:]
+        image = drawn[:, :x_dim] + (1 - cover) * behind
+        confidence = cover + (1 - cover) * known.clamp(max=1)
+        rendering = torch.cat((image, confidence), dim=1).view(B, x_dim + 1, S, S)
+        direct = F.pixel_unshuffle(rendering, self.scale)
+        return torch.cat((self.out(rendering), direct), dim=1)
+
+    rendering = classmethod(Geometric.rendering.__func__)
+
+
+def _look(image, v, points):
+    """What cameras v (N, 7) see at world points (N, P, 3) in their images (N, C, S, S): the values
+    there (N, C, P) and whether the point is in the view, in front of the camera (N, P)."""
+    grid, depth = project(points, v)
+    seen = (depth > 1e-3) & (grid.abs() <= 1).all(dim=-1)
+    return F.grid_sample(image, grid[:, :, None].to(image.dtype), align_corners=False)[..., 0], seen
+
+
 class RenderGate(nn.Conv2d):
     """An observation head (not the paper's): the paper's eta_g(u_L), a 1x1 conv, mixed pixel by
     pixel with the representation's own rendering of the query view through a learned gate that
@@ -353,5 +540,5 @@ class RenderGate(nn.Conv2d):
         return x_mu + gate * (shown[:, :-1] - x_mu)
 
 
-REPRESENTATIONS = {"geometric": Geometric, "geometric_fine": GeometricFine}
+REPRESENTATIONS = {"geometric": Geometric, "geometric_fine": GeometricFine, "geometric_rooms": GeometricRooms}
 OBSERVATION_HEADS = {"render_gate": RenderGate}

@@ -48,6 +48,14 @@ PRESETS["mazes"] = dict(PRESETS["rooms"], builtin="mazes", builtin_train_scenes=
 PRESETS["jaco"] = dict(PRESETS["rooms"], builtin="jaco", builtin_train_scenes=2000, gradient_steps=2400,
                        mu_n=3000, sigma_f=0.7, sigma_n=1200, save_interval=800)
 
+# the demo's recipe (a small GQN, the render gate, sigma brought down early, the KL weight rising) with the
+# geometric representation for cameras inside a room (geometric.GeometricRooms, not the paper's) on the
+# built-in rooms, within a CPU's 15 minutes
+PRESETS["rooms_geometric"] = dict(
+    PRESETS["demo"], builtin="rooms", representation="geometric_rooms", batch_size=16, gradient_steps=1000,
+    mu_n=1200, sigma_n=300, beta_n=1000, log_interval=200, save_interval=500, builtin_train_scenes=4000,
+    builtin_test_scenes=200, builtin_parts=7)
+
 DEFAULTS = dict(
     gradient_steps=2_000_000, batch_size=36, dataset=None, train_data_dir=None,
     test_data_dir=None, root_log_dir="runs", log_dir="GQN", log_interval=100, save_interval=10_000,
