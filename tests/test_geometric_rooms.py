@@ -108,7 +108,8 @@ def test_the_rooms_geometric_preset_trains_on_the_built_in_rooms_and_saves_what_
     steps = train.train(train.parse_args([
         "--preset", "rooms_geometric", "--data_root", str(tmp_path / "data"), "--builtin_train_scenes", "8",
         "--builtin_test_scenes", "4", "--eval_scenes", "4", "--gradient_steps", "2", "--batch_size", "2",
-        "--workers", "0", "--log_interval", "2", "--root_log_dir", str(tmp_path / "runs"), "--log_dir", "run"]))
+        "--workers", "0", "--log_interval", "2", "--root_log_dir", str(tmp_path / "runs"),
+        "--log_dir", "run"]))
     assert steps == 2
     state = checkpoint.load(checkpoint.latest(run_dir / "checkpoints"))
     assert state["config"]["representation"] == "geometric_rooms"
