@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dataset import jaco
 from dataset.rooms import ROOM_HALF, WALL_HEIGHT
 
 # the cameras' field of view: DeepMind's Shepard-Metzler data and the built-in scenes
@@ -339,6 +340,7 @@ class GeometricFine(Geometric):
 # them (world units)
 SKY_DEPTH = 100.0       # the depth of a ray that leaves over the walls: far enough to be a direction only
 NEAR, FAR = 0.3, 12.0   # the depths sampled along a query ray: from NEAR to where it leaves (FAR for the sky)
+ARM_REACH = 1.1         # jaco: the arm and the target lie within this of the point the cameras look at
 WALLS, FLOOR, SKY = 4, 4, 5     # room_exit's surfaces: 0-3 the walls at -x, +x, -y, +y, then floor and sky
 
 
@@ -358,16 +360,17 @@ def room_exit(origin, dirs):
     return t.masked_fill(sky, SKY_DEPTH), surface.masked_fill(sky, SKY)
 
 
-def surface_colours(images, surface):
-    """The median colour of each of the room's surfaces in a scene's views: images (B, M, 3, P),
-    surface (B, M, P) (room_exit's, of each pixel) -> (B, SKY + 1, 3). A wall that no view shows
-    takes the median of the walls shown; a surface that none shows, 0."""
+def surface_colours(images, surface, surfaces, alike=0):
+    """The median colour of each of a backdrop's surfaces in a scene's views: images (B, M, 3, P),
+    surface (B, M, P) (the surface each pixel's ray meets) -> (B, surfaces, 3). Surfaces 0 to
+    alike - 1 look alike (a room's walls): one that no view shows takes the median of those shown;
+    any other surface that no view shows, 0."""
     pixels = images.transpose(1, 2).flatten(2)                              # (B, 3, M * P)
     surface = surface.flatten(1)[:, None]
     medians = [pixels.masked_fill(chosen, math.nan).nanmedian(dim=-1).values   # (B, 3) each
-               for chosen in [surface != k for k in range(SKY + 1)] + [surface >= WALLS]]
-    walls = medians.pop()
-    medians = [torch.where(m.isnan() & (k < WALLS), walls, m) for k, m in enumerate(medians)]
+               for chosen in [surface != k for k in range(surfaces)] + [surface >= alike]]
+    shared = medians.pop()
+    medians = [torch.where(m.isnan() & (k < alike), shared, m) for k, m in enumerate(medians)]
     return torch.stack(medians, dim=1).nan_to_num(0.0)
 
 
@@ -398,12 +401,16 @@ class GeometricRooms(nn.Module):
     query_conditioned = True
     on_grid = True
     scale = 4   # the rendering's pixels per grid cell along each side: 64x64 on the 16x16 grid
+    # the backdrop: where rays leave it, its surfaces and how many of them look alike (the walls)
+    backdrop = staticmethod(room_exit)
+    surfaces, alike = SKY + 1, WALLS
+    agree_start = 0.1   # the largest colour difference of a point's views that keeps it, at first
 
     def __init__(self, x_dim=3, v_dim=7, r_dim=256, hidden=16, depths=32):
         super().__init__()
         direct = self.scale ** 2 * (x_dim + 1)        # rendered colour and confidence, per grid cell
         if r_dim <= direct:
-            raise ValueError(f"the geometric_rooms representation needs r_dim > {direct}, not {r_dim}")
+            raise ValueError(f"{type(self).__name__} needs r_dim > {direct}, not {r_dim}")
         self.depths = depths
         # foreground logit: gain * (distance from the surface's median - level) + the CNN's correction
         self.fg_gain = nn.Parameter(torch.tensor(40.0))
@@ -416,11 +423,17 @@ class GeometricRooms(nn.Module):
         nn.init.zeros_(self.fg_net[-1].bias)
         # photo-consistency: a point is kept where its views' colours differ by less than agree_level
         self.agree_gain = nn.Parameter(torch.tensor(40.0))
-        self.agree_level = nn.Parameter(torch.tensor(0.1))
+        self.agree_level = nn.Parameter(torch.tensor(self.agree_start))
         self.out = nn.Sequential(                           # the 64x64 rendering -> the 16x16 grid
             nn.Conv2d(x_dim + 1, 32, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(64, r_dim - direct, 3, padding=1))
+
+    @staticmethod
+    def depth_range(pos, dirs, exit_t):
+        """The first and last depths sampled along rays (pos (B, 3), dirs (B, R, 3)) that leave the
+        backdrop at exit_t (B, R): from NEAR to where they leave it, FAR for the sky; each (B, R)."""
+        return torch.full_like(exit_t, NEAR), exit_t.clamp(max=FAR)
 
     def foreground(self, x, v):
         """Each context view's per-pixel foreground probability: x (B, M, 3, S, S), v (B, M, 7) ->
@@ -428,9 +441,9 @@ class GeometricRooms(nn.Module):
         B, M, x_dim, S = x.shape[0], x.shape[1], x.shape[2], x.shape[-1]
         with torch.no_grad():
             pos, dirs = pixel_rays(v.flatten(0, 1).float(), S)
-            t, surface = room_exit(pos, dirs)                       # (B*M, S*S)
+            t, surface = self.backdrop(pos, dirs)                   # (B*M, S*S)
             pixels = x.flatten(3)                                   # (B, M, 3, S*S)
-            medians = surface_colours(pixels, surface.view(B, M, -1))
+            medians = surface_colours(pixels, surface.view(B, M, -1), self.surfaces, self.alike)
             expected = medians[torch.arange(B)[:, None, None], surface.view(B, M, -1)]  # (B, M, P, 3)
             distance = (pixels - expected.transpose(2, 3)).abs().mean(dim=2)            # (B, M, P)
             # the other views at the point of the room each pixel's ray meets: their least difference
@@ -454,14 +467,15 @@ class GeometricRooms(nn.Module):
         """x (B, M, 3, 64, 64), v (B, M, 7), v_q (B, 7) -> r (B, r_dim, 16, 16)."""
         B, M, x_dim, S = x.shape[0], x.shape[1], x.shape[2], x.shape[-1]
         if S != 16 * self.scale:
-            raise ValueError(f"geometric_rooms renders {16 * self.scale}x{16 * self.scale} images, "
+            raise ValueError(f"{type(self).__name__} renders {16 * self.scale}x{16 * self.scale} images, "
                              f"not {S}x{S}")
         fg, medians = self.foreground(x, v)
         with torch.no_grad():
             pos, dirs = pixel_rays(v_q.float(), S)                             # (B, R, 3), R = S*S
-            exit_t, surface = room_exit(pos, dirs)
+            exit_t, surface = self.backdrop(pos, dirs)
+            near, far = self.depth_range(pos, dirs, exit_t)
             steps = torch.arange(self.depths, device=x.device, dtype=pos.dtype) / self.depths
-            t = NEAR + (exit_t.clamp(max=FAR) - NEAR)[..., None] * steps       # (B, R, D)
+            t = near[..., None] + (far - near)[..., None] * steps              # (B, R, D)
             grid = Geometric._grid((pos, dirs, t), v.flatten(0, 1), M)     # (B*M, R*D, 1, 2)
             seen = (grid.abs() <= 1).all(dim=-1).view(B, M, -1).to(x.dtype)   # (B, M, P)
             exit_grid = Geometric._grid((pos, dirs, exit_t[..., None]), v.flatten(0, 1), M)
@@ -503,6 +517,39 @@ class GeometricRooms(nn.Module):
     rendering = classmethod(Geometric.rendering.__func__)
 
 
+
+def floor_exit(origin, dirs):
+    """Where rays from cameras above jaco's floor (dataset/jaco.py: a square at z = 0 reaching
+    FLOOR_HALF from the arm's base, the sky beyond) leave the scene: origin (N, 3), dirs (N, R, 3) ->
+    depth t (N, R) (SKY_DEPTH for the sky) and the surface (N, R): 0 the floor, 1 the sky."""
+    o = origin[:, None]
+    t = -o[..., 2] / dirs[..., 2]
+    where = o + t[..., None] * dirs
+    floor = (t > 0) & (where[..., :2].abs() <= jaco.FLOOR_HALF).all(dim=-1)
+    return torch.where(floor, t, torch.full_like(t, SKY_DEPTH)), (~floor).long()
+
+
+class GeometricJaco(GeometricRooms):
+    """GeometricRooms for jaco's scenes (dataset/jaco.py: the arm and its target on a floor under
+    the sky, seen from cameras around them); not the paper's. The backdrop is the floor and the sky;
+    the points sampled along each ray span the ball of radius ARM_REACH about the point the cameras
+    look at (jaco.LOOK_AT), where the arm and the target are, in place of a room's whole depth; and a
+    point's views may differ more in colour before it is dropped (agree_start)."""
+
+    backdrop = staticmethod(floor_exit)
+    surfaces, alike = 2, 0
+    # the arm's metal is shaded unlike from view to view; one arm and one target make few false objects
+    agree_start = 0.3
+
+    @staticmethod
+    def depth_range(pos, dirs, exit_t):
+        centre = torch.tensor(jaco.LOOK_AT, device=pos.device, dtype=pos.dtype)
+        length = dirs.norm(dim=-1)                                            # (B, R)
+        closest = ((centre - pos)[:, None] * dirs).sum(dim=-1) / length ** 2  # (B, R)
+        half = ARM_REACH / length
+        return (closest - half).clamp(min=NEAR), torch.minimum(closest + half, exit_t.clamp(max=FAR))
+
+
 def _look(image, v, points):
     """What cameras v (N, 7) see at world points (N, P, 3) in their images (N, C, S, S): the values
     there (N, C, P) and whether the point is in the view, in front of the camera (N, P)."""
@@ -540,5 +587,6 @@ class RenderGate(nn.Conv2d):
         return x_mu + gate * (shown[:, :-1] - x_mu)
 
 
-REPRESENTATIONS = {"geometric": Geometric, "geometric_fine": GeometricFine, "geometric_rooms": GeometricRooms}
+REPRESENTATIONS = {"geometric": Geometric, "geometric_fine": GeometricFine, "geometric_rooms": GeometricRooms,
+                   "geometric_jaco": GeometricJaco}
 OBSERVATION_HEADS = {"render_gate": RenderGate}

@@ -55,6 +55,9 @@ PRESETS["rooms_geometric"] = dict(
     PRESETS["demo"], builtin="rooms", representation="geometric_rooms", batch_size=16, gradient_steps=1000,
     mu_n=1200, sigma_n=300, beta_n=1000, log_interval=200, save_interval=500, builtin_train_scenes=4000,
     builtin_test_scenes=200, builtin_parts=7)
+# the same on the built-in Jaco arm, with the backdrop of its floor and sky (geometric.GeometricJaco)
+PRESETS["jaco_geometric"] = dict(PRESETS["rooms_geometric"], builtin="jaco", representation="geometric_jaco",
+                                 builtin_train_scenes=2000)
 
 DEFAULTS = dict(
     gradient_steps=2_000_000, batch_size=36, dataset=None, train_data_dir=None,

@@ -64,6 +64,7 @@ LOOK_AT = (0.0, 0.0, 0.4)            # every camera looks here: about the middle
 CAMERA_DISTANCE = (1.4, 1.8)         # from LOOK_AT, metres
 CAMERA_PITCH = (-0.6, -0.15)         # radians, looking down
 TARGET_RADIUS = 0.07
+FLOOR_HALF = 2                       # the floor reaches this far from the base along x and y; sky beyond
 TARGET_REACH = (0.25, 0.7)           # the target's distance from the arm's vertical axis, metres
 TARGET_HEIGHT = (TARGET_RADIUS, 0.7)  # the target's centre above the floor
 TARGET_SATURATION = (0.6, 1.0)
@@ -94,7 +95,7 @@ WORLD_XML = f"""
            castshadow="true" diffuse="0.65 0.65 0.65" specular="0.1 0.1 0.1"/>
     <light pos="0 0 3" dir="0 0 -1" directional="true" castshadow="false" diffuse="0.22 0.22 0.22"
            specular="0 0 0"/>
-    <geom name="floor" type="plane" size="2 2 0.1" material="floor"/>
+    <geom name="floor" type="plane" size="{FLOOR_HALF} {FLOOR_HALF} 0.1" material="floor"/>
     <body name="arm_mount"/>
     <geom name="target" type="sphere" size="{TARGET_RADIUS}" pos="0 0 5" rgba="1 0 0 1"
           contype="1" conaffinity="1"/>

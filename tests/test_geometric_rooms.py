@@ -49,7 +49,7 @@ def test_the_surface_each_pixel_shows_is_the_renderers(kind):
 def test_surface_colours_are_medians_and_an_unseen_wall_takes_the_walls_colour():
     images = torch.tensor([[[[0.1, 0.2, 0.9, 0.5, 0.5, 0.3]] * 3]])       # (B 1, M 1, 3, P 6)
     surface = torch.tensor([[[0, 0, 0, geometric.FLOOR, geometric.FLOOR, geometric.FLOOR]]])
-    colours = surface_colours(images, surface)                           # (1, 6, 3)
+    colours = surface_colours(images, surface, geometric.SKY + 1, geometric.WALLS)   # (1, 6, 3)
     np.testing.assert_allclose(colours[0, 0].numpy(), [0.2] * 3)          # the median of the wall's three
     np.testing.assert_allclose(colours[0, 3].numpy(), [0.2] * 3)          # unseen wall: the walls' median
     np.testing.assert_allclose(colours[0, geometric.FLOOR].numpy(), [0.5] * 3)

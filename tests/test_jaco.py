@@ -113,6 +113,36 @@ def test_labels_name_the_pixels_the_frames_show():
     assert target @ (colour / np.linalg.norm(colour)) > 0.95
 
 
+
+def _scenes_with_labels(scenes):
+    return [jaco.render_scenes(0, "test", index, index + 1, labels=True)[0] for index in range(scenes)]
+
+
+def test_geometric_jaco_knows_the_floor_and_sky_and_renders_a_view_it_was_shown():
+    """geometric.GeometricJaco's backdrop is MuJoCo's: every pixel labelled floor or background leaves the
+    scene there by floor_exit; and with the query camera among the context cameras its untrained rendering
+    shows that view: the floor and sky read back, the arm carved where it stands."""
+    import torch
+    from dataset.viewpoints import raw_to_viewpoint
+    from geometric import GeometricJaco, floor_exit, pixel_rays
+    agree = total = 0
+    for frames, cameras, labels in in_fresh_process(_scenes_with_labels, 3):
+        x = torch.from_numpy(np.stack([decode_jpeg(f) for f in frames])).permute(0, 3, 1, 2).float() / 255
+        v = torch.from_numpy(raw_to_viewpoint(cameras)).float()
+        _, surface = floor_exit(*pixel_rays(v, jaco.IMAGE_SIZE))
+        expect = np.where(surface.view(labels.shape).numpy() == 0, JACO_FLOOR, JACO_BACKGROUND)
+        backdrop = (labels == JACO_FLOOR) | (labels == JACO_BACKGROUND)
+        agree += (expect == labels)[backdrop].sum()
+        total += backdrop.sum()
+        with torch.no_grad():
+            image = GeometricJaco.rendering(GeometricJaco(r_dim=96)(x[None, [0, 4, 8]], v[None, [0, 4, 8]],
+                                                                     v[None, 4]))[0]
+        error = (image - x[4]).abs().mean(0).numpy()
+        assert error[backdrop[4]].mean() < 0.03
+        assert error[labels[4] == JACO_ARM].mean() < 0.15
+    assert agree / total > 0.99
+
+
 def _alone_and_others():
     return [jaco.render_scenes(*args)[0] for args in ((0, "train", 3, 4), (0, "train", 3, 4),
                                                       (1, "train", 3, 4), (0, "test", 3, 4))]
@@ -186,3 +216,25 @@ def test_a_missing_renderer_ends_in_one_sentence_naming_the_install(tmp_path, pr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].endswith(message), result.stderr
     assert not (tmp_path / "out" / "train").exists()                     # nothing that looks whole
+
+
+def test_the_jaco_geometric_preset_renders_trains_and_scores_the_arm(tmp_path):
+    """`--preset jaco_geometric` (shortened): renders the built-in jaco scenes, trains the geometric_jaco
+    model with the render gate and scores the held-out scenes' arm and target."""
+    import json
+
+    import checkpoint
+    import train
+    steps = train.train(train.parse_args([
+        "--preset", "jaco_geometric", "--data_root", str(tmp_path / "data"), "--builtin_train_scenes", "8",
+        "--builtin_test_scenes", "4", "--eval_scenes", "4", "--gradient_steps", "2", "--batch_size", "2",
+        "--workers", "0", "--log_interval", "2", "--root_log_dir", str(tmp_path / "runs"),
+        "--log_dir", "run"]))
+    assert steps == 2
+    run_dir = tmp_path / "runs" / "run"
+    state = checkpoint.load(checkpoint.latest(run_dir / "checkpoints"))
+    assert state["config"]["representation"] == "geometric_jaco"
+    assert state["model"]["phi.agree_level"] != 0.3              # its photo-consistency test learnt
+    with open(run_dir / "final.json") as f:
+        final = json.load(f)
+    assert {"arm_iou_generation", "target_iou_generation", "floor_error_generation"} <= set(final)
