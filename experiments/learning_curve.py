@@ -6,12 +6,15 @@ training steps and minutes, beside the two 3D-blind baselines, as JSON and a PNG
         --scenes 200 --json experiments/rooms_curve.json --out assets/rooms-learning-curve.png
     python experiments/learning_curve.py --json experiments/rooms_curve.json \\
         --out assets/rooms-learning-curve.png
+    python experiments/learning_curve.py --json experiments/rooms_geometric_curve.json \\
+        --beside experiments/rooms_curve.json --beside_label "the paper's tower" --out FIGURE.png
 
 Each checkpoint (ckpt-<step>.pt in --checkpoints) is scored like `evaluate.py --scenes N --context 3`
 on the test split it trained next to (or --data_dir): generations from the prior, reconstructions from
 the posterior, the mean-context and nearest-context baselines, and with labels the object IoU. The
 minutes of a step are the run's own clock (--run's metrics.jsonl: wall time of the training process,
-its evaluations included). Without --checkpoints the plot is redrawn from --json. Pillow only.
+its evaluations included). Without --checkpoints the plot is redrawn from --json. --beside draws another
+run's generations (its --json) on the same axes of steps, labelled --beside_label. Pillow only.
 """
 
 import argparse
@@ -71,14 +74,19 @@ def nice_ticks(low, high, count=5):
     return [round(k * step, 10) for k in range(first, int(math.floor(high / step + 1e-9)) + 1)]
 
 
-def plot(points, out, title):
-    """Draw MSE against steps (and minutes, the second row of labels) with the baselines; write out (PNG)."""
-    width, height, left, right, top, bottom = 760, 460, 80, 20, 40, 95
+BESIDE_COLOUR = (44, 160, 44)
+
+
+def plot(points, out, title, beside=(), beside_label=""):
+    """Draw MSE against steps (and minutes, the second row of labels) with the baselines, and another run's
+    generations (its points `beside`) where given; write out (PNG)."""
+    width, height, left, right, top, bottom = 760 + (220 if beside else 0), 460, 80, 20, 40, 95
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=13)
-    steps = [p["step"] for p in points]
-    values = [p[key] for p in points for key, *_ in SERIES if key in p]
+    steps = [p["step"] for p in list(points) + list(beside)]
+    values = ([p[key] for p in points for key, *_ in SERIES if key in p]
+              + [p["mse_generation"] for p in beside])
     x_max, y_max = max(steps), max(values) * 1.08
     y_min = min(0.0, min(values))
 
@@ -118,6 +126,14 @@ def plot(points, out, title):
         lx, ly = left + 10 + (i % 2) * 300, height - 30 + 16 * (i // 2)
         draw.line([lx, ly, lx + 24, ly], fill=colour, width=2)
         draw.text((lx + 30, ly), label, fill="black", font=font, anchor="lm")
+    if beside:
+        line = [xy(p["step"], p["mse_generation"]) for p in beside]
+        draw.line(line, fill=BESIDE_COLOUR, width=2)
+        for x, y in line:
+            draw.rectangle([x - 3, y - 3, x + 3, y + 3], fill=BESIDE_COLOUR)
+        lx, ly = left + 610, height - 30
+        draw.line([lx, ly, lx + 24, ly], fill=BESIDE_COLOUR, width=2)
+        draw.text((lx + 30, ly), f"{beside_label}: generation", fill="black", font=font, anchor="lm")
     image.save(out)
 
 
@@ -135,6 +151,8 @@ def main(argv=None):
                    help="the scored points (written with --checkpoints, read without)")
     p.add_argument("--out", required=True, help="the PNG to write")
     p.add_argument("--title", default="", help="a title at the top right")
+    p.add_argument("--beside", default=None, help="another run's scored points (its --json), drawn beside")
+    p.add_argument("--beside_label", default="another run", help="the legend's name for --beside")
     args = p.parse_args(argv)
     if args.checkpoints:
         paths = checkpoint.checkpoints(args.checkpoints)
@@ -156,7 +174,11 @@ def main(argv=None):
     else:
         with open(args.json) as f:
             points = json.load(f)["points"]
-    plot(points, args.out, args.title)
+    beside = ()
+    if args.beside:
+        with open(args.beside) as f:
+            beside = json.load(f)["points"]
+    plot(points, args.out, args.title, beside, args.beside_label)
     print(f"wrote {args.out}")
 
 
