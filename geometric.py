@@ -437,14 +437,15 @@ class GeometricRooms(nn.Module):
 
     def foreground(self, x, v):
         """Each context view's per-pixel foreground probability: x (B, M, 3, S, S), v (B, M, 7) ->
-        (B, M, 1, S, S), and the median colour of each of the room's surfaces (B, SKY + 1, 3)."""
+        (B, M, 1, S, S), and the median colour of each of the backdrop's surfaces (B, surfaces, 3)."""
         B, M, x_dim, S = x.shape[0], x.shape[1], x.shape[2], x.shape[-1]
         with torch.no_grad():
             pos, dirs = pixel_rays(v.flatten(0, 1).float(), S)
             t, surface = self.backdrop(pos, dirs)                   # (B*M, S*S)
             pixels = x.flatten(3)                                   # (B, M, 3, S*S)
             medians = surface_colours(pixels, surface.view(B, M, -1), self.surfaces, self.alike)
-            expected = medians[torch.arange(B)[:, None, None], surface.view(B, M, -1)]  # (B, M, P, 3)
+            scene = torch.arange(B, device=x.device)
+            expected = medians[scene[:, None, None], surface.view(B, M, -1)]            # (B, M, P, 3)
             distance = (pixels - expected.transpose(2, 3)).abs().mean(dim=2)            # (B, M, P)
             # the other views at the point of the room each pixel's ray meets: their least difference
             # from the pixel's colour, and whether any sees it
@@ -504,7 +505,7 @@ class GeometricRooms(nn.Module):
         # the room behind: seen as room by some view, else its surface's median colour
         exit_fg = F.grid_sample(fg_maps, exit_grid.to(fg.dtype), align_corners=False).view(B, M, R)
         room = exit_seen * (1 - exit_fg)                                               # (B, M, R)
-        median = medians[torch.arange(B)[:, None], surface].transpose(1, 2)            # (B, 3, R)
+        median = medians[torch.arange(B, device=x.device)[:, None], surface].transpose(1, 2)   # (B, 3, R)
         known = room.sum(dim=1)[:, None]
         behind = ((at_exit * room[:, :, None]).sum(dim=1) + 0.1 * median) / (known + 0.1)
         cover = drawn[:, x_dim:]
@@ -514,8 +515,9 @@ class GeometricRooms(nn.Module):
         direct = F.pixel_unshuffle(rendering, self.scale)
         return torch.cat((self.out(rendering), direct), dim=1)
 
+    # what the render gate shows, read back from r as Geometric's is: the 64x64 rendering (the room
+    # included), with its confidence as the fourth channel
     rendering = classmethod(Geometric.rendering.__func__)
-
 
 
 def floor_exit(origin, dirs):
