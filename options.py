@@ -145,8 +145,9 @@ def build_parser():
     S = argparse.SUPPRESS  # defaults are applied after the preset, so we can tell what was given
     p.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                    help="default values for the flags not given: 'paper' (the original's), 'demo' (small, "
-                        "CPU, built-in Shepard-Metzler scenes) or 'rooms' (the paper's networks, small, CPU, "
-                        "built-in rooms)")
+                        "CPU, built-in Shepard-Metzler scenes), 'rooms' (the paper's networks, small, CPU, "
+                        "built-in rooms), 'mazes' and 'jaco' (the same on those), 'rooms_geometric' and "
+                        "'jaco_geometric' (the demo's recipe with the geometric representation for them)")
 
     a = p.add_argument_group("the original's flags (torch-gqn's names)").add_argument
     a("--gradient_steps", type=positive_int, default=S, help="number of training steps (paper: 2e6)")
