@@ -58,6 +58,24 @@ def require_tensorflow():
     return tf
 
 
+def short_preset_run(preset, tmp_path):
+    """train.py --preset PRESET, shortened (8 training and 4 test scenes rendered under tmp_path, 2 steps of
+    batch 2, 4 scenes scored) -> its last checkpoint's state and its final.json."""
+    import json
+
+    import checkpoint
+    import train
+    run_dir = tmp_path / "runs" / "run"
+    steps = train.train(train.parse_args([
+        "--preset", preset, "--data_root", str(tmp_path / "data"), "--builtin_train_scenes", "8",
+        "--builtin_test_scenes", "4", "--eval_scenes", "4", "--gradient_steps", "2", "--batch_size", "2",
+        "--workers", "0", "--log_interval", "2", "--root_log_dir", str(tmp_path / "runs"),
+        "--log_dir", "run"]))
+    assert steps == 2
+    with open(run_dir / "final.json") as f:
+        return checkpoint.load(checkpoint.latest(run_dir / "checkpoints")), json.load(f)
+
+
 def write_random_split(folder, scenes=12, views=6, size=64, seed=0, scenes_per_shard=5):
     """Write `scenes` random scenes (blobs of colour on black, random cameras) as a split folder."""
     rng = np.random.default_rng(seed)

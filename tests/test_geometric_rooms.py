@@ -7,11 +7,13 @@ import pytest
 import torch
 
 import geometric
+from conftest import short_preset_run
 from dataset import rooms
 from dataset.labels import FIRST_OBJECT, FLOOR, SKY, WALL
 from dataset.viewpoints import raw_to_viewpoint
 from geometric import GeometricRooms, pixel_rays, room_exit, surface_colours
 from model import GQN
+from test_rooms import interior
 
 
 def scene(index, kind=rooms.DATASET):
@@ -66,20 +68,10 @@ def test_a_query_view_among_the_context_views_is_rendered_as_it_is():
         with torch.no_grad():
             image = GeometricRooms.rendering(g(context, v_c, v[None, 3]))[0]
         error = (image - x[3]).abs().mean(0)
-        room = torch.from_numpy(rooms_interior(labels[3].numpy() < FIRST_OBJECT))
+        room = torch.from_numpy(interior(labels[3].numpy() < FIRST_OBJECT))
         assert error[room].mean() < 0.03, (index, error[room].mean())
         objects = labels[3] >= FIRST_OBJECT
         assert error[objects].mean() < 0.12, (index, error[objects].mean())
-
-
-def rooms_interior(mask):
-    """The pixels of a (H, W) mask whose 4 neighbours are in it too (edges are antialiased)."""
-    inner = mask.copy()
-    inner[1:] &= mask[:-1]
-    inner[:-1] &= mask[1:]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    return inner
 
 
 def test_it_learns_its_foreground_and_agreement_and_refuses_other_image_sizes():
@@ -100,23 +92,11 @@ def test_it_learns_its_foreground_and_agreement_and_refuses_other_image_sizes():
 def test_the_rooms_geometric_preset_trains_on_the_built_in_rooms_and_saves_what_it_learnt(tmp_path):
     """`--preset rooms_geometric` (shortened): renders the built-in rooms, trains the geometric_rooms model
     with the render gate, scores the held-out rooms' regions, and its checkpoint holds what it learnt."""
-    import json
-
     import checkpoint
-    import train
-    run_dir = tmp_path / "runs" / "run"
-    steps = train.train(train.parse_args([
-        "--preset", "rooms_geometric", "--data_root", str(tmp_path / "data"), "--builtin_train_scenes", "8",
-        "--builtin_test_scenes", "4", "--eval_scenes", "4", "--gradient_steps", "2", "--batch_size", "2",
-        "--workers", "0", "--log_interval", "2", "--root_log_dir", str(tmp_path / "runs"),
-        "--log_dir", "run"]))
-    assert steps == 2
-    state = checkpoint.load(checkpoint.latest(run_dir / "checkpoints"))
+    state, final = short_preset_run("rooms_geometric", tmp_path)
     assert state["config"]["representation"] == "geometric_rooms"
     assert state["config"]["observation"] == "render_gate"
     assert state["model"]["phi.fg_level"] != 0.16               # its foreground test learnt, and was saved
-    with open(run_dir / "final.json") as f:
-        final = json.load(f)
     assert {"object_iou_generation", "wall_error_generation", "floor_error_generation"} <= set(final)
     x, v, _ = scene(0)
     model = checkpoint.rebuild_model(state).eval()

@@ -221,20 +221,8 @@ def test_a_missing_renderer_ends_in_one_sentence_naming_the_install(tmp_path, pr
 def test_the_jaco_geometric_preset_renders_trains_and_scores_the_arm(tmp_path):
     """`--preset jaco_geometric` (shortened): renders the built-in jaco scenes, trains the geometric_jaco
     model with the render gate and scores the held-out scenes' arm and target."""
-    import json
-
-    import checkpoint
-    import train
-    steps = train.train(train.parse_args([
-        "--preset", "jaco_geometric", "--data_root", str(tmp_path / "data"), "--builtin_train_scenes", "8",
-        "--builtin_test_scenes", "4", "--eval_scenes", "4", "--gradient_steps", "2", "--batch_size", "2",
-        "--workers", "0", "--log_interval", "2", "--root_log_dir", str(tmp_path / "runs"),
-        "--log_dir", "run"]))
-    assert steps == 2
-    run_dir = tmp_path / "runs" / "run"
-    state = checkpoint.load(checkpoint.latest(run_dir / "checkpoints"))
+    from conftest import short_preset_run
+    state, final = short_preset_run("jaco_geometric", tmp_path)
     assert state["config"]["representation"] == "geometric_jaco"
     assert state["model"]["phi.agree_level"] != 0.3              # its photo-consistency test learnt
-    with open(run_dir / "final.json") as f:
-        final = json.load(f)
     assert {"arm_iou_generation", "target_iou_generation", "floor_error_generation"} <= set(final)
