@@ -58,7 +58,7 @@ from engine import NonFiniteLoss, StopFlag, TrainingError, make_optimizer, save_
 from model import GQN
 from options import PRESETS, model_config, parse_args  # noqa: F401  (train.parse_args, train.PRESETS)
 from runlog import RunLog
-from runtime import UsageError, keep_freed_memory, noise_seed
+from runtime import UsageError, flush_denormals, keep_freed_memory, noise_seed
 from scheduler import AnnealingStepLR, KLWeightSchedule, SigmaSchedule
 
 
@@ -236,6 +236,7 @@ def write_args(run_dir, run):
 def main(argv=None):
     args = parse_args(argv)
     keep_freed_memory()
+    flush_denormals()
     try:
         train(args)
     except (UsageError, TrainingError, DatasetError, ckpt_io.CheckpointError, RenderError) as e:

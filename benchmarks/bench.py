@@ -67,9 +67,10 @@ def sync(device):
 def time_steps(impl, cfg, batch_size, context, steps, warmup, device, dtype, compile_):
     """Run in a child process: median seconds per training step and peak memory in bytes."""
     from engine import make_optimizer, train_step
-    from runtime import keep_freed_memory
+    from runtime import flush_denormals, keep_freed_memory
     if impl == "this":
         keep_freed_memory()  # as train.py does
+        flush_denormals()
     torch.manual_seed(0)
     model = make_model(impl, cfg, device)
     frames, viewpoints = synthetic_batch(batch_size, context, device)
