@@ -374,6 +374,78 @@ def surface_colours(images, surface, surfaces, alike=0):
     return torch.stack(medians, dim=1).nan_to_num(0.0)
 
 
+class RoomLight(nn.Module):
+    """The room's lighting, fitted to each scene's context views, for the parts of its walls and floor
+    that no context view sees. The walls share one colour (albedo), the floor has another, and both are
+    lit by a point light above the room: a point p with normal n shows
+        albedo * (ambient + max(n . l, 0) / (1 + (|L - p| / falloff)^2)),   l the unit vector to L.
+    For each scene, the light L is the one of a grid of candidates above the room whose shading, with the
+    albedos fitted by least squares, best explains the context views' room pixels (those not saturated
+    and not foreground). ambient and falloff are learnt."""
+
+    def __init__(self, normals, groups, candidates=7, heights=(1.35, 1.95), ambient=0.3, falloff=4.0,
+                 stride=2):
+        super().__init__()
+        self.register_buffer("normals", torch.as_tensor(normals, dtype=torch.float32), persistent=False)
+        self.register_buffer("groups", torch.as_tensor(groups), persistent=False)   # -1: no albedo
+        self.albedos = int(self.groups.max()) + 1
+        across = torch.linspace(-1, 1, candidates) * (ROOM_HALF - 0.5)
+        grid = torch.meshgrid(across, across, WALL_HEIGHT + torch.tensor(heights), indexing="ij")
+        self.register_buffer("candidates", torch.stack(grid, dim=-1).view(-1, 3), persistent=False)
+        self.log_ambient = nn.Parameter(torch.tensor(math.log(ambient)))
+        self.log_falloff = nn.Parameter(torch.tensor(math.log(falloff)))
+        self.stride = stride   # the context pixels the fit reads: every stride-th row and column
+
+    def shading(self, lights, points, surface):
+        """How much light reaches points (B, P, 3) on surfaces (B, P) from lights (K, B, 3) -> (K, B, P)."""
+        n = self.normals[surface]
+        to_light = lights[:, :, None] - points
+        distance = to_light.norm(dim=-1).clamp_min(1e-3)
+        lambert = ((n * to_light).sum(dim=-1) / distance).clamp(min=0)
+        return self.log_ambient.exp() + lambert / (1 + (distance / self.log_falloff.exp()) ** 2)
+
+    def _fit(self, shading, colours, weights):
+        """Least-squares albedos for shadings (K, B, P) of colours (B, P, 3) weighted by (G, B, P, 3) ->
+        albedos (K, B, G, 3) and the weighted squared error left (K, B)."""
+        wc = weights * colours
+        cross = torch.einsum("kbp,gbpc->kbgc", shading, wc)
+        square = torch.einsum("kbp,gbpc->kbgc", shading ** 2, weights).clamp_min(1e-6)
+        albedo = cross / square
+        left = (wc * colours).sum(dim=(0, 2, 3)) - (cross ** 2 / square).sum(dim=(2, 3))
+        return albedo, left
+
+    def forward(self, colours, points, surface, room):
+        """Fit a scene's light: its context views' colours (B, M, 3, S, S), the points of the room their
+        rays meet (B, M, S, S, 3) and the surfaces there (B, M, S, S), and how likely each pixel shows the
+        room (B, M, S, S) -> the light (B, 3) and the albedos (B, groups, 3)."""
+        s = self.stride
+        colours = colours[..., ::s, ::s].permute(0, 1, 3, 4, 2).flatten(1, 3)            # (B, P, 3)
+        points, surface = points[:, :, ::s, ::s].flatten(1, 3), surface[:, :, ::s, ::s].flatten(1)
+        room = room[:, :, ::s, ::s].flatten(1)
+        group = self.groups[surface]
+        weights = torch.stack([(group == g) & (room > 0.5) for g in range(self.albedos)])   # (G, B, P)
+        weights = (weights[..., None] & (colours < 0.995)).to(colours.dtype)             # (G, B, P, 3)
+        with torch.no_grad():
+            K, B = self.candidates.shape[0], colours.shape[0]
+            lights = self.candidates[:, None].expand(K, B, 3)
+            _, left = self._fit(self.shading(lights, points, surface), colours, weights)
+            light = self.candidates[left.argmin(dim=0)]                                   # (B, 3)
+        albedo, _ = self._fit(self.shading(light[None], points, surface), colours, weights)
+        return light, albedo[0]
+
+    def colour(self, light, albedo, points, surface):
+        """The lit colour (B, 3, P) of room points (B, P, 3) on surfaces (B, P); 0 where no albedo."""
+        group = self.groups[surface]
+        scene = torch.arange(points.shape[0], device=points.device)[:, None]
+        base = albedo[scene, group.clamp(min=0)] * (group >= 0)[..., None]               # (B, P, 3)
+        return (base * self.shading(light[None], points, surface)[0, ..., None]).clamp(0, 1).transpose(1, 2)
+
+
+# room_exit's surfaces: their inward normals and their albedos (the walls share one; the sky has none)
+ROOM_NORMALS = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, 0))
+ROOM_ALBEDOS = (0, 0, 0, 0, 1, -1)
+
+
 class GeometricRooms(nn.Module):
     """A query-conditioned representation for cameras inside a room (the built-in rooms and
     DeepMind's rooms_*); not the paper's.
@@ -404,6 +476,8 @@ class GeometricRooms(nn.Module):
     # the backdrop: where rays leave it, its surfaces and how many of them look alike (the walls)
     backdrop = staticmethod(room_exit)
     surfaces, alike = SKY + 1, WALLS
+    # the backdrop's surfaces' inward normals and albedos, for RoomLight (None: no lighting model)
+    normals, albedo_groups = ROOM_NORMALS, ROOM_ALBEDOS
     agree_start = 0.1   # the largest colour difference of a point's views that keeps it, at first
 
     def __init__(self, x_dim=3, v_dim=7, r_dim=256, hidden=16, depths=32):
@@ -428,6 +502,7 @@ class GeometricRooms(nn.Module):
             nn.Conv2d(x_dim + 1, 32, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(64, r_dim - direct, 3, padding=1))
+        self.light = None if self.normals is None else RoomLight(self.normals, self.albedo_groups)
 
     @staticmethod
     def depth_range(pos, dirs, exit_t):
@@ -437,7 +512,8 @@ class GeometricRooms(nn.Module):
 
     def foreground(self, x, v):
         """Each context view's per-pixel foreground probability: x (B, M, 3, S, S), v (B, M, 7) ->
-        (B, M, 1, S, S), and the median colour of each of the backdrop's surfaces (B, surfaces, 3)."""
+        (B, M, 1, S, S), the median colour of each of the backdrop's surfaces (B, surfaces, 3), and where
+        each pixel's ray leaves the backdrop: the point (B, M, S, S, 3) and its surface (B, M, S, S)."""
         B, M, x_dim, S = x.shape[0], x.shape[1], x.shape[2], x.shape[-1]
         with torch.no_grad():
             pos, dirs = pixel_rays(v.flatten(0, 1).float(), S)
@@ -447,9 +523,19 @@ class GeometricRooms(nn.Module):
             scene = torch.arange(B, device=x.device)
             expected = medians[scene[:, None, None], surface.view(B, M, -1)]            # (B, M, P, 3)
             distance = (pixels - expected.transpose(2, 3)).abs().mean(dim=2)            # (B, M, P)
+            points = (pos[:, None] + dirs * t.clamp(max=FAR)[..., None]).view(B, M, -1, 3)
+            if self.light is not None:
+                # the lit colour of the room at each pixel, the light fitted to the pixels near the
+                # median, in place of the median where the lighting model covers the surface
+                room = (distance < self.fg_level).view(B, M, S, S).to(x.dtype)
+                light, albedo = self.light(x, points.view(B, M, S, S, 3), surface.view(B, M, S, S), room)
+                lit = self.light.colour(light, albedo, points.flatten(1, 2), surface.view(B, -1))
+                covered = (self.light.groups[surface.view(B, -1)] >= 0)[:, None]
+                expected = torch.where(covered, lit, expected.flatten(1, 2).transpose(1, 2))
+                expected = expected.view(B, x_dim, M, -1).transpose(1, 2)                # (B, M, 3, P)
+                distance = (pixels - expected).abs().mean(dim=2)
             # the other views at the point of the room each pixel's ray meets: their least difference
             # from the pixel's colour, and whether any sees it
-            points = (pos[:, None] + dirs * t.clamp(max=FAR)[..., None]).view(B, M, -1, 3)
             check = torch.full_like(distance, math.inf)
             for k in range(M):
                 colours, seen = _look(x[:, k], v[:, k], points.flatten(1, 2))          # (B, 3, M*P)
@@ -462,7 +548,8 @@ class GeometricRooms(nn.Module):
         maps = maps.view(B * M, 3, S, S)
         logit = (self.fg_gain * (maps[:, :1] - self.fg_level)
                  + self.fg_net(torch.cat((x.flatten(0, 1), maps.to(x.dtype)), dim=1)))
-        return torch.sigmoid(logit).view(B, M, 1, S, S), medians
+        return (torch.sigmoid(logit).view(B, M, 1, S, S), medians, points.view(B, M, S, S, 3),
+                surface.view(B, M, S, S))
 
     def forward(self, x, v, v_q):
         """x (B, M, 3, 64, 64), v (B, M, 7), v_q (B, 7) -> r (B, r_dim, 16, 16)."""
@@ -470,7 +557,7 @@ class GeometricRooms(nn.Module):
         if S != 16 * self.scale:
             raise ValueError(f"{type(self).__name__} renders {16 * self.scale}x{16 * self.scale} images, "
                              f"not {S}x{S}")
-        fg, medians = self.foreground(x, v)
+        fg, medians, room_points, room_surface = self.foreground(x, v)
         with torch.no_grad():
             pos, dirs = pixel_rays(v_q.float(), S)                             # (B, R, 3), R = S*S
             exit_t, surface = self.backdrop(pos, dirs)
@@ -502,12 +589,18 @@ class GeometricRooms(nn.Module):
         R, D = S * S, self.depths
         values = torch.cat((colour, torch.ones_like(colour[:, :1])), dim=1).view(B, x_dim + 1, R, D)
         drawn = Geometric._composite(alpha.view(B, R, D), values)            # (B, 4, R): colour, cover
-        # the room behind: seen as room by some view, else its surface's median colour
+        # the room behind: seen as room by some view, else lit by the scene's light (RoomLight) or, on a
+        # surface it does not model, that surface's median colour
         exit_fg = F.grid_sample(fg_maps, exit_grid.to(fg.dtype), align_corners=False).view(B, M, R)
         room = exit_seen * (1 - exit_fg)                                               # (B, M, R)
-        median = medians[torch.arange(B, device=x.device)[:, None], surface].transpose(1, 2)   # (B, 3, R)
+        unseen = medians[torch.arange(B, device=x.device)[:, None], surface].transpose(1, 2)   # (B, 3, R)
+        if self.light is not None:
+            light, albedo = self.light(x, room_points, room_surface, 1 - fg[:, :, 0].detach())
+            exit_points = pos[:, None] + dirs * exit_t.clamp(max=FAR)[..., None]
+            lit = self.light.colour(light, albedo, exit_points, surface).to(unseen.dtype)
+            unseen = torch.where((self.light.groups[surface] >= 0)[:, None], lit, unseen)
         known = room.sum(dim=1)[:, None]
-        behind = ((at_exit * room[:, :, None]).sum(dim=1) + 0.1 * median) / (known + 0.1)
+        behind = ((at_exit * room[:, :, None]).sum(dim=1) + 0.1 * unseen) / (known + 0.1)
         cover = drawn[:, x_dim:]
         image = drawn[:, :x_dim] + (1 - cover) * behind
         confidence = cover + (1 - cover) * known.clamp(max=1)
@@ -540,6 +633,7 @@ class GeometricJaco(GeometricRooms):
 
     backdrop = staticmethod(floor_exit)
     surfaces, alike = 2, 0
+    normals = None
     # the arm's metal is shaded unlike from view to view; one arm and one target make few false objects
     agree_start = 0.3
 

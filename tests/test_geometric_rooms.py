@@ -58,6 +58,35 @@ def test_surface_colours_are_medians_and_an_unseen_wall_takes_the_walls_colour()
     np.testing.assert_allclose(colours[0, geometric.SKY].numpy(), [0.0] * 3)   # no sky in view
 
 
+def test_the_light_fitted_to_three_views_lights_the_walls_and_floor_of_the_others():
+    """RoomLight finds the room's light from 3 views' room pixels, near the renderer's, and colours the other
+    views' walls and floor closer to the truth than their median colour does (a wall turned from the light
+    is darker, one near it brighter)."""
+    g = GeometricRooms(r_dim=96)
+    context, others = [0, 3, 6], [1, 2, 4, 5, 7, 8, 9]
+    lit_error, median_error = [], []
+    for index in range(4):
+        x, v, labels = scene(index)
+        with torch.no_grad():
+            fg, medians, points, surface = g.foreground(x[None, context], v[None, context])
+            light, albedo = g.light(x[None, context], points, surface, 1 - fg[:, :, 0])
+            true_light = torch.tensor(rooms.LIGHTS[rooms.random_room(0, "test", index).light][0])
+            assert (light[0] - true_light).norm() < 1.0, (index, light[0], true_light)
+            pos, dirs = pixel_rays(v[others], 64)
+            t, where = room_exit(pos, dirs)
+            n = len(others)
+            lit = g.light.colour(light.expand(n, 3), albedo.expand(n, -1, -1),
+                                 pos[:, None] + dirs * t[..., None], where)          # (n, 3, P)
+            median = medians[0, where].transpose(1, 2)
+        truth = x[others].flatten(2)
+        room = torch.from_numpy(np.stack([interior(m) for m in labels[others].numpy() < FIRST_OBJECT]))
+        room = room.flatten(1) & (where < geometric.SKY)
+        lit_error.append((lit - truth).abs().mean(1)[room].mean())
+        median_error.append((median - truth).abs().mean(1)[room].mean())
+    lit_error, median_error = torch.stack(lit_error), torch.stack(median_error)
+    assert (lit_error < 0.07).all() and (lit_error < 0.75 * median_error).all(), (lit_error, median_error)
+
+
 def test_a_query_view_among_the_context_views_is_rendered_as_it_is():
     """With the query camera one of the context cameras, the untrained rendering shows that view: its room
     (wall, floor, sky) read back where it is, its objects carved where they stand."""
@@ -83,6 +112,8 @@ def test_it_learns_its_foreground_and_agreement_and_refuses_other_image_sizes():
     phi = model.phi
     for name in ("fg_gain", "fg_level", "agree_gain", "agree_level"):
         assert getattr(phi, name).grad.abs() > 0, name
+    for name in ("log_ambient", "log_falloff"):                     # the room's lighting is learnt too
+        assert getattr(phi.light, name).grad.abs() > 0, name
     assert phi.fg_net[-1].weight.grad.abs().sum() > 0
     small = torch.nn.functional.interpolate(x, size=32)
     with pytest.raises(ValueError, match="renders 64x64 images, not 32x32"):
