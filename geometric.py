@@ -453,10 +453,10 @@ class GeometricRooms(nn.Module):
     The room's box is known (ROOM_HALF, WALL_HEIGHT): every pixel's ray leaves it at a wall, the
     floor or the sky, at a depth found by geometry. What stands in front of that is an object. So:
     1. Each context view's pixels get a logit of showing an object (foreground) rather than the
-       room: at first, how far the pixel's colour lies from the median colour of the surface its ray
-       meets (the scene's walls, floor and sky each have one colour and its shading), corrected by a
-       small CNN that also sees whether the other views, looking at the same point of the room,
-       agree with the pixel (they do where it shows the room).
+       room: at first, how far the pixel's colour lies from the colour the room has there (RoomLight's
+       lit wall or floor, fitted to the pixels near their surface's median colour; the sky's median),
+       corrected by a small CNN that also sees whether the other views, looking at the same point of
+       the room, agree with the pixel (they do where it shows the room).
     2. Along each of the query view's 64x64 rays, `depths` points from NEAR to where the ray leaves
        the room are projected into every context view. A point is solid where every view that sees
        it shows foreground there (space carving, with foreground in place of Shepard-Metzler's
@@ -464,7 +464,7 @@ class GeometricRooms(nn.Module):
        seen by two views from being made of two other objects); it takes the colour of the views
        that show foreground there. Front-to-back compositing keeps the first solid point.
     3. Behind it, the room where the ray leaves it: the colour of the views that see that point of
-       the wall or floor as room, or, where none does, that surface's median colour.
+       the wall or floor as room, or, where none does, its colour under the room's fitted light.
     The 64x64 rendering and its confidence reach the cores' 16x16 grid 4x4 pixels per cell (64
     channels of r), and a small CNN on it makes the rest of r; the generator, z and the ELBO are the
     paper's, and the render_gate head (RenderGate) shows the rendering where it judges it right.
