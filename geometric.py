@@ -376,8 +376,9 @@ def surface_colours(images, surface, surfaces, alike=0):
 
 class RoomLight(nn.Module):
     """The room's lighting, fitted to each scene's context views: the colour its walls and floor have
-    where no context view sees them, and the room colour a context pixel is tested against. The walls share one colour (albedo), the floor has another, and both are
-    lit by a point light above the room: a point p with normal n shows
+    where no context view sees them, and the room colour a context pixel is tested against. The walls
+    share one colour (albedo), the floor has another, and both are lit by a point light above the
+    room: a point p with normal n shows
         albedo * (ambient + max(n . l, 0) / (1 + (|L - p| / falloff)^2)),   l the unit vector to L.
     For each scene, the light L is the one of a grid of candidates above the room whose shading, with the
     albedos fitted by least squares, best explains the context views' room pixels (those not saturated
