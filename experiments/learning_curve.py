@@ -154,6 +154,13 @@ def main(argv=None):
     p.add_argument("--beside", default=None, help="another run's scored points (its --json), drawn beside")
     p.add_argument("--beside_label", default="another run", help="the legend's name for --beside")
     args = p.parse_args(argv)
+    try:
+        curve(args)
+    except (checkpoint.CheckpointError, gqn_dataset.DatasetError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+
+
+def curve(args):
     if args.checkpoints:
         paths = checkpoint.checkpoints(args.checkpoints)
         if not paths:

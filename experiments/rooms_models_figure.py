@@ -17,6 +17,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import checkpoint  # noqa: E402
+import gqn_dataset  # noqa: E402
 import metrics  # noqa: E402
 from held_out import open_with_test_data  # noqa: E402
 from images import comparison_grid, save_png  # noqa: E402
@@ -29,6 +31,13 @@ def main(argv=None):
     p.add_argument("--scenes", type=int, default=6)
     p.add_argument("--out", default=os.path.join("assets", "rooms-tower-vs-geometric.png"))
     args = p.parse_args(argv)
+    try:
+        draw(args)
+    except (checkpoint.CheckpointError, gqn_dataset.DatasetError) as e:
+        sys.exit(f"error: {e}")
+
+
+def draw(args):
     frames, viewpoints, _ = metrics.fixed_batch(args.data_dir, args.scenes, 3, 0)
     views = frames.float() / 255
     x, v, x_q, v_q = views[:, :3], viewpoints[:, :3], views[:, 3], viewpoints[:, 3]
