@@ -400,10 +400,12 @@ class RoomLight(nn.Module):
     def shading(self, lights, points, surface):
         """How much light reaches points (B, P, 3) on surfaces (B, P) from lights (K, B, 3) -> (K, B, P)."""
         n = self.normals[surface]
-        to_light = lights[:, :, None] - points
-        distance = to_light.norm(dim=-1).clamp_min(1e-3)
-        lambert = ((n * to_light).sum(dim=-1) / distance).clamp(min=0)
-        return self.log_ambient.exp() + lambert / (1 + (distance / self.log_falloff.exp()) ** 2)
+        # |L - p|^2 and n . (L - p) from dot products: no (K, B, P, 3) tensor of the vectors L - p
+        square = ((lights ** 2).sum(dim=-1)[..., None] - 2 * torch.einsum("kbc,bpc->kbp", lights, points)
+                  + (points ** 2).sum(dim=-1)).clamp_min(1e-6)
+        facing = torch.einsum("kbc,bpc->kbp", lights, n) - (n * points).sum(dim=-1)
+        lambert = (facing * square.rsqrt()).clamp(min=0)
+        return self.log_ambient.exp() + lambert / (1 + square / self.log_falloff.exp() ** 2)
 
     def _fit(self, shading, colours, weights):
         """Least-squares albedos for shadings (K, B, P) of colours (B, P, 3) weighted by (G, B, P, 3) ->
@@ -415,10 +417,11 @@ class RoomLight(nn.Module):
         left = (wc * colours).sum(dim=(0, 2, 3)) - (cross ** 2 / square).sum(dim=(2, 3))
         return albedo, left
 
-    def forward(self, colours, points, surface, room):
+    def forward(self, colours, points, surface, room, light=None):
         """Fit a scene's light: its context views' colours (B, M, 3, S, S), the points of the room their
         rays meet (B, M, S, S, 3) and the surfaces there (B, M, S, S), and how likely each pixel shows the
-        room (B, M, S, S) -> the light (B, 3) and the albedos (B, groups, 3)."""
+        room (B, M, S, S) -> the light (B, 3) and the albedos (B, groups, 3). A light (B, 3) already
+        chosen is kept: only the albedos are fitted, to these room pixels."""
         s = self.stride
         colours = colours[..., ::s, ::s].permute(0, 1, 3, 4, 2).flatten(1, 3)            # (B, P, 3)
         points, surface = points[:, :, ::s, ::s].flatten(1, 3), surface[:, :, ::s, ::s].flatten(1)
@@ -426,11 +429,12 @@ class RoomLight(nn.Module):
         group = self.groups[surface]
         weights = torch.stack([(group == g) & (room > 0.5) for g in range(self.albedos)])   # (G, B, P)
         weights = (weights[..., None] & (colours < 0.995)).to(colours.dtype)             # (G, B, P, 3)
-        with torch.no_grad():
-            K, B = self.candidates.shape[0], colours.shape[0]
-            lights = self.candidates[:, None].expand(K, B, 3)
-            _, left = self._fit(self.shading(lights, points, surface), colours, weights)
-            light = self.candidates[left.argmin(dim=0)]                                   # (B, 3)
+        if light is None:
+            with torch.no_grad():
+                K, B = self.candidates.shape[0], colours.shape[0]
+                lights = self.candidates[:, None].expand(K, B, 3)
+                _, left = self._fit(self.shading(lights, points, surface), colours, weights)
+                light = self.candidates[left.argmin(dim=0)]                               # (B, 3)
         albedo, _ = self._fit(self.shading(light[None], points, surface), colours, weights)
         return light, albedo[0]
 
@@ -513,8 +517,9 @@ class GeometricRooms(nn.Module):
 
     def foreground(self, x, v):
         """Each context view's per-pixel foreground probability: x (B, M, 3, S, S), v (B, M, 7) ->
-        (B, M, 1, S, S), the median colour of each of the backdrop's surfaces (B, surfaces, 3), and where
-        each pixel's ray leaves the backdrop: the point (B, M, S, S, 3) and its surface (B, M, S, S)."""
+        (B, M, 1, S, S), the median colour of each of the backdrop's surfaces (B, surfaces, 3), where
+        each pixel's ray leaves the backdrop: the point (B, M, S, S, 3) and its surface (B, M, S, S), and
+        the room's light that RoomLight chose (B, 3; None without a lighting model)."""
         B, M, x_dim, S = x.shape[0], x.shape[1], x.shape[2], x.shape[-1]
         with torch.no_grad():
             pos, dirs = pixel_rays(v.flatten(0, 1).float(), S)
@@ -525,6 +530,7 @@ class GeometricRooms(nn.Module):
             expected = medians[scene[:, None, None], surface.view(B, M, -1)]            # (B, M, P, 3)
             distance = (pixels - expected.transpose(2, 3)).abs().mean(dim=2)            # (B, M, P)
             points = (pos[:, None] + dirs * t.clamp(max=FAR)[..., None]).view(B, M, -1, 3)
+            light = None
             if self.light is not None:
                 # the lit colour of the room at each pixel, the light fitted to the pixels near the
                 # median, in place of the median where the lighting model covers the surface
@@ -550,7 +556,7 @@ class GeometricRooms(nn.Module):
         logit = (self.fg_gain * (maps[:, :1] - self.fg_level)
                  + self.fg_net(torch.cat((x.flatten(0, 1), maps.to(x.dtype)), dim=1)))
         return (torch.sigmoid(logit).view(B, M, 1, S, S), medians, points.view(B, M, S, S, 3),
-                surface.view(B, M, S, S))
+                surface.view(B, M, S, S), light)
 
     def forward(self, x, v, v_q):
         """x (B, M, 3, 64, 64), v (B, M, 7), v_q (B, 7) -> r (B, r_dim, 16, 16)."""
@@ -558,7 +564,7 @@ class GeometricRooms(nn.Module):
         if S != 16 * self.scale:
             raise ValueError(f"{type(self).__name__} renders {16 * self.scale}x{16 * self.scale} images, "
                              f"not {S}x{S}")
-        fg, medians, room_points, room_surface = self.foreground(x, v)
+        fg, medians, room_points, room_surface, light = self.foreground(x, v)
         with torch.no_grad():
             pos, dirs = pixel_rays(v_q.float(), S)                             # (B, R, 3), R = S*S
             exit_t, surface = self.backdrop(pos, dirs)
@@ -596,7 +602,8 @@ class GeometricRooms(nn.Module):
         room = exit_seen * (1 - exit_fg)                                               # (B, M, R)
         unseen = medians[torch.arange(B, device=x.device)[:, None], surface].transpose(1, 2)   # (B, 3, R)
         if self.light is not None:
-            light, albedo = self.light(x, room_points, room_surface, 1 - fg[:, :, 0].detach())
+            # the light the foreground test chose; the albedos refitted to the pixels it calls room
+            light, albedo = self.light(x, room_points, room_surface, 1 - fg[:, :, 0].detach(), light)
             exit_points = pos[:, None] + dirs * exit_t.clamp(max=FAR)[..., None]
             lit = self.light.colour(light, albedo, exit_points, surface).to(unseen.dtype)
             unseen = torch.where((self.light.groups[surface] >= 0)[:, None], lit, unseen)

@@ -68,8 +68,8 @@ def test_the_light_fitted_to_three_views_lights_the_walls_and_floor_of_the_other
     for index in range(4):
         x, v, labels = scene(index)
         with torch.no_grad():
-            fg, medians, points, surface = g.foreground(x[None, context], v[None, context])
-            light, albedo = g.light(x[None, context], points, surface, 1 - fg[:, :, 0])
+            fg, medians, points, surface, light = g.foreground(x[None, context], v[None, context])
+            light, albedo = g.light(x[None, context], points, surface, 1 - fg[:, :, 0], light)
             true_light = torch.tensor(rooms.LIGHTS[rooms.random_room(0, "test", index).light][0])
             assert (light[0] - true_light).norm() < 1.0, (index, light[0], true_light)
             pos, dirs = pixel_rays(v[others], 64)
