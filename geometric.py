@@ -399,13 +399,16 @@ class RoomLight(nn.Module):
 
     def shading(self, lights, points, surface):
         """How much light reaches points (B, P, 3) on surfaces (B, P) from lights (K, B, 3) -> (K, B, P)."""
-        n = self.normals[surface]
-        # |L - p|^2 and n . (L - p) from dot products: no (K, B, P, 3) tensor of the vectors L - p
-        square = ((lights ** 2).sum(dim=-1)[..., None] - 2 * torch.einsum("kbc,bpc->kbp", lights, points)
-                  + (points ** 2).sum(dim=-1)).clamp_min(1e-6)
-        facing = torch.einsum("kbc,bpc->kbp", lights, n) - (n * points).sum(dim=-1)
-        lambert = (facing * square.rsqrt()).clamp(min=0)
-        return self.log_ambient.exp() + lambert / (1 + square / self.log_falloff.exp() ** 2)
+        # |L - p|^2 and n . (L - p) from dot products: no (K, B, P, 3) tensor of the vectors L - p; in
+        # float32 under autocast too (as are the fits), as differences of squares cancel in bfloat16
+        with torch.autocast(points.device.type, enabled=False):
+            lights, points = lights.float(), points.float()
+            n = self.normals[surface]
+            square = ((lights ** 2).sum(dim=-1)[..., None] + (points ** 2).sum(dim=-1)
+                      - 2 * torch.einsum("kbc,bpc->kbp", lights, points)).clamp_min(1e-6)
+            facing = torch.einsum("kbc,bpc->kbp", lights, n) - (n * points).sum(dim=-1)
+            lambert = (facing * square.rsqrt()).clamp(min=0)
+            return self.log_ambient.exp() + lambert / (1 + square / self.log_falloff.exp() ** 2)
 
     def _fit(self, shading, colours, weights):
         """Least-squares albedos for shadings (K, B, P) of colours (B, P, 3) weighted by (G, B, P, 3) ->
@@ -422,6 +425,10 @@ class RoomLight(nn.Module):
         rays meet (B, M, S, S, 3) and the surfaces there (B, M, S, S), and how likely each pixel shows the
         room (B, M, S, S) -> the light (B, 3) and the albedos (B, groups, 3). A light (B, 3) already
         chosen is kept: only the albedos are fitted, to these room pixels."""
+        with torch.autocast(colours.device.type, enabled=False):
+            return self._fit_scene(colours.float(), points.float(), surface, room, light)
+
+    def _fit_scene(self, colours, points, surface, room, light):
         s = self.stride
         colours = colours[..., ::s, ::s].permute(0, 1, 3, 4, 2).flatten(1, 3)            # (B, P, 3)
         points, surface = points[:, :, ::s, ::s].flatten(1, 3), surface[:, :, ::s, ::s].flatten(1)

@@ -87,6 +87,19 @@ def test_the_light_fitted_to_three_views_lights_the_walls_and_floor_of_the_other
     assert (lit_error < 0.07).all() and (lit_error < 0.75 * median_error).all(), (lit_error, median_error)
 
 
+def test_the_light_is_chosen_alike_under_bfloat16_autocast():
+    """With --dtype bfloat16 (autocast), RoomLight's least squares would cancel in bfloat16 and pick other
+    lights; it runs in float32, so each room gets the light it gets in float32."""
+    g = GeometricRooms(r_dim=96)
+    context = [0, 3, 6]
+    x, v = map(torch.stack, zip(*[scene(index)[:2] for index in range(4)]))
+    with torch.no_grad():
+        light = g.foreground(x[:, context], v[:, context])[4]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            light_bf16 = g.foreground(x[:, context], v[:, context])[4]
+    assert torch.equal(light, light_bf16), (light, light_bf16)
+
+
 def test_a_query_view_among_the_context_views_is_rendered_as_it_is():
     """With the query camera one of the context cameras, the untrained rendering shows that view: its room
     (wall, floor, sky) read back where it is, its objects carved where they stand."""
