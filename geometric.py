@@ -360,6 +360,12 @@ def room_exit(origin, dirs):
     return t.masked_fill(sky, SKY_DEPTH), surface.masked_fill(sky, SKY)
 
 
+def exit_points(origin, dirs, t):
+    """The points where rays (origin (N, 3), dirs (N, R, 3)) leave the backdrop at depths t (N, R) ->
+    (N, R, 3); the sky's, at most FAR away."""
+    return origin[:, None] + dirs * t.clamp(max=FAR)[..., None]
+
+
 def surface_colours(images, surface, surfaces, alike=0):
     """The median colour of each of a backdrop's surfaces in a scene's views: images (B, M, 3, P),
     surface (B, M, P) (the surface each pixel's ray meets) -> (B, surfaces, 3). Surfaces 0 to
@@ -382,7 +388,9 @@ class RoomLight(nn.Module):
         albedo * (ambient + max(n . l, 0) / (1 + (|L - p| / falloff)^2)),   l the unit vector to L.
     For each scene, the light L is the one of a grid of candidates above the room whose shading, with the
     albedos fitted by least squares, best explains the context views' room pixels (those not saturated
-    and not foreground). ambient and falloff are learnt."""
+    and not foreground). ambient and falloff are learnt. Its entry points (forward, colour) compute in
+    float32 under autocast too: the fit's residual and the squared distances are differences of large
+    sums, which cancel in bfloat16."""
 
     def __init__(self, normals, groups, candidates=7, heights=(1.35, 1.95), ambient=0.3, falloff=4.0,
                  stride=2):
@@ -399,16 +407,13 @@ class RoomLight(nn.Module):
 
     def shading(self, lights, points, surface):
         """How much light reaches points (B, P, 3) on surfaces (B, P) from lights (K, B, 3) -> (K, B, P)."""
-        # |L - p|^2 and n . (L - p) from dot products: no (K, B, P, 3) tensor of the vectors L - p; in
-        # float32 under autocast too (as are the fits), as differences of squares cancel in bfloat16
-        with torch.autocast(points.device.type, enabled=False):
-            lights, points = lights.float(), points.float()
-            n = self.normals[surface]
-            square = ((lights ** 2).sum(dim=-1)[..., None] + (points ** 2).sum(dim=-1)
-                      - 2 * torch.einsum("kbc,bpc->kbp", lights, points)).clamp_min(1e-6)
-            facing = torch.einsum("kbc,bpc->kbp", lights, n) - (n * points).sum(dim=-1)
-            lambert = (facing * square.rsqrt()).clamp(min=0)
-            return self.log_ambient.exp() + lambert / (1 + square / self.log_falloff.exp() ** 2)
+        # |L - p|^2 and n . (L - p) from dot products: no (K, B, P, 3) tensor of the vectors L - p
+        n = self.normals[surface]
+        square = ((lights ** 2).sum(dim=-1)[..., None] + (points ** 2).sum(dim=-1)
+                  - 2 * torch.einsum("kbc,bpc->kbp", lights, points)).clamp_min(1e-6)
+        facing = torch.einsum("kbc,bpc->kbp", lights, n) - (n * points).sum(dim=-1)
+        lambert = (facing * square.rsqrt()).clamp(min=0)
+        return self.log_ambient.exp() + lambert / (1 + square / self.log_falloff.exp() ** 2)
 
     def _fit(self, shading, colours, weights):
         """Least-squares albedos for shadings (K, B, P) of colours (B, P, 3) weighted by (G, B, P, 3) ->
@@ -450,7 +455,9 @@ class RoomLight(nn.Module):
         group = self.groups[surface]
         scene = torch.arange(points.shape[0], device=points.device)[:, None]
         base = albedo[scene, group.clamp(min=0)] * (group >= 0)[..., None]               # (B, P, 3)
-        return (base * self.shading(light[None], points, surface)[0, ..., None]).clamp(0, 1).transpose(1, 2)
+        with torch.autocast(points.device.type, enabled=False):
+            shading = self.shading(light[None].float(), points.float(), surface)[0, ..., None]
+            return (base.float() * shading).clamp(0, 1).transpose(1, 2)
 
 
 # room_exit's surfaces: their inward normals and their albedos (the walls share one; the sky has none)
@@ -536,7 +543,7 @@ class GeometricRooms(nn.Module):
             scene = torch.arange(B, device=x.device)
             expected = medians[scene[:, None, None], surface.view(B, M, -1)]            # (B, M, P, 3)
             distance = (pixels - expected.transpose(2, 3)).abs().mean(dim=2)            # (B, M, P)
-            points = (pos[:, None] + dirs * t.clamp(max=FAR)[..., None]).view(B, M, -1, 3)
+            points = exit_points(pos, dirs, t).view(B, M, -1, 3)
             light = None
             if self.light is not None:
                 # the lit colour of the room at each pixel, the light fitted to the pixels near the
@@ -611,8 +618,7 @@ class GeometricRooms(nn.Module):
         if self.light is not None:
             # the light the foreground test chose; the albedos refitted to the pixels it calls room
             light, albedo = self.light(x, room_points, room_surface, 1 - fg[:, :, 0].detach(), light)
-            exit_points = pos[:, None] + dirs * exit_t.clamp(max=FAR)[..., None]
-            lit = self.light.colour(light, albedo, exit_points, surface).to(unseen.dtype)
+            lit = self.light.colour(light, albedo, exit_points(pos, dirs, exit_t), surface).to(unseen.dtype)
             unseen = torch.where((self.light.groups[surface] >= 0)[:, None], lit, unseen)
         known = room.sum(dim=1)[:, None]
         behind = ((at_exit * room[:, :, None]).sum(dim=1) + 0.1 * unseen) / (known + 0.1)
