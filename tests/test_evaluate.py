@@ -274,6 +274,20 @@ def test_the_sweep_refuses_an_unknown_configuration_in_one_sentence(capsys):
     assert str(e.value.code) == "error: no configuration named no_such_recipe; see --list"
 
 
+def test_the_figure_scripts_name_a_missing_folder_or_file_in_one_sentence(tmp_path):
+    """The learning curve and the models-beside-each-other figure, pointed at a folder or file that is not
+    there, end in one sentence naming it, and write nothing."""
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(SystemExit) as e:
+        experiment("rooms_models_figure").main(["--checkpoints", "a.pt", "--data_dir", missing,
+                                                "--out", str(tmp_path / "fig.png")])
+    assert str(e.value.code).startswith(f"error: data folder {missing} does not exist")
+    with pytest.raises(SystemExit) as e:
+        experiment("learning_curve").main(["--json", missing + ".json", "--out", str(tmp_path / "c.png")])
+    assert str(e.value.code).startswith("error: ") and "nowhere.json" in str(e.value.code)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_exact_rendering_scores_what_the_readme_says_against_the_jpeg_frames():
     """The metrics' ceiling on the built-in scenes (README, "What the demo shows"): the exact
     rendering loses IoU and colour only to the frames' JPEG encoding, chiefly its chroma subsampling;
